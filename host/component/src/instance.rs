@@ -1,0 +1,857 @@
+//! Instantiating a component and calling its exports.
+//!
+//! Instantiation replays the initializers that `wasmtime-environ` produced
+//! (see [`crate::component`]): core modules are instantiated in order with
+//! their arguments, which are exports of earlier core instances or
+//! *trampolines* — host functions created here that lift the guest's
+//! arguments, run the linked host function and lower its results, or that
+//! implement `resource.new`/`rep`/`drop`.
+//!
+//! A call to an export lowers the arguments into the guest, runs the core
+//! function under the instance's fuel and deadline budget, lifts the results
+//! and runs the guest's `post-return`. A trap poisons the instance: its
+//! memory may be half-updated, so it refuses further calls and the host
+//! replaces it with a fresh one.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use wasmi::{AsContextMut, Caller, Extern, Func, FuncType, Store, StoreLimitsBuilder, TrapCode, Val as CoreVal};
+use wasmtime_environ::component::{
+    CanonicalOptions, CanonicalOptionsDataModel, CoreDef, Export, ExportItem, GlobalInitializer, InstantiateModule,
+    InterfaceType, OptionsIndex, Trampoline, TrampolineIndex, TypeFuncIndex, TypeResourceTableIndex, MAX_FLAT_PARAMS,
+    MAX_FLAT_RESULTS,
+};
+use wasmtime_environ::{EntityIndex, StaticModuleIndex, WasmValType};
+
+use crate::abi::{abi_err, abi_info, check_aligned, flat_count, flatten, AbiResult, Cx, Flat, FlatReader};
+use crate::component::{Component, ComponentInner};
+use crate::error::{AbiError, Error, HostError, Result, TrapKind};
+use crate::linker::{HostContext, HostFunc, Linker};
+use crate::store::{Handle, HandleTable, Runtime, StoreData};
+use crate::types::{func_sig, FuncSig};
+use crate::values::{Resource, ResourceType, Val};
+
+/// Fuel handed to the guest per slice; between slices the deadline is
+/// checked. Small enough that a deadline is noticed within a few
+/// milliseconds, large enough that refuelling costs nothing measurable.
+const FUEL_SLICE: u64 = 2_000_000;
+
+static NEXT_UID: AtomicU64 = AtomicU64::new(1);
+
+/// An export of an instance, resolved to its core function.
+#[derive(Clone)]
+struct ExportFunc {
+    func: Func,
+    ty: TypeFuncIndex,
+    options: OptionsIndex,
+}
+
+/// A running instance of a component, with its own store.
+pub struct Instance<T> {
+    store: Store<StoreData<T>>,
+    comp: Arc<ComponentInner>,
+    exports: HashMap<String, ExportFunc>,
+    poisoned: Option<String>,
+    /// Fuel used by the last completed call.
+    last_fuel: u64,
+}
+
+impl<T> Drop for Instance<T> {
+    fn drop(&mut self) {
+        self.comp.live_instances.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Maps a wasmi error to what stopped the guest.
+fn classify(err: &wasmi::Error, comp: &ComponentInner) -> TrapKind {
+    if let Some(h) = err.downcast_ref::<HostError>() {
+        return match h.exit {
+            Some(code) => TrapKind::Exit(code),
+            None => TrapKind::Host(h.message.clone()),
+        };
+    }
+    if let Some(a) = err.downcast_ref::<AbiError>() {
+        return TrapKind::Abi(a.0.clone());
+    }
+    if let Some(code) = err.i32_exit_status() {
+        return TrapKind::Exit(code);
+    }
+    match err.as_trap_code() {
+        Some(TrapCode::OutOfFuel) => TrapKind::OutOfFuel { limit: comp.limits.fuel_per_call.unwrap_or(u64::MAX) },
+        Some(TrapCode::UnreachableCodeReached) => TrapKind::Unreachable,
+        Some(TrapCode::StackOverflow) => TrapKind::StackOverflow,
+        Some(TrapCode::GrowthOperationLimited) | Some(TrapCode::OutOfSystemMemory) => {
+            TrapKind::MemoryLimit { bytes: comp.limits.memory_bytes as u64 }
+        }
+        Some(code) => TrapKind::Wasm(code.trap_message().to_string()),
+        None => {
+            let msg = err.to_string();
+            if msg.contains("ResourceLimiterDeniedAllocation") || msg.contains("limit") && msg.contains("memory") {
+                TrapKind::MemoryLimit { bytes: comp.limits.memory_bytes as u64 }
+            } else {
+                TrapKind::Wasm(msg)
+            }
+        }
+    }
+}
+
+fn core_func_type(comp: &ComponentInner, t: TrampolineIndex) -> FuncType {
+    let sig = comp.types.module_types()[comp.info.trampolines[t]].unwrap_func();
+    let conv = |t: &WasmValType| match t {
+        WasmValType::I32 => wasmi::ValType::I32,
+        WasmValType::I64 => wasmi::ValType::I64,
+        WasmValType::F32 => wasmi::ValType::F32,
+        WasmValType::F64 => wasmi::ValType::F64,
+        WasmValType::V128 => wasmi::ValType::V128,
+        // Reference types never appear in the signatures of the trampolines
+        // accepted by `check_supported`.
+        WasmValType::Ref(_) => wasmi::ValType::ExternRef,
+    };
+    FuncType::new(sig.params().iter().map(conv).collect::<Vec<_>>(), sig.results().iter().map(conv).collect::<Vec<_>>())
+}
+
+fn options_cx<'a, T>(comp: &'a ComponentInner, rt: &Runtime, opts: &CanonicalOptions, _t: std::marker::PhantomData<T>) -> Cx<'a> {
+    let (memory, realloc) = match &opts.data_model {
+        CanonicalOptionsDataModel::LinearMemory(lm) => (
+            lm.memory.and_then(|m| rt.memories[m.as_u32() as usize]),
+            lm.realloc.and_then(|r| rt.reallocs[r.as_u32() as usize]),
+        ),
+        CanonicalOptionsDataModel::Gc {} => (None, None),
+    };
+    Cx { comp, memory, realloc, encoding: opts.string_encoding, instance: opts.instance }
+}
+
+impl<T: Send + 'static> Instance<T> {
+    /// Instantiates `component` with imports from `linker`; `data` is the
+    /// embedder's state, reachable from host functions.
+    pub fn new(linker: &Linker<T>, component: &Component, data: T) -> Result<Instance<T>> {
+        let comp = component.inner.clone();
+        let name = comp.name.clone();
+        let max = comp.limits.max_instances;
+        if comp.live_instances.fetch_add(1, Ordering::Relaxed) >= max {
+            comp.live_instances.fetch_sub(1, Ordering::Relaxed);
+            return Err(Error::InstanceLimit { component: name, limit: max });
+        }
+        // From here on `Instance::drop` (or this guard) gives the slot back.
+        struct SlotGuard<'a>(&'a ComponentInner, bool);
+        impl Drop for SlotGuard<'_> {
+            fn drop(&mut self) {
+                if self.1 {
+                    self.0.live_instances.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+        }
+        let mut guard = SlotGuard(&comp, true);
+        let inst = Self::instantiate(linker, &comp, data)?;
+        guard.1 = false;
+        Ok(inst)
+    }
+
+    fn instantiate(linker: &Linker<T>, comp: &Arc<ComponentInner>, data: T) -> Result<Instance<T>> {
+        let info = &comp.info;
+        let name = comp.name.clone();
+        let instantiate_err = |reason: String| Error::Instantiate { component: name.clone(), reason };
+
+        // Resolve every import first so that all missing ones are reported
+        // together, by name.
+        let import_name = |idx: wasmtime_environ::component::RuntimeImportIndex| {
+            let (import, path) = &info.imports[idx];
+            (info.import_types[*import].0.clone(), path.clone())
+        };
+        let mut missing = Vec::new();
+        let mut resource_types = Vec::with_capacity(info.num_resources as usize);
+        for (_, import) in info.imported_resources.iter() {
+            let (iface, path) = import_name(*import);
+            match path.as_slice() {
+                [res] => match linker.lookup_resource(&iface, res) {
+                    Ok(id) => resource_types.push(ResourceType::Host(id)),
+                    Err(why) => {
+                        missing.push((format!("{iface}#{res}"), why));
+                        resource_types.push(ResourceType::Host(u32::MAX));
+                    }
+                },
+                _ => missing.push((iface, "nested instance imports are not supported".into())),
+            }
+        }
+        let uid = NEXT_UID.fetch_add(1, Ordering::Relaxed);
+        for i in 0..(info.num_resources as usize - info.imported_resources.len()) {
+            resource_types.push(ResourceType::Guest { instance: uid, index: i as u32 });
+        }
+        let mut lowered: Vec<Option<HostFunc<T>>> = vec![None; info.num_lowerings as usize];
+        for init in &info.initializers {
+            if let GlobalInitializer::LowerImport { index, import } = init {
+                let (iface, path) = import_name(*import);
+                let found = match path.as_slice() {
+                    [] => linker.lookup_func("", &iface).map_err(|w| (iface.clone(), w)),
+                    [f] => linker.lookup_func(&iface, f).map_err(|w| (format!("{iface}#{f}"), w)),
+                    _ => Err((iface.clone(), "nested instance imports are not supported".into())),
+                };
+                match found {
+                    Ok(f) => lowered[index.as_u32() as usize] = Some(f),
+                    Err(m) => missing.push(m),
+                }
+            }
+        }
+        if let Some((first, why)) = missing.first() {
+            let mut reason = why.clone();
+            if missing.len() > 1 {
+                let others: Vec<&str> = missing[1..].iter().map(|(n, _)| n.as_str()).collect();
+                reason.push_str(&format!(" (also unsatisfied: {})", others.join(", ")));
+            }
+            return Err(Error::MissingImport { component: name, import: first.clone(), reason });
+        }
+
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(comp.limits.memory_bytes)
+            .table_elements(comp.limits.table_elements)
+            .trap_on_grow_failure(true)
+            .build();
+        let num_defined = info.num_resources as usize - info.imported_resources.len();
+        let rt = Runtime {
+            component: comp.clone(),
+            uid,
+            memories: vec![None; info.num_runtime_memories as usize],
+            reallocs: vec![None; info.num_runtime_reallocs as usize],
+            post_returns: vec![None; info.num_runtime_post_returns as usize],
+            tables: (0..info.num_runtime_component_instances).map(|_| HandleTable::default()).collect(),
+            resource_types,
+            resource_dtors: vec![None; num_defined],
+            scoped_borrows: 0,
+            in_call: false,
+        };
+        let mut store = Store::new(&comp.engine.wasmi, StoreData { user: data, limits, rt, host_dtors: linker.dtors() });
+        store.limiter(|d| &mut d.limits);
+        // Start functions run under the per-call budget too.
+        store.set_fuel(comp.limits.fuel_per_call.unwrap_or(u64::MAX)).map_err(|e| instantiate_err(e.to_string()))?;
+
+        let mut core_instances: Vec<(wasmi::Instance, StaticModuleIndex)> = Vec::new();
+        let mut trampolines: HashMap<TrampolineIndex, Func> = HashMap::new();
+
+        for init in &info.initializers {
+            match init {
+                GlobalInitializer::InstantiateModule(InstantiateModule::Static(idx, args), _) => {
+                    let mut externs = Vec::with_capacity(args.len());
+                    for def in args.iter() {
+                        externs.push(Self::resolve_def(&mut store, comp, &core_instances, &mut trampolines, &lowered, def)?);
+                    }
+                    let module = &comp.modules[*idx].module;
+                    let instance = wasmi::Instance::new(&mut store, module, &externs).map_err(|e| {
+                        let kind = classify(&e, comp);
+                        instantiate_err(format!("core module #{} failed to instantiate: {kind}", idx.as_u32()))
+                    })?;
+                    core_instances.push((instance, *idx));
+                }
+                GlobalInitializer::InstantiateModule(InstantiateModule::Import(..), _) => {
+                    return Err(instantiate_err("importing core modules is not supported".into()));
+                }
+                GlobalInitializer::LowerImport { .. } => {}
+                GlobalInitializer::ExtractMemory(m) => {
+                    let mem = Self::core_export(&store, comp, &core_instances, m.export.instance, &memory_item(&m.export.item))?
+                        .into_memory()
+                        .ok_or_else(|| instantiate_err("extracted memory is not a memory".into()))?;
+                    store.data_mut().rt.memories[m.index.as_u32() as usize] = Some(mem);
+                }
+                GlobalInitializer::ExtractRealloc(r) => {
+                    let f = Self::resolve_func(&mut store, comp, &core_instances, &mut trampolines, &lowered, &r.def)?;
+                    store.data_mut().rt.reallocs[r.index.as_u32() as usize] = Some(f);
+                }
+                GlobalInitializer::ExtractPostReturn(r) => {
+                    let f = Self::resolve_func(&mut store, comp, &core_instances, &mut trampolines, &lowered, &r.def)?;
+                    store.data_mut().rt.post_returns[r.index.as_u32() as usize] = Some(f);
+                }
+                GlobalInitializer::ExtractCallback(_) => {
+                    return Err(instantiate_err("async callbacks are not supported".into()));
+                }
+                // Tables are extracted only for `thread.spawn-indirect`.
+                GlobalInitializer::ExtractTable(_) => {}
+                GlobalInitializer::Resource(r) => {
+                    if let Some(dtor) = &r.dtor {
+                        let f = Self::resolve_func(&mut store, comp, &core_instances, &mut trampolines, &lowered, dtor)?;
+                        store.data_mut().rt.resource_dtors[r.index.as_u32() as usize] = Some(f);
+                    }
+                }
+            }
+        }
+
+        // Resolve exported functions once, by their user-facing names.
+        let mut exports = HashMap::new();
+        for (ename, (idx, _)) in info.exports.raw_iter() {
+            match &info.export_items[*idx] {
+                Export::LiftedFunction { ty, func, options } => {
+                    let f = Self::resolve_func(&mut store, comp, &core_instances, &mut trampolines, &lowered, func)?;
+                    exports.insert(ename.to_string(), ExportFunc { func: f, ty: *ty, options: *options });
+                }
+                Export::Instance { exports: inner, .. } => {
+                    for (fname, (fidx, _)) in inner.raw_iter() {
+                        if let Export::LiftedFunction { ty, func, options } = &info.export_items[*fidx] {
+                            let f = Self::resolve_func(&mut store, comp, &core_instances, &mut trampolines, &lowered, func)?;
+                            exports.insert(format!("{ename}#{fname}"), ExportFunc { func: f, ty: *ty, options: *options });
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+
+        Ok(Instance { store, comp: comp.clone(), exports, poisoned: None, last_fuel: 0 })
+    }
+
+    fn core_export(
+        store: &Store<StoreData<T>>,
+        comp: &ComponentInner,
+        core_instances: &[(wasmi::Instance, StaticModuleIndex)],
+        instance: wasmtime_environ::component::RuntimeInstanceIndex,
+        item: &ExportItem<EntityIndex>,
+    ) -> Result<Extern> {
+        let err = |reason: String| Error::Instantiate { component: comp.name.clone(), reason };
+        let (inst, module) = core_instances
+            .get(instance.as_u32() as usize)
+            .ok_or_else(|| err(format!("core instance #{} used before it exists", instance.as_u32())))?;
+        let name = match item {
+            ExportItem::Name(n) => n.as_str(),
+            ExportItem::Index(i) => comp.modules[*module]
+                .export_names
+                .get(i)
+                .map(|s| s.as_str())
+                .ok_or_else(|| err(format!("core module #{} does not export item {i:?}", module.as_u32())))?,
+        };
+        inst.get_export(store, name).ok_or_else(|| err(format!("core instance #{} has no export `{name}`", instance.as_u32())))
+    }
+
+    fn resolve_func(
+        store: &mut Store<StoreData<T>>,
+        comp: &Arc<ComponentInner>,
+        core_instances: &[(wasmi::Instance, StaticModuleIndex)],
+        trampolines: &mut HashMap<TrampolineIndex, Func>,
+        lowered: &[Option<HostFunc<T>>],
+        def: &CoreDef,
+    ) -> Result<Func> {
+        Self::resolve_def(store, comp, core_instances, trampolines, lowered, def)?.into_func().ok_or_else(|| {
+            Error::Instantiate { component: comp.name.clone(), reason: "a core definition used as a function is not one".into() }
+        })
+    }
+
+    fn resolve_def(
+        store: &mut Store<StoreData<T>>,
+        comp: &Arc<ComponentInner>,
+        core_instances: &[(wasmi::Instance, StaticModuleIndex)],
+        trampolines: &mut HashMap<TrampolineIndex, Func>,
+        lowered: &[Option<HostFunc<T>>],
+        def: &CoreDef,
+    ) -> Result<Extern> {
+        match def {
+            CoreDef::Export(e) => Self::core_export(store, comp, core_instances, e.instance, &e.item),
+            CoreDef::Trampoline(t) => {
+                if let Some(f) = trampolines.get(t) {
+                    return Ok(Extern::Func(*f));
+                }
+                let f = Self::make_trampoline(store, comp, *t, lowered)?;
+                trampolines.insert(*t, f);
+                Ok(Extern::Func(f))
+            }
+            other => Err(Error::Unsupported { component: comp.name.clone(), feature: format!("core definition {other:?}") }),
+        }
+    }
+
+    /// Creates the host function behind one trampoline.
+    fn make_trampoline(
+        store: &mut Store<StoreData<T>>,
+        comp: &Arc<ComponentInner>,
+        t: TrampolineIndex,
+        lowered: &[Option<HostFunc<T>>],
+    ) -> Result<Func> {
+        let ty = core_func_type(comp, t);
+        let f = match &comp.trampolines[t] {
+            Trampoline::LowerImport { index, lower_ty, options } => {
+                let host = lowered[index.as_u32() as usize].clone().ok_or_else(|| Error::Instantiate {
+                    component: comp.name.clone(),
+                    reason: format!("lowered import #{} has no host function", index.as_u32()),
+                })?;
+                let (lower_ty, options) = (*lower_ty, *options);
+                Func::new(&mut *store, ty, move |caller: Caller<'_, StoreData<T>>, params: &[CoreVal], results: &mut [CoreVal]| {
+                    call_host(caller, &host, lower_ty, options, params, results)
+                })
+            }
+            Trampoline::ResourceNew { ty: table, .. } => {
+                let table = *table;
+                Func::new(&mut *store, ty, move |mut caller: Caller<'_, StoreData<T>>, params: &[CoreVal], results: &mut [CoreVal]| {
+                    let rep = arg_i32(params, 0)? as u32;
+                    let (resource, inst) = table_parts(&caller.data().rt, table)?;
+                    let h = caller.data_mut().rt.tables[inst]
+                        .insert(Handle { rep, resource, own: true, scoped: false })
+                        .ok_or_else(|| abi_err("resource handle table is full"))?;
+                    results[0] = CoreVal::I32(h as i32);
+                    Ok(())
+                })
+            }
+            Trampoline::ResourceRep { ty: table, .. } => {
+                let table = *table;
+                Func::new(&mut *store, ty, move |caller: Caller<'_, StoreData<T>>, params: &[CoreVal], results: &mut [CoreVal]| {
+                    let handle = arg_i32(params, 0)? as u32;
+                    let rt = &caller.data().rt;
+                    let (resource, inst) = table_parts(rt, table)?;
+                    let h = rt.tables[inst].get(handle).ok_or_else(|| abi_err(format!("unknown resource handle {handle}")))?;
+                    if rt.resource_types[h.resource as usize] != rt.resource_types[resource as usize] {
+                        return Err(abi_err(format!("handle {handle} has the wrong resource type")));
+                    }
+                    results[0] = CoreVal::I32(h.rep as i32);
+                    Ok(())
+                })
+            }
+            Trampoline::ResourceDrop { ty: table, .. } => {
+                let table = *table;
+                Func::new(&mut *store, ty, move |mut caller: Caller<'_, StoreData<T>>, params: &[CoreVal], _results: &mut [CoreVal]| {
+                    let handle = arg_i32(params, 0)? as u32;
+                    let (resource, inst) = table_parts(&caller.data().rt, table)?;
+                    let rt = &mut caller.data_mut().rt;
+                    let want = rt.resource_types[resource as usize];
+                    match rt.tables[inst].get(handle) {
+                        None => return Err(abi_err(format!("unknown resource handle {handle}"))),
+                        Some(h) if rt.resource_types[h.resource as usize] != want => {
+                            return Err(abi_err(format!("handle {handle} has the wrong resource type")))
+                        }
+                        Some(_) => {}
+                    }
+                    let h = rt.tables[inst].remove(handle).expect("checked above");
+                    if !h.own {
+                        if h.scoped {
+                            rt.scoped_borrows = rt.scoped_borrows.saturating_sub(1);
+                        }
+                        return Ok(());
+                    }
+                    drop_resource_rep(&mut caller, want, h.rep)
+                })
+            }
+            Trampoline::Trap => Func::new(&mut *store, ty, |_: Caller<'_, StoreData<T>>, _: &[CoreVal], _: &mut [CoreVal]| {
+                Err(wasmi::Error::from(TrapCode::UnreachableCodeReached))
+            }),
+            other => {
+                return Err(Error::Unsupported { component: comp.name.clone(), feature: format!("intrinsic {other:?}") });
+            }
+        };
+        Ok(f)
+    }
+
+    /// The component this instance runs.
+    pub fn component_name(&self) -> &str {
+        &self.comp.name
+    }
+
+    pub fn data(&self) -> &T {
+        &self.store.data().user
+    }
+
+    pub fn data_mut(&mut self) -> &mut T {
+        &mut self.store.data_mut().user
+    }
+
+    /// Names of the exported functions (`name` or `interface#name`).
+    pub fn export_names(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self.exports.keys().map(|s| s.as_str()).collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// The signature of an export.
+    pub fn export_sig(&self, name: &str) -> Option<FuncSig> {
+        self.find_export(name).map(|e| func_sig(&self.comp.types, e.ty))
+    }
+
+    /// The WIT types of an export's parameters (for parsing arguments).
+    pub fn export_param_types(&self, name: &str) -> Option<crate::wave::TypeList> {
+        let e = self.find_export(name)?;
+        let f = &self.comp.types[e.ty];
+        Some(crate::wave::TypeList::new(self.comp.clone(), self.comp.types[f.params].types.to_vec()))
+    }
+
+    /// The WIT types of an export's results.
+    pub fn export_result_types(&self, name: &str) -> Option<crate::wave::TypeList> {
+        let e = self.find_export(name)?;
+        let f = &self.comp.types[e.ty];
+        Some(crate::wave::TypeList::new(self.comp.clone(), self.comp.types[f.results].types.to_vec()))
+    }
+
+    /// Finds an export by exact name, or by a semver-compatible interface
+    /// version (`wasi:cli/run@0.2.0#run` finds `wasi:cli/run@0.2.6#run`).
+    fn find_export(&self, name: &str) -> Option<&ExportFunc> {
+        if let Some(e) = self.exports.get(name) {
+            return Some(e);
+        }
+        let (iface, func) = name.split_once('#')?;
+        self.exports.iter().find_map(|(k, v)| {
+            let (kiface, kfunc) = k.split_once('#')?;
+            (kfunc == func && crate::names::compatible(iface, kiface)).then_some(v)
+        })
+    }
+
+    /// Fuel used by the last call that completed.
+    pub fn last_call_fuel(&self) -> u64 {
+        self.last_fuel
+    }
+
+    /// Whether an earlier trap has made this instance unusable.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned.is_some()
+    }
+
+    /// Bytes of linear memory the instance holds now.
+    pub fn memory_bytes(&self) -> usize {
+        self.store.data().rt.memories.iter().flatten().map(|m| m.data_size(&self.store)).sum()
+    }
+
+    /// Calls an exported function with `args` and returns its results.
+    pub fn call(&mut self, name: &str, args: &[Val]) -> Result<Vec<Val>> {
+        let comp = self.comp.clone();
+        if self.poisoned.is_some() {
+            return Err(Error::Poisoned { component: comp.name.clone() });
+        }
+        let export = self
+            .find_export(name)
+            .cloned()
+            .ok_or_else(|| Error::NoSuchExport { component: comp.name.clone(), name: name.to_string() })?;
+        let fty = &comp.types[export.ty];
+        let param_tys = comp.types[fty.params].types.clone();
+        let result_tys = comp.types[fty.results].types.clone();
+        if args.len() != param_tys.len() {
+            return Err(Error::BadArguments {
+                component: comp.name.clone(),
+                function: name.to_string(),
+                reason: format!("expected {} arguments, got {}", param_tys.len(), args.len()),
+            });
+        }
+        let trap = |kind: TrapKind| Error::Trap { component: comp.name.clone(), function: name.to_string(), kind };
+
+        let fuel_limit = comp.limits.fuel_per_call.unwrap_or(u64::MAX);
+        let deadline = comp.limits.deadline.map(|d| Instant::now() + d);
+        let mut pool = fuel_limit;
+        let first = pool.min(FUEL_SLICE);
+        pool -= first;
+        self.store.set_fuel(first).map_err(|e| trap(TrapKind::Wasm(e.to_string())))?;
+
+        let opts = &comp.info.options[export.options];
+        let post_return = opts.post_return.and_then(|p| self.store.data().rt.post_returns[p.as_u32() as usize]);
+
+        // Lower the arguments. A type mismatch is the caller's fault, not
+        // the guest's: it does not poison the instance.
+        let mut core_args = Vec::new();
+        {
+            let cx = options_cx(&comp, &self.store.data().rt, opts, std::marker::PhantomData::<T>);
+            let mut ctx = self.store.as_context_mut();
+            let lowered = lower_args(&cx, &mut ctx, &param_tys, args, &mut core_args);
+            if let Err(e) = lowered {
+                return Err(match e.downcast_ref::<AbiError>() {
+                    Some(a) if a.0.starts_with("type mismatch") || a.0.contains("unknown") || a.0.contains("record") || a.0.contains("tuple") => {
+                        Error::BadArguments { component: comp.name.clone(), function: name.to_string(), reason: a.0.clone() }
+                    }
+                    _ => {
+                        self.poisoned = Some(e.to_string());
+                        trap(classify(&e, &comp))
+                    }
+                });
+            }
+        }
+
+        let nresults = export.func.ty(&self.store).results().len();
+        let mut core_results = vec![CoreVal::I32(0); nresults];
+        let started_fuel = fuel_limit;
+        let outcome = self.run_with_budget(&export.func, &core_args, &mut core_results, &mut pool, deadline, &comp);
+        match outcome {
+            Ok(()) => {}
+            Err(kind) => {
+                self.poisoned = Some(kind.to_string());
+                return Err(trap(kind));
+            }
+        }
+
+        // Lift the results, then let the guest free what it handed over.
+        let lifted = {
+            let cx = options_cx(&comp, &self.store.data().rt, opts, std::marker::PhantomData::<T>);
+            let mut ctx = self.store.as_context_mut();
+            lift_results(&cx, &mut ctx, &comp, &result_tys, &core_results)
+        };
+        let results = match lifted {
+            Ok(v) => v,
+            Err(e) => {
+                self.poisoned = Some(e.to_string());
+                return Err(trap(classify(&e, &comp)));
+            }
+        };
+        if let Some(pr) = post_return {
+            if let Err(e) = pr.call(&mut self.store, &core_results, &mut []) {
+                let kind = classify(&e, &comp);
+                self.poisoned = Some(kind.to_string());
+                return Err(trap(kind));
+            }
+        }
+        let rt = &mut self.store.data_mut().rt;
+        if rt.scoped_borrows != 0 {
+            rt.scoped_borrows = 0;
+            self.poisoned = Some("borrow handles remained at the end of the call".into());
+            return Err(trap(TrapKind::Abi("borrow handles still remain at the end of the call".into())));
+        }
+        let left = self.store.get_fuel().unwrap_or(0);
+        self.last_fuel = started_fuel.saturating_sub(pool).saturating_sub(left);
+        Ok(results)
+    }
+
+    /// Runs a core function, handing out fuel in slices and checking the
+    /// deadline between slices.
+    fn run_with_budget(
+        &mut self,
+        func: &Func,
+        args: &[CoreVal],
+        results: &mut [CoreVal],
+        pool: &mut u64,
+        deadline: Option<Instant>,
+        comp: &ComponentInner,
+    ) -> std::result::Result<(), TrapKind> {
+        let mut call = func.call_resumable(&mut self.store, args, results).map_err(|e| classify(&e, comp))?;
+        loop {
+            match call {
+                wasmi::ResumableCall::Finished => return Ok(()),
+                wasmi::ResumableCall::HostTrap(t) => return Err(classify(t.host_error(), comp)),
+                wasmi::ResumableCall::OutOfFuel(t) => {
+                    if let Some(d) = deadline {
+                        if Instant::now() >= d {
+                            let millis = comp.limits.deadline.map(|d| d.as_millis() as u64).unwrap_or(0);
+                            return Err(TrapKind::Deadline { millis });
+                        }
+                    }
+                    if *pool == 0 {
+                        return Err(TrapKind::OutOfFuel { limit: comp.limits.fuel_per_call.unwrap_or(u64::MAX) });
+                    }
+                    let slice = (*pool).min(FUEL_SLICE).max(t.required_fuel());
+                    *pool = pool.saturating_sub(slice);
+                    self.store.set_fuel(slice).map_err(|e| TrapKind::Wasm(e.to_string()))?;
+                    call = t.resume(&mut self.store, results).map_err(|e| classify(&e, comp))?;
+                }
+            }
+        }
+    }
+
+    /// Drops a resource the host owns: a guest resource's destructor runs in
+    /// this instance; a host resource's destructor runs on the host state.
+    pub fn drop_resource(&mut self, r: Resource) -> Result<()> {
+        if !r.own {
+            return Ok(());
+        }
+        let comp = self.comp.clone();
+        self.store.set_fuel(comp.limits.fuel_per_call.unwrap_or(u64::MAX)).ok();
+        let mut ctx = self.store.as_context_mut();
+        drop_rep_in(&mut ctx, r.ty, r.rep).map_err(|e| Error::Trap {
+            component: comp.name.clone(),
+            function: "[resource-drop]".into(),
+            kind: classify(&e, &comp),
+        })
+    }
+
+    /// Live resource handles held by the guest, across its tables.
+    pub fn live_handles(&self) -> usize {
+        self.store.data().rt.tables.iter().map(|t| t.live()).sum()
+    }
+}
+
+fn memory_item(item: &ExportItem<wasmtime_environ::MemoryIndex>) -> ExportItem<EntityIndex> {
+    match item {
+        ExportItem::Index(i) => ExportItem::Index(EntityIndex::Memory(*i)),
+        ExportItem::Name(n) => ExportItem::Name(n.clone()),
+    }
+}
+
+fn arg_i32(params: &[CoreVal], i: usize) -> AbiResult<i32> {
+    match params.get(i) {
+        Some(CoreVal::I32(v)) => Ok(*v),
+        _ => Err(abi_err("intrinsic called with the wrong core arguments")),
+    }
+}
+
+fn table_parts(rt: &Runtime, table: TypeResourceTableIndex) -> AbiResult<(u32, usize)> {
+    match &rt.component.types[table] {
+        wasmtime_environ::component::TypeResourceTable::Concrete { ty, instance } => Ok((ty.as_u32(), instance.as_u32() as usize)),
+        _ => Err(abi_err("abstract resource type at run time")),
+    }
+}
+
+fn drop_resource_rep<T>(caller: &mut Caller<'_, StoreData<T>>, ty: ResourceType, rep: u32) -> AbiResult<()> {
+    let mut ctx = caller.as_context_mut();
+    drop_rep_in(&mut ctx, ty, rep)
+}
+
+/// Runs the destructor of an owned resource.
+fn drop_rep_in<T>(ctx: &mut wasmi::StoreContextMut<'_, StoreData<T>>, ty: ResourceType, rep: u32) -> AbiResult<()> {
+    match ty {
+        ResourceType::Host(id) => {
+            let data = ctx.data_mut();
+            if let Some((_, dtor)) = data.host_dtors.iter().find(|(i, _)| *i == id) {
+                let dtor = dtor.clone();
+                dtor(&mut data.user, rep);
+            }
+            Ok(())
+        }
+        ResourceType::Guest { instance, index } => {
+            let rt = &ctx.data().rt;
+            if instance != rt.uid {
+                return Err(abi_err("a resource of another instance cannot be dropped here"));
+            }
+            if let Some(dtor) = rt.resource_dtors[index as usize] {
+                dtor.call(ctx.as_context_mut(), &[CoreVal::I32(rep as i32)], &mut [])?;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn lower_args<T>(
+    cx: &Cx<'_>,
+    ctx: &mut wasmi::StoreContextMut<'_, StoreData<T>>,
+    tys: &[InterfaceType],
+    args: &[Val],
+    out: &mut Vec<CoreVal>,
+) -> AbiResult<()> {
+    if flat_count(&cx.comp.types, tys) <= MAX_FLAT_PARAMS {
+        for (t, v) in tys.iter().zip(args) {
+            cx.lower_flat(ctx, t, v, out)?;
+        }
+    } else {
+        let (size, align, offsets) = tuple_layout(cx, tys);
+        let ptr = cx.realloc(ctx, align, size)?;
+        for ((t, v), off) in tys.iter().zip(args).zip(offsets) {
+            cx.store(ctx, t, v, ptr + off)?;
+        }
+        out.push(CoreVal::I32(ptr as i32));
+    }
+    Ok(())
+}
+
+fn lift_results<T>(
+    cx: &Cx<'_>,
+    ctx: &mut wasmi::StoreContextMut<'_, StoreData<T>>,
+    comp: &ComponentInner,
+    tys: &[InterfaceType],
+    core: &[CoreVal],
+) -> AbiResult<Vec<Val>> {
+    let mut out = Vec::with_capacity(tys.len());
+    if flat_count(&comp.types, tys) <= MAX_FLAT_RESULTS {
+        let mut r = FlatReader::new(core);
+        for t in tys {
+            out.push(cx.lift_flat(ctx, t, &mut r)?);
+        }
+    } else {
+        let ptr = match core.first() {
+            Some(CoreVal::I32(p)) => *p as u32,
+            _ => return Err(abi_err("export returned no result pointer")),
+        };
+        let (_, align, offsets) = tuple_layout(cx, tys);
+        if ptr % align != 0 {
+            return Err(abi_err(format!("result pointer {ptr:#x} is not aligned to {align}")));
+        }
+        for (t, off) in tys.iter().zip(offsets) {
+            out.push(cx.load(ctx, t, ptr + off)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Size, alignment and field offsets of a tuple of `tys` in memory.
+fn tuple_layout(cx: &Cx<'_>, tys: &[InterfaceType]) -> (u32, u32, Vec<u32>) {
+    let mut off = 0u32;
+    let mut align = 1u32;
+    let mut offsets = Vec::with_capacity(tys.len());
+    for t in tys {
+        let info = abi_info(&cx.comp.types, t);
+        align = align.max(info.align32);
+        offsets.push(info.next_field32(&mut off));
+    }
+    (off.div_ceil(align) * align, align, offsets)
+}
+
+/// The body of every lowered-import trampoline: lift the guest's arguments,
+/// call the host function, lower its results.
+fn call_host<T>(
+    mut caller: Caller<'_, StoreData<T>>,
+    host: &HostFunc<T>,
+    lower_ty: TypeFuncIndex,
+    options: OptionsIndex,
+    params: &[CoreVal],
+    results: &mut [CoreVal],
+) -> std::result::Result<(), wasmi::Error> {
+    let comp = caller.data().rt.component.clone();
+    let opts = &comp.info.options[options];
+    let cx = options_cx(&comp, &caller.data().rt, opts, std::marker::PhantomData::<T>);
+    let fty = &comp.types[lower_ty];
+    let param_tys = &comp.types[fty.params].types;
+    let result_tys = &comp.types[fty.results].types;
+    let mut ctx = caller.as_context_mut();
+
+    let nparams = flat_count(&comp.types, param_tys);
+    let mut args = Vec::with_capacity(param_tys.len());
+    if nparams <= MAX_FLAT_PARAMS {
+        let mut r = FlatReader::new(params);
+        for t in param_tys.iter() {
+            args.push(cx.lift_flat(&mut ctx, t, &mut r)?);
+        }
+    } else {
+        let ptr = arg_i32(params, 0)? as u32;
+        check_aligned(ptr, &comp.types[fty.params].abi)?;
+        let (_, _, offsets) = tuple_layout(&cx, param_tys);
+        for (t, off) in param_tys.iter().zip(offsets) {
+            args.push(cx.load(&mut ctx, t, ptr + off)?);
+        }
+    }
+
+    let mut out = Vec::with_capacity(result_tys.len());
+    {
+        let mut hcx = HostContext { data: ctx.data_mut() };
+        host(&mut hcx, &args, &mut out).map_err(wasmi::Error::host)?;
+    }
+    if out.len() != result_tys.len() {
+        return Err(wasmi::Error::host(HostError::new(format!(
+            "host function returned {} values, its type has {}",
+            out.len(),
+            result_tys.len()
+        ))));
+    }
+
+    let nresults = flat_count(&comp.types, result_tys);
+    if nresults <= MAX_FLAT_RESULTS {
+        let mut flat = Vec::with_capacity(1);
+        for (t, v) in result_tys.iter().zip(&out) {
+            cx.lower_flat(&mut ctx, t, v, &mut flat).map_err(host_side)?;
+        }
+        for (slot, v) in results.iter_mut().zip(flat) {
+            *slot = v;
+        }
+    } else {
+        let retptr = match params.last() {
+            Some(CoreVal::I32(p)) => *p as u32,
+            _ => return Err(abi_err("missing return pointer")),
+        };
+        check_aligned(retptr, &comp.types[fty.results].abi)?;
+        let (_, _, offsets) = tuple_layout(&cx, result_tys);
+        for ((t, v), off) in result_tys.iter().zip(&out).zip(offsets) {
+            cx.store(&mut ctx, t, v, retptr + off).map_err(host_side)?;
+        }
+    }
+    Ok(())
+}
+
+/// A value the host returned that does not fit its declared type is the
+/// host's bug, not the guest's: report it as a host failure.
+fn host_side(e: wasmi::Error) -> wasmi::Error {
+    match e.downcast_ref::<AbiError>() {
+        Some(a) if a.0.starts_with("type mismatch") => wasmi::Error::host(HostError::new(format!("host returned a bad value: {}", a.0))),
+        _ => e,
+    }
+}
+
+#[allow(dead_code)]
+fn flat_types(cx: &Cx<'_>, tys: &[InterfaceType]) -> Vec<Flat> {
+    let mut v = Vec::new();
+    for t in tys {
+        flatten(&cx.comp.types, t, &mut v);
+    }
+    v
+}

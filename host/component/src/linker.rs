@@ -1,0 +1,177 @@
+//! Host implementations of imports, found by WIT name.
+//!
+//! A [`Linker`] maps interface names (`wasi:io/streams@0.2.6`) to host
+//! functions and host resource types. A component's import is satisfied by
+//! the interface with the same name and a semver-compatible version (see
+//! [`crate::names`]), so one host implementation of `wasi:io@0.2.x` serves
+//! guests built against any 0.2 patch release.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::error::HostError;
+use crate::names::{compat_version, WitName};
+use crate::store::StoreData;
+use crate::values::Val;
+
+/// What a host function sees of the calling instance.
+pub struct HostContext<'a, T> {
+    pub(crate) data: &'a mut StoreData<T>,
+}
+
+impl<T> HostContext<'_, T> {
+    /// The embedder's per-instance state.
+    pub fn data(&self) -> &T {
+        &self.data.user
+    }
+
+    pub fn data_mut(&mut self) -> &mut T {
+        &mut self.data.user
+    }
+
+    /// The name of the calling component, for logs.
+    pub fn component(&self) -> &str {
+        &self.data.rt.component.name
+    }
+}
+
+/// A host function: receives the lifted arguments, pushes its results.
+pub type HostFunc<T> = Arc<dyn Fn(&mut HostContext<'_, T>, &[Val], &mut Vec<Val>) -> Result<(), HostError> + Send + Sync>;
+
+/// Called when a guest drops its last own handle to a host resource, with
+/// the resource's representation.
+pub type HostResourceDtor<T> = Arc<dyn Fn(&mut T, u32) + Send + Sync>;
+
+/// Host functions and resources of one interface.
+pub struct HostInterface<T> {
+    name: String,
+    funcs: HashMap<String, HostFunc<T>>,
+    resources: HashMap<String, u32>,
+    dtors: Vec<(u32, HostResourceDtor<T>)>,
+}
+
+impl<T> HostInterface<T> {
+    /// Defines a function, by its name inside the interface
+    /// (`get-environment`, `[method]output-stream.write`,
+    /// `[constructor]blob`, `[static]blob.open`).
+    pub fn func(
+        &mut self,
+        name: &str,
+        f: impl Fn(&mut HostContext<'_, T>, &[Val], &mut Vec<Val>) -> Result<(), HostError> + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.funcs.insert(name.to_string(), Arc::new(f));
+        self
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn has_func(&self, name: &str) -> bool {
+        self.funcs.contains_key(name)
+    }
+}
+
+/// A set of host implementations to instantiate components against.
+pub struct Linker<T> {
+    interfaces: Vec<HostInterface<T>>,
+    /// Index of the interface named "" holding top-level function imports.
+    next_resource: u32,
+    resource_names: Vec<String>,
+}
+
+impl<T> Default for Linker<T> {
+    fn default() -> Self {
+        Linker { interfaces: Vec::new(), next_resource: 0, resource_names: Vec::new() }
+    }
+}
+
+impl<T> Linker<T> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The interface named exactly `name` (e.g. `wasi:io/streams@0.2.6`),
+    /// created empty if it does not exist yet. Use `""` for functions a
+    /// world imports directly rather than through an interface.
+    pub fn interface(&mut self, name: &str) -> &mut HostInterface<T> {
+        let pos = match self.interfaces.iter().position(|i| i.name == name) {
+            Some(p) => p,
+            None => {
+                self.interfaces.push(HostInterface {
+                    name: name.to_string(),
+                    funcs: HashMap::new(),
+                    resources: HashMap::new(),
+                    dtors: Vec::new(),
+                });
+                self.interfaces.len() - 1
+            }
+        };
+        &mut self.interfaces[pos]
+    }
+
+    /// Defines a host resource type `resource` in interface `iface` and
+    /// returns its id, which the host puts in [`crate::Resource`] values.
+    /// Defining the same resource twice returns the same id.
+    pub fn resource(&mut self, iface: &str, resource: &str, dtor: impl Fn(&mut T, u32) + Send + Sync + 'static) -> u32 {
+        if let Some(id) = self.interface(iface).resources.get(resource) {
+            return *id;
+        }
+        let id = self.next_resource;
+        self.next_resource += 1;
+        self.resource_names.push(format!("{iface}#{resource}"));
+        let i = self.interface(iface);
+        i.resources.insert(resource.to_string(), id);
+        i.dtors.push((id, Arc::new(dtor)));
+        id
+    }
+
+    /// The name a host resource id was defined with.
+    pub fn resource_name(&self, id: u32) -> Option<&str> {
+        self.resource_names.get(id as usize).map(|s| s.as_str())
+    }
+
+    /// Finds the interface that satisfies an import named `import`: an
+    /// exact match first, else the highest semver-compatible version.
+    pub(crate) fn find(&self, import: &str) -> Option<&HostInterface<T>> {
+        if let Some(i) = self.interfaces.iter().find(|i| i.name == import) {
+            return Some(i);
+        }
+        let want = WitName::parse(import);
+        let want_version = want.version.as_ref()?;
+        self.interfaces
+            .iter()
+            .filter_map(|i| {
+                let have = WitName::parse(&i.name);
+                let v = have.version?;
+                (have.unversioned == want.unversioned && compat_version(&v) == compat_version(want_version)).then_some((v, i))
+            })
+            .max_by(|a, b| a.0.cmp(&b.0))
+            .map(|(_, i)| i)
+    }
+
+    pub(crate) fn lookup_func(&self, iface: &str, name: &str) -> Result<HostFunc<T>, String> {
+        let i = self.find(iface).ok_or_else(|| "the host provides no compatible interface".to_string())?;
+        i.funcs
+            .get(name)
+            .cloned()
+            .ok_or_else(|| format!("the host's `{}` has no function `{name}`", i.name))
+    }
+
+    pub(crate) fn lookup_resource(&self, iface: &str, name: &str) -> Result<u32, String> {
+        let i = self.find(iface).ok_or_else(|| "the host provides no compatible interface".to_string())?;
+        i.resources
+            .get(name)
+            .copied()
+            .ok_or_else(|| format!("the host's `{}` has no resource `{name}`", i.name))
+    }
+
+    pub(crate) fn dtors(&self) -> Vec<(u32, HostResourceDtor<T>)> {
+        self.interfaces.iter().flat_map(|i| i.dtors.iter().cloned()).collect()
+    }
+
+    /// Names of all interfaces defined, for diagnostics.
+    pub fn interface_names(&self) -> impl Iterator<Item = &str> {
+        self.interfaces.iter().map(|i| i.name.as_str())
+    }
+}

@@ -1,0 +1,111 @@
+//! Per-instance runtime state kept inside the wasmi store.
+//!
+//! Each component instance gets its own `wasmi::Store`, so a guest that
+//! traps or exhausts a limit takes nothing else down with it. The store's
+//! data holds the embedder's state `T` next to what the canonical ABI needs
+//! at run time: the extracted memories, `realloc` and `post-return`
+//! functions, and one resource handle table per component instance.
+
+use std::sync::Arc;
+
+use wasmi::{Func, Memory, StoreLimits};
+
+use crate::component::ComponentInner;
+use crate::linker::HostResourceDtor;
+use crate::values::ResourceType;
+
+/// One slot of a handle table: what a guest's `i32` handle stands for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Handle {
+    /// The guest's (or host's) representation of the resource.
+    pub rep: u32,
+    /// Resource type, as a `ResourceIndex` of the component.
+    pub resource: u32,
+    /// Own handles may be dropped and moved; borrow handles only dropped.
+    pub own: bool,
+    /// A borrow the host lent to the guest for one export call: it must be
+    /// dropped before that call returns.
+    pub scoped: bool,
+}
+
+/// A component instance's table of resource handles. Index 0 is never
+/// handed out, as the canonical ABI reserves it.
+#[derive(Debug, Default)]
+pub(crate) struct HandleTable {
+    slots: Vec<Option<Handle>>,
+    free: Vec<u32>,
+}
+
+/// Upper bound on live handles per table, so a guest cannot make the host
+/// allocate without limit through `resource.new`.
+pub(crate) const MAX_HANDLES: usize = 1 << 20;
+
+impl HandleTable {
+    pub fn insert(&mut self, h: Handle) -> Option<u32> {
+        if self.slots.is_empty() {
+            self.slots.push(None);
+        }
+        if let Some(i) = self.free.pop() {
+            self.slots[i as usize] = Some(h);
+            return Some(i);
+        }
+        if self.slots.len() >= MAX_HANDLES {
+            return None;
+        }
+        self.slots.push(Some(h));
+        Some((self.slots.len() - 1) as u32)
+    }
+
+    pub fn get(&self, i: u32) -> Option<&Handle> {
+        self.slots.get(i as usize).and_then(|s| s.as_ref())
+    }
+
+    pub fn remove(&mut self, i: u32) -> Option<Handle> {
+        let h = self.slots.get_mut(i as usize)?.take()?;
+        self.free.push(i);
+        Some(h)
+    }
+
+    pub fn live(&self) -> usize {
+        self.slots.iter().filter(|s| s.is_some()).count()
+    }
+}
+
+/// Runtime state of one instantiated component (not generic over `T`).
+pub(crate) struct Runtime {
+    pub component: Arc<ComponentInner>,
+    /// Unique among all instances of this process; tags guest resources.
+    pub uid: u64,
+    pub memories: Vec<Option<Memory>>,
+    pub reallocs: Vec<Option<Func>>,
+    pub post_returns: Vec<Option<Func>>,
+    /// One table per `RuntimeComponentInstanceIndex`.
+    pub tables: Vec<HandleTable>,
+    /// Per `ResourceIndex`: the host or guest resource type it denotes.
+    pub resource_types: Vec<ResourceType>,
+    /// Per `DefinedResourceIndex`: the guest destructor, if any.
+    pub resource_dtors: Vec<Option<Func>>,
+    /// Borrow handles lent to the guest for the call in progress.
+    pub scoped_borrows: u32,
+    /// Set while lowering into / lifting out of the guest is not allowed
+    /// (guest re-entrance is not supported by the canonical ABI).
+    pub in_call: bool,
+}
+
+/// What a wasmi store of a component instance carries.
+pub struct StoreData<T> {
+    pub(crate) user: T,
+    pub(crate) limits: StoreLimits,
+    pub(crate) rt: Runtime,
+    pub(crate) host_dtors: Vec<(u32, HostResourceDtor<T>)>,
+}
+
+impl<T> StoreData<T> {
+    pub fn user(&self) -> &T {
+        &self.user
+    }
+
+    pub fn user_mut(&mut self) -> &mut T {
+        &mut self.user
+    }
+}
