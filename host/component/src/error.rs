@@ -113,15 +113,21 @@ impl wasmi::errors::HostError for AbiError {}
 pub struct HostError {
     pub message: String,
     pub exit: Option<i32>,
+    /// The host function stopped waiting because the call's deadline passed.
+    pub deadline: bool,
 }
 
 impl HostError {
     pub fn new(msg: impl Into<String>) -> HostError {
-        HostError { message: msg.into(), exit: None }
+        HostError { message: msg.into(), exit: None, deadline: false }
     }
 
     pub fn exit(status: i32) -> HostError {
-        HostError { message: format!("exit({status})"), exit: Some(status) }
+        HostError { message: format!("exit({status})"), exit: Some(status), deadline: false }
+    }
+
+    pub fn deadline() -> HostError {
+        HostError { message: "deadline reached while blocked in the host".into(), exit: None, deadline: true }
     }
 }
 

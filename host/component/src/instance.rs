@@ -70,6 +70,7 @@ fn classify(err: &wasmi::Error, comp: &ComponentInner) -> TrapKind {
     if let Some(h) = err.downcast_ref::<HostError>() {
         return match h.exit {
             Some(code) => TrapKind::Exit(code),
+            None if h.deadline => TrapKind::Deadline { millis: comp.limits.deadline.map(|d| d.as_millis() as u64).unwrap_or(0) },
             None => TrapKind::Host(h.message.clone()),
         };
     }
@@ -124,7 +125,7 @@ fn options_cx<'a, T>(comp: &'a ComponentInner, rt: &Runtime, opts: &CanonicalOpt
     Cx { comp, memory, realloc, encoding: opts.string_encoding, instance: opts.instance }
 }
 
-impl<T: Send + 'static> Instance<T> {
+impl<T: 'static> Instance<T> {
     /// Instantiates `component` with imports from `linker`; `data` is the
     /// embedder's state, reachable from host functions.
     pub fn new(linker: &Linker<T>, component: &Component, data: T) -> Result<Instance<T>> {
@@ -220,7 +221,7 @@ impl<T: Send + 'static> Instance<T> {
             resource_types,
             resource_dtors: vec![None; num_defined],
             scoped_borrows: 0,
-            in_call: false,
+            call_deadline: None,
         };
         let mut store = Store::new(&comp.engine.wasmi, StoreData { user: data, limits, rt, host_dtors: linker.dtors() });
         store.limiter(|d| &mut d.limits);
@@ -526,6 +527,7 @@ impl<T: Send + 'static> Instance<T> {
 
         let fuel_limit = comp.limits.fuel_per_call.unwrap_or(u64::MAX);
         let deadline = comp.limits.deadline.map(|d| Instant::now() + d);
+        self.store.data_mut().rt.call_deadline = deadline;
         let mut pool = fuel_limit;
         let first = pool.min(FUEL_SLICE);
         pool -= first;

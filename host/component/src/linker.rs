@@ -33,7 +33,19 @@ impl<T> HostContext<'_, T> {
     pub fn component(&self) -> &str {
         &self.data.rt.component.name
     }
+
+    /// When the export call in progress must end, if it has a deadline.
+    /// Host functions that block (sleeps, polls) must not wait past it.
+    pub fn deadline(&self) -> Option<std::time::Instant> {
+        self.data.rt.call_deadline
+    }
 }
+
+/// A function answering every otherwise undefined function of an
+/// interface; receives the function's name. Used to deny whole interfaces
+/// (sockets, filesystem) with their proper error codes.
+pub type HostFallback<T> =
+    Arc<dyn Fn(&str, &mut HostContext<'_, T>, &[Val], &mut Vec<Val>) -> Result<(), HostError> + Send + Sync>;
 
 /// A host function: receives the lifted arguments, pushes its results.
 pub type HostFunc<T> = Arc<dyn Fn(&mut HostContext<'_, T>, &[Val], &mut Vec<Val>) -> Result<(), HostError> + Send + Sync>;
@@ -48,9 +60,20 @@ pub struct HostInterface<T> {
     funcs: HashMap<String, HostFunc<T>>,
     resources: HashMap<String, u32>,
     dtors: Vec<(u32, HostResourceDtor<T>)>,
+    fallback: Option<HostFallback<T>>,
 }
 
-impl<T> HostInterface<T> {
+impl<T: 'static> HostInterface<T> {
+    /// Answers every function of this interface that has no definition of
+    /// its own.
+    pub fn fallback(
+        &mut self,
+        f: impl Fn(&str, &mut HostContext<'_, T>, &[Val], &mut Vec<Val>) -> Result<(), HostError> + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.fallback = Some(Arc::new(f));
+        self
+    }
+
     /// Defines a function, by its name inside the interface
     /// (`get-environment`, `[method]output-stream.write`,
     /// `[constructor]blob`, `[static]blob.open`).
@@ -86,7 +109,7 @@ impl<T> Default for Linker<T> {
     }
 }
 
-impl<T> Linker<T> {
+impl<T: 'static> Linker<T> {
     pub fn new() -> Self {
         Self::default()
     }
@@ -103,6 +126,7 @@ impl<T> Linker<T> {
                     funcs: HashMap::new(),
                     resources: HashMap::new(),
                     dtors: Vec::new(),
+                    fallback: None,
                 });
                 self.interfaces.len() - 1
             }
@@ -152,10 +176,16 @@ impl<T> Linker<T> {
 
     pub(crate) fn lookup_func(&self, iface: &str, name: &str) -> Result<HostFunc<T>, String> {
         let i = self.find(iface).ok_or_else(|| "the host provides no compatible interface".to_string())?;
-        i.funcs
-            .get(name)
-            .cloned()
-            .ok_or_else(|| format!("the host's `{}` has no function `{name}`", i.name))
+        if let Some(f) = i.funcs.get(name) {
+            return Ok(f.clone());
+        }
+        match &i.fallback {
+            Some(fb) => {
+                let (fb, name) = (fb.clone(), name.to_string());
+                Ok(Arc::new(move |cx: &mut HostContext<'_, T>, args: &[Val], out: &mut Vec<Val>| fb(&name, cx, args, out)))
+            }
+            None => Err(format!("the host's `{}` has no function `{name}`", i.name)),
+        }
     }
 
     pub(crate) fn lookup_resource(&self, iface: &str, name: &str) -> Result<u32, String> {

@@ -87,9 +87,8 @@ pub(crate) struct Runtime {
     pub resource_dtors: Vec<Option<Func>>,
     /// Borrow handles lent to the guest for the call in progress.
     pub scoped_borrows: u32,
-    /// Set while lowering into / lifting out of the guest is not allowed
-    /// (guest re-entrance is not supported by the canonical ABI).
-    pub in_call: bool,
+    /// When the export call in progress must end.
+    pub call_deadline: Option<std::time::Instant>,
 }
 
 /// What a wasmi store of a component instance carries.
@@ -100,12 +99,3 @@ pub struct StoreData<T> {
     pub(crate) host_dtors: Vec<(u32, HostResourceDtor<T>)>,
 }
 
-impl<T> StoreData<T> {
-    pub fn user(&self) -> &T {
-        &self.user
-    }
-
-    pub fn user_mut(&mut self) -> &mut T {
-        &mut self.user
-    }
-}

@@ -1,0 +1,615 @@
+//! # twig-wasi: the WASI 0.2 host for twig components
+//!
+//! Implements, on [`twig_component::Linker`], every WASI 0.2 interface that a
+//! Rust `std` guest (`wasm32-wasip2`) or a `wasmcloud-component` guest
+//! imports:
+//!
+//! * `wasi:cli` — environment, arguments, exit, stdin (always at end of
+//!   file), stdout/stderr (line-buffered into `tracing`, tagged with the
+//!   component's name, and optionally captured), terminal-* (none).
+//! * `wasi:io` — error, poll, streams.
+//! * `wasi:clocks` — monotonic and wall clocks; timers block the calling
+//!   thread but never past the call's deadline.
+//! * `wasi:random` — random (OS entropy), insecure, insecure-seed.
+//! * `wasi:filesystem` — no preopened directories; every operation is denied
+//!   with `error-code::access`.
+//! * `wasi:sockets` — every operation is denied with
+//!   `error-code::access-denied`.
+//!
+//! Interfaces are registered at version 0.2.6; the linker's semver rule lets
+//! them satisfy any 0.2.x import. Host state lives in a [`WasiCtx`] that the
+//! embedder's store data exposes through [`WasiView`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use twig_component::{HostContext, HostError, Linker, Resource, Val};
+
+/// The WASI version the host implements; any 0.2.x import links to it.
+pub const WASI_VERSION: &str = "0.2.6";
+
+/// Largest single read/write the streams accept, so a guest cannot make the
+/// host allocate without bound.
+const MAX_IO_CHUNK: u64 = 1 << 20;
+
+/// Host-side objects behind WASI resource handles.
+#[derive(Debug)]
+enum Object {
+    Stdin,
+    Stdout,
+    Stderr,
+    /// A pollable that is ready at the given instant (`None`: always ready).
+    Pollable(Option<Instant>),
+    Error(String),
+    Network,
+}
+
+/// Where a guest's standard output and error go.
+#[derive(Clone, Default)]
+pub struct Capture {
+    pub stdout: Arc<Mutex<Vec<u8>>>,
+    pub stderr: Arc<Mutex<Vec<u8>>>,
+}
+
+/// WASI state of one component instance.
+pub struct WasiCtx {
+    env: Vec<(String, String)>,
+    args: Vec<String>,
+    objects: HashMap<u32, Object>,
+    next_rep: u32,
+    line_out: Vec<u8>,
+    line_err: Vec<u8>,
+    capture: Option<Capture>,
+    start: Instant,
+    insecure_state: u64,
+}
+
+/// Upper bound on host objects per instance (streams, pollables, errors).
+const MAX_OBJECTS: usize = 4096;
+
+impl Default for WasiCtx {
+    fn default() -> Self {
+        WasiCtx::new()
+    }
+}
+
+impl WasiCtx {
+    pub fn new() -> WasiCtx {
+        let mut seed = [0u8; 8];
+        // A failed entropy read only weakens the *insecure* generator.
+        let _ = getrandom::fill(&mut seed);
+        WasiCtx {
+            env: Vec::new(),
+            args: Vec::new(),
+            objects: HashMap::new(),
+            next_rep: 1,
+            line_out: Vec::new(),
+            line_err: Vec::new(),
+            capture: None,
+            start: Instant::now(),
+            insecure_state: u64::from_le_bytes(seed) | 1,
+        }
+    }
+
+    /// Environment variables the guest sees.
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Command-line arguments the guest sees.
+    pub fn args(mut self, args: impl IntoIterator<Item = String>) -> Self {
+        self.args = args.into_iter().collect();
+        self
+    }
+
+    /// Also copy everything the guest writes to stdout/stderr into `capture`.
+    pub fn capture(mut self, capture: Capture) -> Self {
+        self.capture = Some(capture);
+        self
+    }
+
+    fn insert(&mut self, o: Object) -> Result<u32, HostError> {
+        if self.objects.len() >= MAX_OBJECTS {
+            return Err(HostError::new(format!("too many WASI objects (limit {MAX_OBJECTS})")));
+        }
+        let rep = self.next_rep;
+        self.next_rep = self.next_rep.wrapping_add(1).max(1);
+        self.objects.insert(rep, o);
+        Ok(rep)
+    }
+
+    fn get(&self, rep: u32) -> Result<&Object, HostError> {
+        self.objects.get(&rep).ok_or_else(|| HostError::new(format!("unknown WASI object {rep}")))
+    }
+
+    fn next_insecure(&mut self) -> u64 {
+        // xorshift64*: fast, not for secrets (that is what `random` is for).
+        let mut x = self.insecure_state;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.insecure_state = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Writes guest output: complete lines go to `tracing`, everything to
+    /// the capture buffer.
+    fn write_out(&mut self, component: &str, which: &Object, data: &[u8]) {
+        let (buf, name) = match which {
+            Object::Stderr => (&mut self.line_err, "stderr"),
+            _ => (&mut self.line_out, "stdout"),
+        };
+        if let Some(c) = &self.capture {
+            let target = if name == "stderr" { &c.stderr } else { &c.stdout };
+            if let Ok(mut v) = target.lock() {
+                v.extend_from_slice(data);
+            }
+        }
+        buf.extend_from_slice(data);
+        while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=pos).collect();
+            let text = String::from_utf8_lossy(&line[..line.len() - 1]);
+            tracing::info!(target: "twig::guest", component, stream = name, "{text}");
+        }
+        // Keep partial lines bounded.
+        if buf.len() > 64 * 1024 {
+            let text = String::from_utf8_lossy(buf).into_owned();
+            buf.clear();
+            tracing::info!(target: "twig::guest", component, stream = name, "{text}");
+        }
+    }
+}
+
+/// Gives WASI host functions access to the WASI state inside the
+/// embedder's per-instance data.
+pub trait WasiView {
+    fn wasi(&mut self) -> &mut WasiCtx;
+}
+
+impl WasiView for WasiCtx {
+    fn wasi(&mut self) -> &mut WasiCtx {
+        self
+    }
+}
+
+/// Resource type ids of the WASI resources, as registered on a linker.
+#[derive(Debug, Clone, Copy)]
+pub struct WasiTypes {
+    pub pollable: u32,
+    pub error: u32,
+    pub input_stream: u32,
+    pub output_stream: u32,
+    pub network: u32,
+}
+
+fn iface(name: &str) -> String {
+    format!("{name}@{WASI_VERSION}")
+}
+
+fn arg_u64(args: &[Val], i: usize) -> Result<u64, HostError> {
+    match args.get(i) {
+        Some(Val::U64(v)) => Ok(*v),
+        _ => Err(HostError::new("expected a u64 argument")),
+    }
+}
+
+fn arg_res(args: &[Val], i: usize) -> Result<Resource, HostError> {
+    match args.get(i) {
+        Some(Val::Resource(r)) => Ok(*r),
+        _ => Err(HostError::new("expected a resource argument")),
+    }
+}
+
+fn arg_bytes(args: &[Val], i: usize) -> Result<Vec<u8>, HostError> {
+    match args.get(i) {
+        Some(Val::List(items)) => items
+            .iter()
+            .map(|v| match v {
+                Val::U8(b) => Ok(*b),
+                _ => Err(HostError::new("expected list<u8>")),
+            })
+            .collect(),
+        _ => Err(HostError::new("expected list<u8>")),
+    }
+}
+
+fn bytes_val(b: &[u8]) -> Val {
+    Val::List(b.iter().map(|x| Val::U8(*x)).collect())
+}
+
+fn ok(v: Option<Val>) -> Val {
+    Val::Result(Ok(v.map(Box::new)))
+}
+
+fn err(v: Val) -> Val {
+    Val::Result(Err(Some(Box::new(v))))
+}
+
+fn stream_closed() -> Val {
+    err(Val::Variant("closed".into(), None))
+}
+
+fn datetime(d: Duration) -> Val {
+    Val::Record(vec![("seconds".into(), Val::U64(d.as_secs())), ("nanoseconds".into(), Val::U32(d.subsec_nanos()))])
+}
+
+/// Blocks until `until`, but never past the call's deadline.
+fn sleep_until<T>(cx: &HostContext<'_, T>, until: Instant) -> Result<(), HostError> {
+    let now = Instant::now();
+    if until <= now {
+        return Ok(());
+    }
+    match cx.deadline() {
+        Some(d) if d < until => {
+            std::thread::sleep(d.saturating_duration_since(now));
+            Err(HostError::deadline())
+        }
+        _ => {
+            std::thread::sleep(until - now);
+            Ok(())
+        }
+    }
+}
+
+/// Registers every WASI 0.2 interface on `linker`.
+pub fn add_to_linker<T: WasiView + 'static>(linker: &mut Linker<T>) -> WasiTypes {
+    let poll = iface("wasi:io/poll");
+    let error = iface("wasi:io/error");
+    let streams = iface("wasi:io/streams");
+    let network_if = iface("wasi:sockets/network");
+    let drop_obj = |t: &mut T, rep: u32| {
+        t.wasi().objects.remove(&rep);
+    };
+    let types = WasiTypes {
+        pollable: linker.resource(&poll, "pollable", drop_obj),
+        error: linker.resource(&error, "error", drop_obj),
+        input_stream: linker.resource(&streams, "input-stream", drop_obj),
+        output_stream: linker.resource(&streams, "output-stream", drop_obj),
+        network: linker.resource(&network_if, "network", drop_obj),
+    };
+    add_io(linker, types);
+    add_cli(linker, types);
+    add_clocks(linker, types);
+    add_random(linker);
+    add_filesystem(linker);
+    add_sockets(linker, types);
+    types
+}
+
+fn add_io<T: WasiView + 'static>(linker: &mut Linker<T>, ty: WasiTypes) {
+    linker.interface(&iface("wasi:io/error")).func("[method]error.to-debug-string", |cx, args, out| {
+        let r = arg_res(args, 0)?;
+        let msg = match cx.data_mut().wasi().get(r.rep)? {
+            Object::Error(m) => m.clone(),
+            other => format!("{other:?}"),
+        };
+        out.push(Val::String(msg));
+        Ok(())
+    });
+
+    let poll = linker.interface(&iface("wasi:io/poll"));
+    poll.func("[method]pollable.ready", |cx, args, out| {
+        let r = arg_res(args, 0)?;
+        let ready = match cx.data_mut().wasi().get(r.rep)? {
+            Object::Pollable(Some(at)) => Instant::now() >= *at,
+            _ => true,
+        };
+        out.push(Val::Bool(ready));
+        Ok(())
+    });
+    poll.func("[method]pollable.block", |cx, args, _out| {
+        let r = arg_res(args, 0)?;
+        let at = match cx.data_mut().wasi().get(r.rep)? {
+            Object::Pollable(Some(at)) => Some(*at),
+            _ => None,
+        };
+        match at {
+            Some(at) => sleep_until(cx, at),
+            None => Ok(()),
+        }
+    });
+    poll.func("poll", |cx, args, out| {
+        let list = match args.first() {
+            Some(Val::List(l)) if !l.is_empty() => l.clone(),
+            _ => return Err(HostError::new("poll: the list of pollables must not be empty")),
+        };
+        let mut times = Vec::with_capacity(list.len());
+        for v in &list {
+            let r = match v {
+                Val::Resource(r) => *r,
+                _ => return Err(HostError::new("poll: expected pollables")),
+            };
+            times.push(match cx.data_mut().wasi().get(r.rep)? {
+                Object::Pollable(Some(at)) => *at,
+                _ => Instant::now(),
+            });
+        }
+        let earliest = times.iter().min().copied().unwrap_or_else(Instant::now);
+        sleep_until(cx, earliest)?;
+        let now = Instant::now();
+        let ready = times.iter().enumerate().filter(|(_, t)| **t <= now).map(|(i, _)| Val::U32(i as u32)).collect();
+        out.push(Val::List(ready));
+        Ok(())
+    });
+
+    let streams = linker.interface(&iface("wasi:io/streams"));
+    // Input: stdin is always at end of file on a device.
+    for name in ["read", "blocking-read"] {
+        streams.func(&format!("[method]input-stream.{name}"), |_cx, args, out| {
+            let len = arg_u64(args, 1)?;
+            if len > MAX_IO_CHUNK {
+                // Nothing would be returned anyway; the size is only checked.
+            }
+            out.push(stream_closed());
+            Ok(())
+        });
+    }
+    for name in ["skip", "blocking-skip"] {
+        streams.func(&format!("[method]input-stream.{name}"), |_cx, _args, out| {
+            out.push(stream_closed());
+            Ok(())
+        });
+    }
+    let pollable = ty.pollable;
+    streams.func("[method]input-stream.subscribe", move |cx, _args, out| {
+        let rep = cx.data_mut().wasi().insert(Object::Pollable(None))?;
+        out.push(Val::Resource(Resource::host_own(pollable, rep)));
+        Ok(())
+    });
+    streams.func("[method]output-stream.check-write", |_cx, _args, out| {
+        out.push(ok(Some(Val::U64(MAX_IO_CHUNK))));
+        Ok(())
+    });
+    for name in ["write", "blocking-write-and-flush"] {
+        streams.func(&format!("[method]output-stream.{name}"), |cx, args, out| {
+            let r = arg_res(args, 0)?;
+            let data = arg_bytes(args, 1)?;
+            if data.len() as u64 > MAX_IO_CHUNK {
+                return Err(HostError::new(format!("write of {} bytes exceeds the permitted {MAX_IO_CHUNK}", data.len())));
+            }
+            write_stream(cx, r.rep, &data, out)
+        });
+    }
+    for name in ["write-zeroes", "blocking-write-zeroes-and-flush"] {
+        streams.func(&format!("[method]output-stream.{name}"), |cx, args, out| {
+            let r = arg_res(args, 0)?;
+            let len = arg_u64(args, 1)?;
+            if len > MAX_IO_CHUNK {
+                return Err(HostError::new(format!("write of {len} bytes exceeds the permitted {MAX_IO_CHUNK}")));
+            }
+            write_stream(cx, r.rep, &vec![0u8; len as usize], out)
+        });
+    }
+    for name in ["flush", "blocking-flush"] {
+        streams.func(&format!("[method]output-stream.{name}"), |_cx, _args, out| {
+            out.push(ok(None));
+            Ok(())
+        });
+    }
+    streams.func("[method]output-stream.subscribe", move |cx, _args, out| {
+        let rep = cx.data_mut().wasi().insert(Object::Pollable(None))?;
+        out.push(Val::Resource(Resource::host_own(pollable, rep)));
+        Ok(())
+    });
+    for name in ["splice", "blocking-splice"] {
+        // The only input stream is stdin, which is at end of file.
+        streams.func(&format!("[method]output-stream.{name}"), |_cx, _args, out| {
+            out.push(stream_closed());
+            Ok(())
+        });
+    }
+}
+
+fn write_stream<T: WasiView>(cx: &mut HostContext<'_, T>, rep: u32, data: &[u8], out: &mut Vec<Val>) -> Result<(), HostError> {
+    let component = cx.component().to_string();
+    let w = cx.data_mut().wasi();
+    let which = match w.get(rep)? {
+        Object::Stdout => Object::Stdout,
+        Object::Stderr => Object::Stderr,
+        _ => {
+            out.push(stream_closed());
+            return Ok(());
+        }
+    };
+    w.write_out(&component, &which, data);
+    out.push(ok(None));
+    Ok(())
+}
+
+fn add_cli<T: WasiView + 'static>(linker: &mut Linker<T>, ty: WasiTypes) {
+    let env = linker.interface(&iface("wasi:cli/environment"));
+    env.func("get-environment", |cx, _args, out| {
+        let pairs = cx
+            .data_mut()
+            .wasi()
+            .env
+            .iter()
+            .map(|(k, v)| Val::Tuple(vec![Val::String(k.clone()), Val::String(v.clone())]))
+            .collect();
+        out.push(Val::List(pairs));
+        Ok(())
+    });
+    env.func("get-arguments", |cx, _args, out| {
+        out.push(Val::List(cx.data_mut().wasi().args.iter().cloned().map(Val::String).collect()));
+        Ok(())
+    });
+    env.func("initial-cwd", |_cx, _args, out| {
+        out.push(Val::Option(None));
+        Ok(())
+    });
+
+    let exit = linker.interface(&iface("wasi:cli/exit"));
+    exit.func("exit", |_cx, args, _out| {
+        let code = match args.first() {
+            Some(Val::Result(Ok(_))) => 0,
+            _ => 1,
+        };
+        Err(HostError::exit(code))
+    });
+    exit.func("exit-with-code", |_cx, args, _out| {
+        let code = match args.first() {
+            Some(Val::U8(c)) => *c as i32,
+            _ => 1,
+        };
+        Err(HostError::exit(code))
+    });
+
+    let (input, output) = (ty.input_stream, ty.output_stream);
+    linker.interface(&iface("wasi:cli/stdin")).func("get-stdin", move |cx, _args, out| {
+        let rep = cx.data_mut().wasi().insert(Object::Stdin)?;
+        out.push(Val::Resource(Resource::host_own(input, rep)));
+        Ok(())
+    });
+    linker.interface(&iface("wasi:cli/stdout")).func("get-stdout", move |cx, _args, out| {
+        let rep = cx.data_mut().wasi().insert(Object::Stdout)?;
+        out.push(Val::Resource(Resource::host_own(output, rep)));
+        Ok(())
+    });
+    linker.interface(&iface("wasi:cli/stderr")).func("get-stderr", move |cx, _args, out| {
+        let rep = cx.data_mut().wasi().insert(Object::Stderr)?;
+        out.push(Val::Resource(Resource::host_own(output, rep)));
+        Ok(())
+    });
+
+    // No terminals on a device: every terminal query answers `none`.
+    linker.resource(&iface("wasi:cli/terminal-input"), "terminal-input", |_t, _rep| {});
+    linker.resource(&iface("wasi:cli/terminal-output"), "terminal-output", |_t, _rep| {});
+    for (i, f) in [
+        ("wasi:cli/terminal-stdin", "get-terminal-stdin"),
+        ("wasi:cli/terminal-stdout", "get-terminal-stdout"),
+        ("wasi:cli/terminal-stderr", "get-terminal-stderr"),
+    ] {
+        linker.interface(&iface(i)).func(f, |_cx, _args, out| {
+            out.push(Val::Option(None));
+            Ok(())
+        });
+    }
+}
+
+fn add_clocks<T: WasiView + 'static>(linker: &mut Linker<T>, ty: WasiTypes) {
+    let pollable = ty.pollable;
+    let mono = linker.interface(&iface("wasi:clocks/monotonic-clock"));
+    mono.func("now", |cx, _args, out| {
+        let start = cx.data_mut().wasi().start;
+        out.push(Val::U64(start.elapsed().as_nanos() as u64));
+        Ok(())
+    });
+    mono.func("resolution", |_cx, _args, out| {
+        out.push(Val::U64(1));
+        Ok(())
+    });
+    mono.func("subscribe-instant", move |cx, args, out| {
+        let when = arg_u64(args, 0)?;
+        let w = cx.data_mut().wasi();
+        let at = w.start.checked_add(Duration::from_nanos(when)).unwrap_or_else(|| Instant::now() + Duration::from_secs(1 << 30));
+        let rep = w.insert(Object::Pollable(Some(at)))?;
+        out.push(Val::Resource(Resource::host_own(pollable, rep)));
+        Ok(())
+    });
+    mono.func("subscribe-duration", move |cx, args, out| {
+        let d = arg_u64(args, 0)?;
+        let at = Instant::now().checked_add(Duration::from_nanos(d)).unwrap_or_else(|| Instant::now() + Duration::from_secs(1 << 30));
+        let rep = cx.data_mut().wasi().insert(Object::Pollable(Some(at)))?;
+        out.push(Val::Resource(Resource::host_own(pollable, rep)));
+        Ok(())
+    });
+
+    let wall = linker.interface(&iface("wasi:clocks/wall-clock"));
+    wall.func("now", |_cx, _args, out| {
+        out.push(datetime(SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()));
+        Ok(())
+    });
+    wall.func("resolution", |_cx, _args, out| {
+        out.push(datetime(Duration::from_nanos(1)));
+        Ok(())
+    });
+}
+
+fn add_random<T: WasiView + 'static>(linker: &mut Linker<T>) {
+    let random = linker.interface(&iface("wasi:random/random"));
+    random.func("get-random-bytes", |_cx, args, out| {
+        let len = arg_u64(args, 0)?;
+        if len > MAX_IO_CHUNK {
+            return Err(HostError::new(format!("get-random-bytes({len}) exceeds the permitted {MAX_IO_CHUNK} bytes")));
+        }
+        let mut buf = vec![0u8; len as usize];
+        getrandom::fill(&mut buf).map_err(|e| HostError::new(format!("no entropy available: {e}")))?;
+        out.push(bytes_val(&buf));
+        Ok(())
+    });
+    random.func("get-random-u64", |_cx, _args, out| {
+        let mut buf = [0u8; 8];
+        getrandom::fill(&mut buf).map_err(|e| HostError::new(format!("no entropy available: {e}")))?;
+        out.push(Val::U64(u64::from_le_bytes(buf)));
+        Ok(())
+    });
+    let insecure = linker.interface(&iface("wasi:random/insecure"));
+    insecure.func("get-insecure-random-bytes", |cx, args, out| {
+        let len = arg_u64(args, 0)?;
+        if len > MAX_IO_CHUNK {
+            return Err(HostError::new(format!("get-insecure-random-bytes({len}) exceeds the permitted {MAX_IO_CHUNK} bytes")));
+        }
+        let w = cx.data_mut().wasi();
+        let buf: Vec<u8> = (0..len).map(|_| w.next_insecure() as u8).collect();
+        out.push(bytes_val(&buf));
+        Ok(())
+    });
+    insecure.func("get-insecure-random-u64", |cx, _args, out| {
+        out.push(Val::U64(cx.data_mut().wasi().next_insecure()));
+        Ok(())
+    });
+    linker.interface(&iface("wasi:random/insecure-seed")).func("insecure-seed", |cx, _args, out| {
+        let w = cx.data_mut().wasi();
+        out.push(Val::Tuple(vec![Val::U64(w.next_insecure()), Val::U64(w.next_insecure())]));
+        Ok(())
+    });
+}
+
+fn add_filesystem<T: WasiView + 'static>(linker: &mut Linker<T>) {
+    let types = iface("wasi:filesystem/types");
+    linker.resource(&types, "descriptor", |_t, _rep| {});
+    linker.resource(&types, "directory-entry-stream", |_t, _rep| {});
+    let fs = linker.interface(&types);
+    fs.func("filesystem-error-code", |_cx, _args, out| {
+        out.push(Val::Option(None));
+        Ok(())
+    });
+    // With no preopens no descriptor can exist; anything else is denied.
+    fs.fallback(|_name, _cx, _args, out| {
+        out.push(err(Val::Enum("access".into())));
+        Ok(())
+    });
+    linker.interface(&iface("wasi:filesystem/preopens")).func("get-directories", |_cx, _args, out| {
+        out.push(Val::List(Vec::new()));
+        Ok(())
+    });
+}
+
+fn add_sockets<T: WasiView + 'static>(linker: &mut Linker<T>, ty: WasiTypes) {
+    let network = ty.network;
+    linker.interface(&iface("wasi:sockets/instance-network")).func("instance-network", move |cx, _args, out| {
+        let rep = cx.data_mut().wasi().insert(Object::Network)?;
+        out.push(Val::Resource(Resource::host_own(network, rep)));
+        Ok(())
+    });
+    let deny = |_name: &str, _cx: &mut HostContext<'_, T>, _args: &[Val], out: &mut Vec<Val>| {
+        out.push(err(Val::Enum("access-denied".into())));
+        Ok(())
+    };
+    let tcp = iface("wasi:sockets/tcp");
+    linker.resource(&tcp, "tcp-socket", |_t, _rep| {});
+    linker.interface(&tcp).fallback(deny);
+    let udp = iface("wasi:sockets/udp");
+    for r in ["udp-socket", "incoming-datagram-stream", "outgoing-datagram-stream"] {
+        linker.resource(&udp, r, |_t, _rep| {});
+    }
+    linker.interface(&udp).fallback(deny);
+    let lookup = iface("wasi:sockets/ip-name-lookup");
+    linker.resource(&lookup, "resolve-address-stream", |_t, _rep| {});
+    linker.interface(&lookup).fallback(deny);
+    for i in ["wasi:sockets/tcp-create-socket", "wasi:sockets/udp-create-socket", "wasi:sockets/network"] {
+        linker.interface(&iface(i)).fallback(deny);
+    }
+}
