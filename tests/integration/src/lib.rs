@@ -2,9 +2,10 @@
 //! components that `tests/guests/build.sh` built, and a host state type with
 //! WASI and the test interfaces.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 
-use twig_component::{Component, Engine, Instance, Linker};
+use twig_component::{Component, Engine, HostError, Instance, Linker, Resource, Val};
 use twig_wasi::{Capture, WasiCtx, WasiView};
 
 /// Path of a built guest component, `tests/guests/out/NAME.wasm`.
@@ -29,6 +30,16 @@ pub fn guest_bytes(name: &str) -> Vec<u8> {
 pub struct TestState {
     pub wasi: WasiCtx,
     pub calls: u32,
+    /// Host `blob` resources by rep.
+    pub blobs: HashMap<u32, Vec<u8>>,
+    pub next_blob: u32,
+    pub blobs_dropped: u32,
+}
+
+impl TestState {
+    pub fn with_wasi(wasi: WasiCtx) -> TestState {
+        TestState { wasi, ..Default::default() }
+    }
 }
 
 impl WasiView for TestState {
@@ -51,7 +62,59 @@ pub fn load(engine: &Engine, name: &str) -> Component {
 /// Instantiates with a fresh WASI context whose output is captured.
 pub fn instantiate(linker: &Linker<TestState>, c: &Component) -> (Instance<TestState>, Capture) {
     let cap = Capture::default();
-    let state = TestState { wasi: WasiCtx::new().capture(cap.clone()), calls: 0 };
+    let state = TestState::with_wasi(WasiCtx::new().capture(cap.clone()));
     let inst = Instance::new(linker, c, state).unwrap_or_else(|e| panic!("instantiate {}: {e}", c.name()));
     (inst, cap)
+}
+
+/// Registers the host side of the `types` world (`twig:types/values` with
+/// its `blob` resource, and `twig:types/host-echo`); returns the blob
+/// resource type id.
+pub fn add_types_host(linker: &mut Linker<TestState>) -> u32 {
+    let blob = linker.resource("twig:types/values", "blob", |s: &mut TestState, rep| {
+        s.blobs.remove(&rep);
+        s.blobs_dropped += 1;
+    });
+    let values = linker.interface("twig:types/values");
+    values.func("[constructor]blob", move |cx, args, out| {
+        let bytes = match args.first() {
+            Some(Val::List(v)) => v.iter().map(|b| if let Val::U8(b) = b { *b } else { 0 }).collect(),
+            _ => return Err(HostError::new("blob: expected list<u8>")),
+        };
+        let s = cx.data_mut();
+        s.next_blob += 1;
+        let rep = s.next_blob;
+        s.blobs.insert(rep, bytes);
+        out.push(Val::Resource(Resource::host_own(blob, rep)));
+        Ok(())
+    });
+    values.func("[method]blob.len", |cx, args, out| {
+        let rep = blob_rep(args)?;
+        let n = cx.data().blobs.get(&rep).map(|b| b.len()).ok_or_else(|| HostError::new("no such blob"))?;
+        out.push(Val::U32(n as u32));
+        Ok(())
+    });
+    values.func("[method]blob.read", |cx, args, out| {
+        let rep = blob_rep(args)?;
+        let b = cx.data().blobs.get(&rep).ok_or_else(|| HostError::new("no such blob"))?;
+        out.push(Val::List(b.iter().map(|x| Val::U8(*x)).collect()));
+        Ok(())
+    });
+    linker.interface("twig:types/host-echo").fallback(|name, cx, args, out| {
+        cx.data_mut().calls += 1;
+        if name == "echo-many-u32" {
+            out.push(Val::List(args.to_vec()));
+        } else {
+            out.push(args.first().cloned().ok_or_else(|| HostError::new("echo without argument"))?);
+        }
+        Ok(())
+    });
+    blob
+}
+
+fn blob_rep(args: &[Val]) -> Result<u32, HostError> {
+    match args.first() {
+        Some(Val::Resource(r)) => Ok(r.rep),
+        _ => Err(HostError::new("expected a blob")),
+    }
 }

@@ -10,7 +10,7 @@ fn std_guest_prints_and_exits_ok() {
     let linker = wasi_linker();
     let c = load(&engine, "hello");
     let cap = Capture::default();
-    let state = TestState { wasi: WasiCtx::new().env("TWIG_GREETING", "howdy").capture(cap.clone()), calls: 0 };
+    let state = TestState::with_wasi(WasiCtx::new().env("TWIG_GREETING", "howdy").capture(cap.clone()));
     let mut inst = twig_component::Instance::new(&linker, &c, state).expect("instantiate");
     let out = inst.call("wasi:cli/run@0.2.0#run", &[]).expect("run");
     assert_eq!(out, vec![Val::Result(Ok(None))]);
