@@ -324,6 +324,7 @@ impl Cx<'_> {
     /// block it returns.
     pub fn realloc<T>(&self, ctx: &mut Ctx<'_, T>, align: u32, size: u32) -> AbiResult<u32> {
         let f = self.realloc.ok_or_else(|| abi_err("canonical options name no realloc, but a value needs guest memory"))?;
+        top_up_fuel(ctx)?;
         let mut out = [CoreVal::I32(0)];
         f.call(ctx.as_context_mut(), &[CoreVal::I32(0), CoreVal::I32(0), CoreVal::I32(align as i32), CoreVal::I32(size as i32)], &mut out)?;
         let ptr = match out[0] {
@@ -933,6 +934,31 @@ impl Cx<'_> {
         rt.scoped_borrows += 1;
         Ok(idx)
     }
+}
+
+/// Fuel handed to the guest per slice; between slices the deadline is
+/// checked. Small enough that a deadline is noticed within milliseconds,
+/// large enough that refuelling costs nothing measurable.
+pub(crate) const FUEL_SLICE: u64 = 2_000_000;
+
+/// Before a nested call into the guest (realloc, post-return, destructor),
+/// makes sure it has fuel to run: nested calls cannot be resumed after
+/// running dry, so they get fuel up front from the call's pool.
+pub(crate) fn top_up_fuel<T>(ctx: &mut Ctx<'_, T>) -> AbiResult<()> {
+    let have = ctx.get_fuel()?;
+    if have >= FUEL_SLICE / 2 {
+        return Ok(());
+    }
+    if let Some(d) = ctx.data().rt.call_deadline {
+        if std::time::Instant::now() >= d {
+            return Err(wasmi::Error::host(crate::error::HostError::deadline()));
+        }
+    }
+    let rt = &mut ctx.data_mut().rt;
+    let add = rt.fuel_pool.min(FUEL_SLICE);
+    rt.fuel_pool -= add;
+    ctx.set_fuel(have + add)?;
+    Ok(())
 }
 
 fn to_char(v: u32) -> AbiResult<char> {

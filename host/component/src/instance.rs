@@ -26,18 +26,13 @@ use wasmtime_environ::component::{
 };
 use wasmtime_environ::{EntityIndex, StaticModuleIndex, WasmValType};
 
-use crate::abi::{abi_err, abi_info, check_aligned, flat_count, flatten, AbiResult, Cx, Flat, FlatReader};
+use crate::abi::{abi_err, abi_info, check_aligned, flat_count, top_up_fuel, AbiResult, Cx, FlatReader, FUEL_SLICE};
 use crate::component::{Component, ComponentInner};
 use crate::error::{AbiError, Error, HostError, Result, TrapKind};
 use crate::linker::{HostContext, HostFunc, Linker};
 use crate::store::{Handle, HandleTable, Runtime, StoreData};
 use crate::types::{func_sig, FuncSig};
 use crate::values::{Resource, ResourceType, Val};
-
-/// Fuel handed to the guest per slice; between slices the deadline is
-/// checked. Small enough that a deadline is noticed within a few
-/// milliseconds, large enough that refuelling costs nothing measurable.
-const FUEL_SLICE: u64 = 2_000_000;
 
 static NEXT_UID: AtomicU64 = AtomicU64::new(1);
 
@@ -222,6 +217,7 @@ impl<T: 'static> Instance<T> {
             resource_dtors: vec![None; num_defined],
             scoped_borrows: 0,
             call_deadline: None,
+            fuel_pool: 0,
         };
         let mut store = Store::new(&comp.engine.wasmi, StoreData { user: data, limits, rt, host_dtors: linker.dtors() });
         store.limiter(|d| &mut d.limits);
@@ -528,9 +524,8 @@ impl<T: 'static> Instance<T> {
         let fuel_limit = comp.limits.fuel_per_call.unwrap_or(u64::MAX);
         let deadline = comp.limits.deadline.map(|d| Instant::now() + d);
         self.store.data_mut().rt.call_deadline = deadline;
-        let mut pool = fuel_limit;
-        let first = pool.min(FUEL_SLICE);
-        pool -= first;
+        let first = fuel_limit.min(FUEL_SLICE);
+        self.store.data_mut().rt.fuel_pool = fuel_limit - first;
         self.store.set_fuel(first).map_err(|e| trap(TrapKind::Wasm(e.to_string())))?;
 
         let opts = &comp.info.options[export.options];
@@ -558,8 +553,7 @@ impl<T: 'static> Instance<T> {
 
         let nresults = export.func.ty(&self.store).results().len();
         let mut core_results = vec![CoreVal::I32(0); nresults];
-        let started_fuel = fuel_limit;
-        let outcome = self.run_with_budget(&export.func, &core_args, &mut core_results, &mut pool, deadline, &comp);
+        let outcome = self.run_with_budget(&export.func, &core_args, &mut core_results, deadline, &comp);
         match outcome {
             Ok(()) => {}
             Err(kind) => {
@@ -582,20 +576,21 @@ impl<T: 'static> Instance<T> {
             }
         };
         if let Some(pr) = post_return {
-            if let Err(e) = pr.call(&mut self.store, &core_results, &mut []) {
-                let kind = classify(&e, &comp);
+            // Freeing what the guest handed over can take long (lists of
+            // thousands of strings), so it runs under the same budget.
+            if let Err(kind) = self.run_with_budget(&pr, &core_results, &mut [], deadline, &comp) {
                 self.poisoned = Some(kind.to_string());
                 return Err(trap(kind));
             }
         }
-        let rt = &mut self.store.data_mut().rt;
-        if rt.scoped_borrows != 0 {
-            rt.scoped_borrows = 0;
+        let left_borrows = std::mem::take(&mut self.store.data_mut().rt.scoped_borrows);
+        if left_borrows != 0 {
             self.poisoned = Some("borrow handles remained at the end of the call".into());
             return Err(trap(TrapKind::Abi("borrow handles still remain at the end of the call".into())));
         }
+        let rt = &self.store.data().rt;
         let left = self.store.get_fuel().unwrap_or(0);
-        self.last_fuel = started_fuel.saturating_sub(pool).saturating_sub(left);
+        self.last_fuel = fuel_limit.saturating_sub(rt.fuel_pool).saturating_sub(left);
         Ok(results)
     }
 
@@ -606,7 +601,6 @@ impl<T: 'static> Instance<T> {
         func: &Func,
         args: &[CoreVal],
         results: &mut [CoreVal],
-        pool: &mut u64,
         deadline: Option<Instant>,
         comp: &ComponentInner,
     ) -> std::result::Result<(), TrapKind> {
@@ -622,6 +616,7 @@ impl<T: 'static> Instance<T> {
                             return Err(TrapKind::Deadline { millis });
                         }
                     }
+                    let pool = &mut self.store.data_mut().rt.fuel_pool;
                     if *pool == 0 {
                         return Err(TrapKind::OutOfFuel { limit: comp.limits.fuel_per_call.unwrap_or(u64::MAX) });
                     }
@@ -641,7 +636,10 @@ impl<T: 'static> Instance<T> {
             return Ok(());
         }
         let comp = self.comp.clone();
-        self.store.set_fuel(comp.limits.fuel_per_call.unwrap_or(u64::MAX)).ok();
+        let budget = comp.limits.fuel_per_call.unwrap_or(u64::MAX);
+        self.store.data_mut().rt.fuel_pool = budget.saturating_sub(FUEL_SLICE);
+        self.store.data_mut().rt.call_deadline = comp.limits.deadline.map(|d| Instant::now() + d);
+        self.store.set_fuel(budget.min(FUEL_SLICE)).ok();
         let mut ctx = self.store.as_context_mut();
         drop_rep_in(&mut ctx, r.ty, r.rep).map_err(|e| Error::Trap {
             component: comp.name.clone(),
@@ -699,6 +697,7 @@ fn drop_rep_in<T>(ctx: &mut wasmi::StoreContextMut<'_, StoreData<T>>, ty: Resour
                 return Err(abi_err("a resource of another instance cannot be dropped here"));
             }
             if let Some(dtor) = rt.resource_dtors[index as usize] {
+                top_up_fuel(ctx)?;
                 dtor.call(ctx.as_context_mut(), &[CoreVal::I32(rep as i32)], &mut [])?;
             }
             Ok(())
@@ -849,11 +848,3 @@ fn host_side(e: wasmi::Error) -> wasmi::Error {
     }
 }
 
-#[allow(dead_code)]
-fn flat_types(cx: &Cx<'_>, tys: &[InterfaceType]) -> Vec<Flat> {
-    let mut v = Vec::new();
-    for t in tys {
-        flatten(&cx.comp.types, t, &mut v);
-    }
-    v
-}

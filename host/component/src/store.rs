@@ -89,6 +89,11 @@ pub(crate) struct Runtime {
     pub scoped_borrows: u32,
     /// When the export call in progress must end.
     pub call_deadline: Option<std::time::Instant>,
+    /// Fuel of the call in progress not yet handed to the guest. Fuel is
+    /// given out in slices so that the deadline can be checked between
+    /// them; nested calls (realloc, post-return, destructors) draw on the
+    /// same pool.
+    pub fuel_pool: u64,
 }
 
 /// What a wasmi store of a component instance carries.

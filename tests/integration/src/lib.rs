@@ -2,6 +2,8 @@
 //! components that `tests/guests/build.sh` built, and a host state type with
 //! WASI and the test interfaces.
 
+pub mod arbitrary;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 
