@@ -12,11 +12,11 @@
 //! Every failure is a `wasmi::Error` carrying an [`AbiError`], so that a guest
 //! that hands over a bad pointer traps like any other wasm fault.
 
-use wasmi::{F32, F64};
 use wasmi::{AsContext, AsContextMut, Func, Memory, StoreContextMut, Val as CoreVal};
+use wasmi::{F32, F64};
 use wasmtime_environ::component::{
-    CanonicalAbiInfo, ComponentTypes, InterfaceType, RuntimeComponentInstanceIndex,
-    StringEncoding, TypeResourceTable, TypeResourceTableIndex, VariantInfo,
+    CanonicalAbiInfo, ComponentTypes, InterfaceType, RuntimeComponentInstanceIndex, StringEncoding,
+    TypeResourceTable, TypeResourceTableIndex, VariantInfo,
 };
 
 use crate::component::ComponentInner;
@@ -58,15 +58,6 @@ impl Flat {
             Flat::I64 => CoreVal::I64(0),
             Flat::F32 => CoreVal::F32(F32::from_bits(0)),
             Flat::F64 => CoreVal::F64(F64::from_bits(0)),
-        }
-    }
-
-    pub fn val_type(self) -> wasmi::ValType {
-        match self {
-            Flat::I32 => wasmi::ValType::I32,
-            Flat::I64 => wasmi::ValType::I64,
-            Flat::F32 => wasmi::ValType::F32,
-            Flat::F64 => wasmi::ValType::F64,
         }
     }
 }
@@ -199,7 +190,10 @@ impl<'v> FlatReader<'v> {
     }
 
     fn next(&mut self) -> AbiResult<&'v CoreVal> {
-        let v = self.vals.get(self.pos).ok_or_else(|| abi_err("too few core values"))?;
+        let v = self
+            .vals
+            .get(self.pos)
+            .ok_or_else(|| abi_err("too few core values"))?;
         self.pos += 1;
         Ok(v)
     }
@@ -233,7 +227,10 @@ impl<'v> FlatReader<'v> {
     }
 
     fn take(&mut self, n: usize) -> AbiResult<&'v [CoreVal]> {
-        let s = self.vals.get(self.pos..self.pos + n).ok_or_else(|| abi_err("too few core values"))?;
+        let s = self
+            .vals
+            .get(self.pos..self.pos + n)
+            .ok_or_else(|| abi_err("too few core values"))?;
         self.pos += n;
         Ok(s)
     }
@@ -273,8 +270,6 @@ pub(crate) struct Cx<'a> {
     pub memory: Option<Memory>,
     pub realloc: Option<Func>,
     pub encoding: StringEncoding,
-    /// The component instance on the guest side of this boundary.
-    pub instance: RuntimeComponentInstanceIndex,
 }
 
 type Ctx<'s, T> = StoreContextMut<'s, StoreData<T>>;
@@ -285,23 +280,40 @@ impl Cx<'_> {
     }
 
     fn memory(&self) -> AbiResult<Memory> {
-        self.memory.ok_or_else(|| abi_err("canonical options name no memory, but the type needs one"))
+        self.memory
+            .ok_or_else(|| abi_err("canonical options name no memory, but the type needs one"))
     }
 
     /// Bounds-checked view of `len` bytes of guest memory at `ptr`.
     fn bytes<'s, T>(&self, ctx: &'s Ctx<'_, T>, ptr: u32, len: u32) -> AbiResult<&'s [u8]> {
         let mem = self.memory()?.data(ctx.as_context());
-        let end = (ptr as usize).checked_add(len as usize).ok_or_else(|| abi_err("pointer overflow"))?;
-        mem.get(ptr as usize..end)
-            .ok_or_else(|| abi_err(format!("out-of-bounds memory access: {len} bytes at {ptr:#x} (memory is {:#x} bytes)", mem.len())))
+        let end = (ptr as usize)
+            .checked_add(len as usize)
+            .ok_or_else(|| abi_err("pointer overflow"))?;
+        mem.get(ptr as usize..end).ok_or_else(|| {
+            abi_err(format!(
+                "out-of-bounds memory access: {len} bytes at {ptr:#x} (memory is {:#x} bytes)",
+                mem.len()
+            ))
+        })
     }
 
-    fn bytes_mut<'s, T>(&self, ctx: &'s mut Ctx<'_, T>, ptr: u32, len: u32) -> AbiResult<&'s mut [u8]> {
+    fn bytes_mut<'s, T>(
+        &self,
+        ctx: &'s mut Ctx<'_, T>,
+        ptr: u32,
+        len: u32,
+    ) -> AbiResult<&'s mut [u8]> {
         let mem = self.memory()?.data_mut(ctx.as_context_mut());
         let size = mem.len();
-        let end = (ptr as usize).checked_add(len as usize).ok_or_else(|| abi_err("pointer overflow"))?;
-        mem.get_mut(ptr as usize..end)
-            .ok_or_else(|| abi_err(format!("out-of-bounds memory access: {len} bytes at {ptr:#x} (memory is {size:#x} bytes)")))
+        let end = (ptr as usize)
+            .checked_add(len as usize)
+            .ok_or_else(|| abi_err("pointer overflow"))?;
+        mem.get_mut(ptr as usize..end).ok_or_else(|| {
+            abi_err(format!(
+                "out-of-bounds memory access: {len} bytes at {ptr:#x} (memory is {size:#x} bytes)"
+            ))
+        })
     }
 
     fn load_n<T, const N: usize>(&self, ctx: &Ctx<'_, T>, ptr: u32) -> AbiResult<[u8; N]> {
@@ -316,22 +328,34 @@ impl Cx<'_> {
     }
 
     fn store_bytes<T>(&self, ctx: &mut Ctx<'_, T>, ptr: u32, data: &[u8]) -> AbiResult<()> {
-        self.bytes_mut(ctx, ptr, data.len() as u32)?.copy_from_slice(data);
+        self.bytes_mut(ctx, ptr, data.len() as u32)?
+            .copy_from_slice(data);
         Ok(())
     }
 
     /// Calls the guest's `cabi_realloc(0, 0, align, size)` and checks the
     /// block it returns.
     pub fn realloc<T>(&self, ctx: &mut Ctx<'_, T>, align: u32, size: u32) -> AbiResult<u32> {
-        let f = self.realloc.ok_or_else(|| abi_err("canonical options name no realloc, but a value needs guest memory"))?;
+        let f = self.realloc.ok_or_else(|| {
+            abi_err("canonical options name no realloc, but a value needs guest memory")
+        })?;
         top_up_fuel(ctx)?;
         let mut out = [CoreVal::I32(0)];
-        f.call(ctx.as_context_mut(), &[CoreVal::I32(0), CoreVal::I32(0), CoreVal::I32(align as i32), CoreVal::I32(size as i32)], &mut out)?;
+        f.call(
+            ctx.as_context_mut(),
+            &[
+                CoreVal::I32(0),
+                CoreVal::I32(0),
+                CoreVal::I32(align as i32),
+                CoreVal::I32(size as i32),
+            ],
+            &mut out,
+        )?;
         let ptr = match out[0] {
             CoreVal::I32(p) => p as u32,
             _ => bail!("realloc returned a non-i32"),
         };
-        if ptr % align != 0 {
+        if !ptr.is_multiple_of(align) {
             bail!("realloc returned a misaligned pointer {ptr:#x} (alignment {align})");
         }
         self.bytes(ctx, ptr, size)?;
@@ -341,7 +365,12 @@ impl Cx<'_> {
     // ---- lifting -------------------------------------------------------
 
     /// Lifts a value of type `ty` from flat core values.
-    pub fn lift_flat<T>(&self, ctx: &mut Ctx<'_, T>, ty: &InterfaceType, src: &mut FlatReader<'_>) -> AbiResult<Val> {
+    pub fn lift_flat<T>(
+        &self,
+        ctx: &mut Ctx<'_, T>,
+        ty: &InterfaceType,
+        src: &mut FlatReader<'_>,
+    ) -> AbiResult<Val> {
         let types = self.types();
         Ok(match ty {
             InterfaceType::Bool => Val::Bool(src.i32()? != 0),
@@ -388,14 +417,20 @@ impl Cx<'_> {
                 }
                 self.flags_from_words(*i, &words)
             }
-            InterfaceType::Enum(_) | InterfaceType::Variant(_) | InterfaceType::Option(_) | InterfaceType::Result(_) => {
+            InterfaceType::Enum(_)
+            | InterfaceType::Variant(_)
+            | InterfaceType::Option(_)
+            | InterfaceType::Result(_) => {
                 let disc = src.i32()? as u32;
                 let joined = joined_payload(types, ty);
                 let slots = src.take(joined.len())?;
                 let cases = cases(types, ty);
-                let case = *cases
-                    .get(disc as usize)
-                    .ok_or_else(|| abi_err(format!("variant discriminant {disc} out of range ({} cases)", cases.len())))?;
+                let case = *cases.get(disc as usize).ok_or_else(|| {
+                    abi_err(format!(
+                        "variant discriminant {disc} out of range ({} cases)",
+                        cases.len()
+                    ))
+                })?;
                 let payload = match case {
                     None => None,
                     Some(cty) => {
@@ -422,7 +457,10 @@ impl Cx<'_> {
         match ty {
             InterfaceType::Enum(i) => Val::Enum(types[*i].names[disc as usize].clone()),
             InterfaceType::Variant(i) => {
-                let (name, _) = types[*i].cases.get_index(disc as usize).expect("discriminant checked");
+                let (name, _) = types[*i]
+                    .cases
+                    .get_index(disc as usize)
+                    .expect("discriminant checked");
                 Val::Variant(name.clone(), boxed)
             }
             InterfaceType::Option(_) => Val::Option(if disc == 0 { None } else { boxed }),
@@ -431,7 +469,11 @@ impl Cx<'_> {
         }
     }
 
-    fn flags_from_words(&self, i: wasmtime_environ::component::TypeFlagsIndex, words: &[u32]) -> Val {
+    fn flags_from_words(
+        &self,
+        i: wasmtime_environ::component::TypeFlagsIndex,
+        words: &[u32],
+    ) -> Val {
         let names = &self.types()[i].names;
         let set = names
             .iter()
@@ -465,25 +507,44 @@ impl Cx<'_> {
     }
 
     fn load_utf16<T>(&self, ctx: &Ctx<'_, T>, ptr: u32, units: u32) -> AbiResult<String> {
-        if ptr % 2 != 0 {
+        if !ptr.is_multiple_of(2) {
             bail!("UTF-16 string pointer {ptr:#x} is not 2-aligned");
         }
-        let nbytes = units.checked_mul(2).ok_or_else(|| abi_err("string length overflow"))?;
+        let nbytes = units
+            .checked_mul(2)
+            .ok_or_else(|| abi_err("string length overflow"))?;
         let b = self.bytes(ctx, ptr, nbytes)?;
-        let units: Vec<u16> = b.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
-        String::from_utf16(&units).map_err(|e| abi_err(format!("string at {ptr:#x} is not valid UTF-16: {e}")))
+        let units: Vec<u16> = b
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect();
+        String::from_utf16(&units)
+            .map_err(|e| abi_err(format!("string at {ptr:#x} is not valid UTF-16: {e}")))
     }
 
-    fn load_list<T>(&self, ctx: &mut Ctx<'_, T>, elem: &InterfaceType, ptr: u32, len: u32) -> AbiResult<Val> {
+    fn load_list<T>(
+        &self,
+        ctx: &mut Ctx<'_, T>,
+        elem: &InterfaceType,
+        ptr: u32,
+        len: u32,
+    ) -> AbiResult<Val> {
         let info = abi_info(self.types(), elem);
-        if ptr % info.align32 != 0 {
+        if !ptr.is_multiple_of(info.align32) {
             bail!("list pointer {ptr:#x} is not aligned to {}", info.align32);
         }
-        let total = len.checked_mul(info.size32).ok_or_else(|| abi_err("list length overflow"))?;
+        let total = len
+            .checked_mul(info.size32)
+            .ok_or_else(|| abi_err("list length overflow"))?;
         // Bounds-check the whole list before reading any element.
         self.bytes(ctx, ptr, total)?;
         if let InterfaceType::U8 = elem {
-            return Ok(Val::List(self.bytes(ctx, ptr, len)?.iter().map(|b| Val::U8(*b)).collect()));
+            return Ok(Val::List(
+                self.bytes(ctx, ptr, len)?
+                    .iter()
+                    .map(|b| Val::U8(*b))
+                    .collect(),
+            ));
         }
         let mut out = Vec::with_capacity(len as usize);
         for k in 0..len {
@@ -551,7 +612,10 @@ impl Cx<'_> {
                 };
                 self.flags_from_words(*i, &words)
             }
-            InterfaceType::Enum(_) | InterfaceType::Variant(_) | InterfaceType::Option(_) | InterfaceType::Result(_) => {
+            InterfaceType::Enum(_)
+            | InterfaceType::Variant(_)
+            | InterfaceType::Option(_)
+            | InterfaceType::Result(_) => {
                 let info = variant_info(types, ty).expect("variant-like type");
                 let cases = cases(types, ty);
                 let disc = match discriminant_bytes(cases.len()) {
@@ -559,9 +623,12 @@ impl Cx<'_> {
                     2 => u16::from_le_bytes(self.load_n(ctx, ptr)?) as u32,
                     _ => self.load_u32(ctx, ptr)?,
                 };
-                let case = *cases
-                    .get(disc as usize)
-                    .ok_or_else(|| abi_err(format!("variant discriminant {disc} out of range ({} cases)", cases.len())))?;
+                let case = *cases.get(disc as usize).ok_or_else(|| {
+                    abi_err(format!(
+                        "variant discriminant {disc} out of range ({} cases)",
+                        cases.len()
+                    ))
+                })?;
                 let payload = match case {
                     None => None,
                     Some(cty) => Some(self.load(ctx, cty, ptr + info.payload_offset32)?),
@@ -580,29 +647,50 @@ impl Cx<'_> {
         })
     }
 
-    fn table_of(&self, t: TypeResourceTableIndex) -> AbiResult<(u32, RuntimeComponentInstanceIndex)> {
+    fn table_of(
+        &self,
+        t: TypeResourceTableIndex,
+    ) -> AbiResult<(u32, RuntimeComponentInstanceIndex)> {
         match &self.types()[t] {
             TypeResourceTable::Concrete { ty, instance } => Ok((ty.as_u32(), *instance)),
-            TypeResourceTable::Abstract(_) => bail!("abstract resource types cannot cross at run time"),
+            TypeResourceTable::Abstract(_) => {
+                bail!("abstract resource types cannot cross at run time")
+            }
         }
     }
 
-    fn lift_own<T>(&self, ctx: &mut Ctx<'_, T>, t: TypeResourceTableIndex, handle: u32) -> AbiResult<Val> {
+    fn lift_own<T>(
+        &self,
+        ctx: &mut Ctx<'_, T>,
+        t: TypeResourceTableIndex,
+        handle: u32,
+    ) -> AbiResult<Val> {
         let (resource, inst) = self.table_of(t)?;
         let rt = &mut ctx.data_mut().rt;
         let want = rt.resource_types[resource as usize];
         let table = &mut rt.tables[inst.as_u32() as usize];
         match table.get(handle) {
             Some(h) if h.own && rt.resource_types[h.resource as usize] == want => {}
-            Some(h) if rt.resource_types[h.resource as usize] != want => bail!("handle {handle} has the wrong resource type"),
+            Some(h) if rt.resource_types[h.resource as usize] != want => {
+                bail!("handle {handle} has the wrong resource type")
+            }
             Some(_) => bail!("handle {handle} is a borrow, but an own handle is required"),
             None => bail!("unknown resource handle {handle}"),
         }
         let h = table.remove(handle).expect("checked above");
-        Ok(Val::Resource(Resource { ty: want, rep: h.rep, own: true }))
+        Ok(Val::Resource(Resource {
+            ty: want,
+            rep: h.rep,
+            own: true,
+        }))
     }
 
-    fn lift_borrow<T>(&self, ctx: &mut Ctx<'_, T>, t: TypeResourceTableIndex, handle: u32) -> AbiResult<Val> {
+    fn lift_borrow<T>(
+        &self,
+        ctx: &mut Ctx<'_, T>,
+        t: TypeResourceTableIndex,
+        handle: u32,
+    ) -> AbiResult<Val> {
         let (resource, inst) = self.table_of(t)?;
         let rt = &ctx.data().rt;
         let h = rt.tables[inst.as_u32() as usize]
@@ -612,13 +700,23 @@ impl Cx<'_> {
         if rt.resource_types[h.resource as usize] != want {
             bail!("handle {handle} has the wrong resource type");
         }
-        Ok(Val::Resource(Resource { ty: want, rep: h.rep, own: false }))
+        Ok(Val::Resource(Resource {
+            ty: want,
+            rep: h.rep,
+            own: false,
+        }))
     }
 
     // ---- lowering ------------------------------------------------------
 
     /// Lowers `val` of type `ty` into flat core values.
-    pub fn lower_flat<T>(&self, ctx: &mut Ctx<'_, T>, ty: &InterfaceType, val: &Val, out: &mut Vec<CoreVal>) -> AbiResult<()> {
+    pub fn lower_flat<T>(
+        &self,
+        ctx: &mut Ctx<'_, T>,
+        ty: &InterfaceType,
+        val: &Val,
+        out: &mut Vec<CoreVal>,
+    ) -> AbiResult<()> {
         let types = self.types();
         match (ty, val) {
             (InterfaceType::Bool, Val::Bool(b)) => out.push(CoreVal::I32(*b as i32)),
@@ -644,7 +742,11 @@ impl Cx<'_> {
             (InterfaceType::Record(i), Val::Record(fields)) => {
                 let ftys = &types[*i].fields;
                 if fields.len() != ftys.len() {
-                    bail!("record has {} fields, expected {}", fields.len(), ftys.len());
+                    bail!(
+                        "record has {} fields, expected {}",
+                        fields.len(),
+                        ftys.len()
+                    );
                 }
                 for (f, (name, v)) in ftys.iter().zip(fields) {
                     if &f.name != name {
@@ -667,7 +769,13 @@ impl Cx<'_> {
                     out.push(CoreVal::I32(w as i32));
                 }
             }
-            (InterfaceType::Enum(_) | InterfaceType::Variant(_) | InterfaceType::Option(_) | InterfaceType::Result(_), _) => {
+            (
+                InterfaceType::Enum(_)
+                | InterfaceType::Variant(_)
+                | InterfaceType::Option(_)
+                | InterfaceType::Result(_),
+                _,
+            ) => {
                 let (disc, payload) = self.variant_parts(ty, val)?;
                 out.push(CoreVal::I32(disc as i32));
                 let joined = joined_payload(types, ty);
@@ -692,16 +800,27 @@ impl Cx<'_> {
                 let h = self.lower_borrow(ctx, *t, r)?;
                 out.push(CoreVal::I32(h as i32));
             }
-            (ty, val) => bail!("type mismatch: a {} value given where {} was expected", val.kind(), type_desc(ty)),
+            (ty, val) => bail!(
+                "type mismatch: a {} value given where {} was expected",
+                val.kind(),
+                type_desc(ty)
+            ),
         }
         Ok(())
     }
 
-    fn flags_to_words(&self, i: wasmtime_environ::component::TypeFlagsIndex, set: &[String]) -> AbiResult<Vec<u32>> {
+    fn flags_to_words(
+        &self,
+        i: wasmtime_environ::component::TypeFlagsIndex,
+        set: &[String],
+    ) -> AbiResult<Vec<u32>> {
         let names = &self.types()[i].names;
         let mut words = vec![0u32; names.len().div_ceil(32)];
         for n in set {
-            let bit = names.iter().position(|x| x == n).ok_or_else(|| abi_err(format!("unknown flag `{n}`")))?;
+            let bit = names
+                .iter()
+                .position(|x| x == n)
+                .ok_or_else(|| abi_err(format!("unknown flag `{n}`")))?;
             words[bit / 32] |= 1 << (bit % 32);
         }
         Ok(words)
@@ -709,15 +828,27 @@ impl Cx<'_> {
 
     /// The discriminant and payload of a variant-like value, checked against
     /// its type.
-    fn variant_parts<'v>(&self, ty: &InterfaceType, val: &'v Val) -> AbiResult<(u32, Option<&'v Val>)> {
+    fn variant_parts<'v>(
+        &self,
+        ty: &InterfaceType,
+        val: &'v Val,
+    ) -> AbiResult<(u32, Option<&'v Val>)> {
         let types = self.types();
         let (disc, payload): (u32, Option<&Val>) = match (ty, val) {
             (InterfaceType::Enum(i), Val::Enum(name)) => {
-                let d = types[*i].names.iter().position(|n| n == name).ok_or_else(|| abi_err(format!("unknown enum case `{name}`")))?;
+                let d = types[*i]
+                    .names
+                    .iter()
+                    .position(|n| n == name)
+                    .ok_or_else(|| abi_err(format!("unknown enum case `{name}`")))?;
                 (d as u32, None)
             }
             (InterfaceType::Variant(i), Val::Variant(name, p)) => {
-                let d = types[*i].cases.keys().position(|n| n == name).ok_or_else(|| abi_err(format!("unknown variant case `{name}`")))?;
+                let d = types[*i]
+                    .cases
+                    .keys()
+                    .position(|n| n == name)
+                    .ok_or_else(|| abi_err(format!("unknown variant case `{name}`")))?;
                 (d as u32, p.as_deref())
             }
             (InterfaceType::Option(_), Val::Option(p)) => (p.is_some() as u32, p.as_deref()),
@@ -725,7 +856,11 @@ impl Cx<'_> {
                 Ok(p) => (0, p.as_deref()),
                 Err(p) => (1, p.as_deref()),
             },
-            (ty, val) => bail!("type mismatch: a {} value given where {} was expected", val.kind(), type_desc(ty)),
+            (ty, val) => bail!(
+                "type mismatch: a {} value given where {} was expected",
+                val.kind(),
+                type_desc(ty)
+            ),
         };
         let case = cases(types, ty)[disc as usize];
         match (case, payload) {
@@ -767,24 +902,35 @@ impl Cx<'_> {
     }
 
     fn store_utf16<T>(&self, ctx: &mut Ctx<'_, T>, units: &[u16]) -> AbiResult<u32> {
-        let n = u32::try_from(units.len() * 2).map_err(|_| abi_err("string too long for a 32-bit memory"))?;
+        let n = u32::try_from(units.len() * 2)
+            .map_err(|_| abi_err("string too long for a 32-bit memory"))?;
         let p = self.realloc(ctx, 2, n)?;
         let bytes: Vec<u8> = units.iter().flat_map(|u| u.to_le_bytes()).collect();
         self.store_bytes(ctx, p, &bytes)?;
         Ok(p)
     }
 
-    fn store_list<T>(&self, ctx: &mut Ctx<'_, T>, elem: &InterfaceType, items: &[Val]) -> AbiResult<(u32, u32)> {
+    fn store_list<T>(
+        &self,
+        ctx: &mut Ctx<'_, T>,
+        elem: &InterfaceType,
+        items: &[Val],
+    ) -> AbiResult<(u32, u32)> {
         let info = abi_info(self.types(), elem).clone();
         let len = u32::try_from(items.len()).map_err(|_| abi_err("list too long"))?;
-        let total = len.checked_mul(info.size32).ok_or_else(|| abi_err("list too large for a 32-bit memory"))?;
+        let total = len
+            .checked_mul(info.size32)
+            .ok_or_else(|| abi_err("list too large for a 32-bit memory"))?;
         let p = self.realloc(ctx, info.align32, total)?;
         if let InterfaceType::U8 = elem {
             let mut bytes = Vec::with_capacity(items.len());
             for v in items {
                 match v {
                     Val::U8(b) => bytes.push(*b),
-                    v => bail!("type mismatch: a {} value given where u8 was expected", v.kind()),
+                    v => bail!(
+                        "type mismatch: a {} value given where u8 was expected",
+                        v.kind()
+                    ),
                 }
             }
             self.store_bytes(ctx, p, &bytes)?;
@@ -797,7 +943,13 @@ impl Cx<'_> {
     }
 
     /// Lowers `val` of type `ty` into guest memory at `ptr`.
-    pub fn store<T>(&self, ctx: &mut Ctx<'_, T>, ty: &InterfaceType, val: &Val, ptr: u32) -> AbiResult<()> {
+    pub fn store<T>(
+        &self,
+        ctx: &mut Ctx<'_, T>,
+        ty: &InterfaceType,
+        val: &Val,
+        ptr: u32,
+    ) -> AbiResult<()> {
         let types = self.types();
         match (ty, val) {
             (InterfaceType::Bool, Val::Bool(b)) => self.store_bytes(ctx, ptr, &[*b as u8]),
@@ -809,9 +961,15 @@ impl Cx<'_> {
             (InterfaceType::U32, Val::U32(v)) => self.store_bytes(ctx, ptr, &v.to_le_bytes()),
             (InterfaceType::S64, Val::S64(v)) => self.store_bytes(ctx, ptr, &v.to_le_bytes()),
             (InterfaceType::U64, Val::U64(v)) => self.store_bytes(ctx, ptr, &v.to_le_bytes()),
-            (InterfaceType::Float32, Val::Float32(v)) => self.store_bytes(ctx, ptr, &v.to_le_bytes()),
-            (InterfaceType::Float64, Val::Float64(v)) => self.store_bytes(ctx, ptr, &v.to_le_bytes()),
-            (InterfaceType::Char, Val::Char(c)) => self.store_bytes(ctx, ptr, &(*c as u32).to_le_bytes()),
+            (InterfaceType::Float32, Val::Float32(v)) => {
+                self.store_bytes(ctx, ptr, &v.to_le_bytes())
+            }
+            (InterfaceType::Float64, Val::Float64(v)) => {
+                self.store_bytes(ctx, ptr, &v.to_le_bytes())
+            }
+            (InterfaceType::Char, Val::Char(c)) => {
+                self.store_bytes(ctx, ptr, &(*c as u32).to_le_bytes())
+            }
             (InterfaceType::String, Val::String(s)) => {
                 let (p, l) = self.store_string(ctx, s)?;
                 self.store_pair(ctx, ptr, p, l)
@@ -823,7 +981,11 @@ impl Cx<'_> {
             (InterfaceType::Record(i), Val::Record(fields)) => {
                 let ftys = &types[*i].fields;
                 if fields.len() != ftys.len() {
-                    bail!("record has {} fields, expected {}", fields.len(), ftys.len());
+                    bail!(
+                        "record has {} fields, expected {}",
+                        fields.len(),
+                        ftys.len()
+                    );
                 }
                 let mut off = 0u32;
                 for (f, (name, v)) in ftys.iter().zip(fields) {
@@ -863,7 +1025,13 @@ impl Cx<'_> {
                     Ok(())
                 }
             }
-            (InterfaceType::Enum(_) | InterfaceType::Variant(_) | InterfaceType::Option(_) | InterfaceType::Result(_), _) => {
+            (
+                InterfaceType::Enum(_)
+                | InterfaceType::Variant(_)
+                | InterfaceType::Option(_)
+                | InterfaceType::Result(_),
+                _,
+            ) => {
                 let info = variant_info(types, ty).expect("variant-like type").clone();
                 let (disc, payload) = self.variant_parts(ty, val)?;
                 match discriminant_bytes(cases(types, ty).len()) {
@@ -884,7 +1052,11 @@ impl Cx<'_> {
                 let h = self.lower_borrow(ctx, *t, r)?;
                 self.store_bytes(ctx, ptr, &h.to_le_bytes())
             }
-            (ty, val) => bail!("type mismatch: a {} value given where {} was expected", val.kind(), type_desc(ty)),
+            (ty, val) => bail!(
+                "type mismatch: a {} value given where {} was expected",
+                val.kind(),
+                type_desc(ty)
+            ),
         }
     }
 
@@ -895,38 +1067,72 @@ impl Cx<'_> {
         self.store_bytes(ctx, ptr, &buf)
     }
 
-    fn check_resource_type<T>(&self, ctx: &Ctx<'_, T>, resource: u32, r: &Resource) -> AbiResult<()> {
+    fn check_resource_type<T>(
+        &self,
+        ctx: &Ctx<'_, T>,
+        resource: u32,
+        r: &Resource,
+    ) -> AbiResult<()> {
         let want = ctx.data().rt.resource_types[resource as usize];
         if want != r.ty {
-            bail!("resource of type {:?} given where {:?} was expected", r.ty, want);
+            bail!(
+                "resource of type {:?} given where {:?} was expected",
+                r.ty,
+                want
+            );
         }
         Ok(())
     }
 
-    fn lower_own<T>(&self, ctx: &mut Ctx<'_, T>, t: TypeResourceTableIndex, r: &Resource) -> AbiResult<u32> {
+    fn lower_own<T>(
+        &self,
+        ctx: &mut Ctx<'_, T>,
+        t: TypeResourceTableIndex,
+        r: &Resource,
+    ) -> AbiResult<u32> {
         let (resource, inst) = self.table_of(t)?;
         self.check_resource_type(ctx, resource, r)?;
         if !r.own {
             bail!("a borrowed resource cannot be passed where an own handle is expected");
         }
-        let h = Handle { rep: r.rep, resource, own: true, scoped: false };
+        let h = Handle {
+            rep: r.rep,
+            resource,
+            own: true,
+            scoped: false,
+        };
         ctx.data_mut().rt.tables[inst.as_u32() as usize]
             .insert(h)
             .ok_or_else(|| abi_err("resource handle table is full"))
     }
 
-    fn lower_borrow<T>(&self, ctx: &mut Ctx<'_, T>, t: TypeResourceTableIndex, r: &Resource) -> AbiResult<u32> {
+    fn lower_borrow<T>(
+        &self,
+        ctx: &mut Ctx<'_, T>,
+        t: TypeResourceTableIndex,
+        r: &Resource,
+    ) -> AbiResult<u32> {
         let (resource, inst) = self.table_of(t)?;
         self.check_resource_type(ctx, resource, r)?;
         // A borrow of a resource that this very instance defines is passed as
         // its representation, not as a handle.
         let comp = self.comp;
-        if let Some(def) = comp.info.defined_resource_index(wasmtime_environ::component::ResourceIndex::from_u32(resource)) {
+        if let Some(def) =
+            comp.info
+                .defined_resource_index(wasmtime_environ::component::ResourceIndex::from_u32(
+                    resource,
+                ))
+        {
             if comp.info.defined_resource_instances[def] == inst {
                 return Ok(r.rep);
             }
         }
-        let h = Handle { rep: r.rep, resource, own: false, scoped: true };
+        let h = Handle {
+            rep: r.rep,
+            resource,
+            own: false,
+            scoped: true,
+        };
         let rt = &mut ctx.data_mut().rt;
         let idx = rt.tables[inst.as_u32() as usize]
             .insert(h)
@@ -1007,4 +1213,3 @@ pub(crate) fn check_aligned(ptr: u32, info: &CanonicalAbiInfo) -> AbiResult<()> 
     }
     Ok(())
 }
-

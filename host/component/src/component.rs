@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use wasmtime_environ::component::{
-    ComponentTypes, ComponentTypesBuilder, Export, GlobalInitializer, InstantiateModule, Trampoline,
-    TrampolineIndex, Translator, TypeDef,
+    ComponentTypes, ComponentTypesBuilder, Export, GlobalInitializer, InstantiateModule,
+    Trampoline, TrampolineIndex, Translator, TypeDef,
 };
 use wasmtime_environ::{EntityIndex, PrimaryMap, ScopeVec, StaticModuleIndex, Tunables};
 
@@ -75,7 +75,11 @@ pub struct EngineConfig {
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        EngineConfig { compilation: Compilation::default(), max_recursion_depth: 10_000, default_limits: Limits::default() }
+        EngineConfig {
+            compilation: Compilation::default(),
+            max_recursion_depth: 10_000,
+            default_limits: Limits::default(),
+        }
     }
 }
 
@@ -96,7 +100,10 @@ impl Engine {
             Compilation::LazyTranslation => wasmi::CompilationMode::LazyTranslation,
             Compilation::Lazy => wasmi::CompilationMode::Lazy,
         });
-        Engine { wasmi: wasmi::Engine::new(&c), config: Arc::new(config) }
+        Engine {
+            wasmi: wasmi::Engine::new(&c),
+            config: Arc::new(config),
+        }
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -148,27 +155,46 @@ impl Component {
     }
 
     /// Like [`Component::new`] with limits of its own.
-    pub fn with_limits(engine: &Engine, name: &str, bytes: &[u8], limits: Limits) -> Result<Component> {
+    pub fn with_limits(
+        engine: &Engine,
+        name: &str,
+        bytes: &[u8],
+        limits: Limits,
+    ) -> Result<Component> {
         let component = name.to_string();
         check_header(&component, bytes)?;
 
         let tunables = Tunables::default_u32();
-        let mut validator = wasmparser::Validator::new_with_features(wasmparser::WasmFeatures::default());
+        let mut validator =
+            wasmparser::Validator::new_with_features(wasmparser::WasmFeatures::default());
         let mut types = ComponentTypesBuilder::new(&validator);
         let scope = ScopeVec::new();
         let translator = Translator::new(&tunables, &mut validator, &mut types, &scope);
-        let (translation, static_modules) = translator
-            .translate(bytes)
-            .map_err(|e| Error::InvalidComponent { component: component.clone(), reason: format!("{e:#}") })?;
+        let (translation, static_modules) =
+            translator
+                .translate(bytes)
+                .map_err(|e| Error::InvalidComponent {
+                    component: component.clone(),
+                    reason: format!("{e:#}"),
+                })?;
 
         let mut modules = PrimaryMap::new();
         for (index, m) in static_modules.iter() {
-            let module = wasmi::Module::new(&engine.wasmi, m.wasm).map_err(|e| Error::InvalidComponent {
-                component: component.clone(),
-                reason: format!("core module #{} does not compile: {e}", index.as_u32()),
-            })?;
-            let export_names = m.module.exports.iter().map(|(name, idx)| (*idx, m.module.strings[*name].to_string())).collect();
-            modules.push(CoreModule { module, export_names });
+            let module =
+                wasmi::Module::new(&engine.wasmi, m.wasm).map_err(|e| Error::InvalidComponent {
+                    component: component.clone(),
+                    reason: format!("core module #{} does not compile: {e}", index.as_u32()),
+                })?;
+            let export_names = m
+                .module
+                .exports
+                .iter()
+                .map(|(name, idx)| (*idx, m.module.strings[*name].to_string()))
+                .collect();
+            modules.push(CoreModule {
+                module,
+                export_names,
+            });
         }
 
         let (types, _) = types.finish(&translation.component);
@@ -208,7 +234,11 @@ impl Component {
         let mut out: Vec<ImportDesc> = info
             .import_types
             .iter()
-            .map(|(_, (name, ext))| ImportDesc { name: name.clone(), kind: types::def_kind(&ext.ty), items: Vec::new() })
+            .map(|(_, (name, ext))| ImportDesc {
+                name: name.clone(),
+                kind: types::def_kind(&ext.ty),
+                items: Vec::new(),
+            })
             .collect();
         for (_, (import, path)) in info.imports.iter() {
             if let Some(item) = path.first() {
@@ -224,11 +254,18 @@ impl Component {
         let mut out = Vec::new();
         for (name, (idx, _)) in self.inner.info.exports.raw_iter() {
             match &self.inner.info.export_items[*idx] {
-                Export::LiftedFunction { ty, .. } => out.push((name.to_string(), types::func_sig(&self.inner.types, *ty))),
+                Export::LiftedFunction { ty, .. } => {
+                    out.push((name.to_string(), types::func_sig(&self.inner.types, *ty)))
+                }
                 Export::Instance { exports, .. } => {
                     for (fname, (fidx, _)) in exports.raw_iter() {
-                        if let Export::LiftedFunction { ty, .. } = &self.inner.info.export_items[*fidx] {
-                            out.push((format!("{name}#{fname}"), types::func_sig(&self.inner.types, *ty)));
+                        if let Export::LiftedFunction { ty, .. } =
+                            &self.inner.info.export_items[*fidx]
+                        {
+                            out.push((
+                                format!("{name}#{fname}"),
+                                types::func_sig(&self.inner.types, *ty),
+                            ));
                         }
                     }
                 }
@@ -265,7 +302,10 @@ fn check_header(component: &str, bytes: &[u8]) -> Result<()> {
     if bytes[..8] != COMPONENT_HEADER {
         return Err(Error::NotAComponent {
             component: component.to_string(),
-            reason: format!("unknown WebAssembly version/layer bytes {:02x?}", &bytes[4..8]),
+            reason: format!(
+                "unknown WebAssembly version/layer bytes {:02x?}",
+                &bytes[4..8]
+            ),
         });
     }
     Ok(())
@@ -279,7 +319,10 @@ fn check_supported(
     info: &wasmtime_environ::component::Component,
     trampolines: &PrimaryMap<TrampolineIndex, Trampoline>,
 ) -> Result<()> {
-    let unsupported = |feature: String| Error::Unsupported { component: component.to_string(), feature };
+    let unsupported = |feature: String| Error::Unsupported {
+        component: component.to_string(),
+        feature,
+    };
     for (_, t) in trampolines.iter() {
         match t {
             Trampoline::LowerImport { .. }
@@ -292,7 +335,9 @@ fn check_supported(
     }
     for (_, opts) in info.options.iter() {
         if opts.async_ {
-            return Err(unsupported("async lift/lower (component-model async)".into()));
+            return Err(unsupported(
+                "async lift/lower (component-model async)".into(),
+            ));
         }
     }
     for init in &info.initializers {
@@ -302,7 +347,9 @@ fn check_supported(
     }
     for (_, (name, ext)) in info.import_types.iter() {
         if let TypeDef::Component(_) | TypeDef::Module(_) = ext.ty {
-            return Err(unsupported(format!("import `{name}` of a component or module")));
+            return Err(unsupported(format!(
+                "import `{name}` of a component or module"
+            )));
         }
     }
     Ok(())
@@ -310,5 +357,8 @@ fn check_supported(
 
 fn trampoline_name(t: &Trampoline) -> String {
     let dbg = format!("{t:?}");
-    dbg.split([' ', '{', '(']).next().unwrap_or("unknown").to_string()
+    dbg.split([' ', '{', '('])
+        .next()
+        .unwrap_or("unknown")
+        .to_string()
 }

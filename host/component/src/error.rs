@@ -37,7 +37,10 @@ impl fmt::Display for TrapKind {
             TrapKind::Deadline { millis } => write!(f, "deadline of {millis} ms exceeded"),
             TrapKind::MemoryLimit { bytes } => write!(f, "memory limit of {bytes} bytes reached"),
             TrapKind::StackOverflow => write!(f, "recursion depth limit exceeded (stack overflow)"),
-            TrapKind::Unreachable => write!(f, "guest trapped: unreachable executed (a guest panic ends here)"),
+            TrapKind::Unreachable => write!(
+                f,
+                "guest trapped: unreachable executed (a guest panic ends here)"
+            ),
             TrapKind::Wasm(m) => write!(f, "guest trapped: {m}"),
             TrapKind::Abi(m) => write!(f, "canonical ABI violation: {m}"),
             TrapKind::Host(m) => write!(f, "host function failed: {m}"),
@@ -59,7 +62,11 @@ pub enum Error {
     Unsupported { component: String, feature: String },
 
     #[error("{component}: unsatisfied import `{import}`: {reason}")]
-    MissingImport { component: String, import: String, reason: String },
+    MissingImport {
+        component: String,
+        import: String,
+        reason: String,
+    },
 
     #[error("{component}: no export named `{name}`")]
     NoSuchExport { component: String, name: String },
@@ -71,12 +78,22 @@ pub enum Error {
     Instantiate { component: String, reason: String },
 
     #[error("{component}: call to `{function}` stopped: {kind}")]
-    Trap { component: String, function: String, kind: TrapKind },
+    Trap {
+        component: String,
+        function: String,
+        kind: TrapKind,
+    },
 
     #[error("{component}: bad arguments for `{function}`: {reason}")]
-    BadArguments { component: String, function: String, reason: String },
+    BadArguments {
+        component: String,
+        function: String,
+        reason: String,
+    },
 
-    #[error("{component}: this instance was poisoned by an earlier trap and can no longer be called")]
+    #[error(
+        "{component}: this instance was poisoned by an earlier trap and can no longer be called"
+    )]
     Poisoned { component: String },
 }
 
@@ -119,15 +136,27 @@ pub struct HostError {
 
 impl HostError {
     pub fn new(msg: impl Into<String>) -> HostError {
-        HostError { message: msg.into(), exit: None, deadline: false }
+        HostError {
+            message: msg.into(),
+            exit: None,
+            deadline: false,
+        }
     }
 
     pub fn exit(status: i32) -> HostError {
-        HostError { message: format!("exit({status})"), exit: Some(status), deadline: false }
+        HostError {
+            message: format!("exit({status})"),
+            exit: Some(status),
+            deadline: false,
+        }
     }
 
     pub fn deadline() -> HostError {
-        HostError { message: "deadline reached while blocked in the host".into(), exit: None, deadline: true }
+        HostError {
+            message: "deadline reached while blocked in the host".into(),
+            exit: None,
+            deadline: true,
+        }
     }
 }
 

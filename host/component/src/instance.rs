@@ -18,15 +18,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use wasmi::{AsContextMut, Caller, Extern, Func, FuncType, Store, StoreLimitsBuilder, TrapCode, Val as CoreVal};
+use wasmi::{
+    AsContextMut, Caller, Extern, Func, FuncType, Store, StoreLimitsBuilder, TrapCode,
+    Val as CoreVal,
+};
 use wasmtime_environ::component::{
-    CanonicalOptions, CanonicalOptionsDataModel, CoreDef, Export, ExportItem, GlobalInitializer, InstantiateModule,
-    InterfaceType, OptionsIndex, Trampoline, TrampolineIndex, TypeFuncIndex, TypeResourceTableIndex, MAX_FLAT_PARAMS,
-    MAX_FLAT_RESULTS,
+    CanonicalOptions, CanonicalOptionsDataModel, CoreDef, Export, ExportItem, GlobalInitializer,
+    InstantiateModule, InterfaceType, OptionsIndex, Trampoline, TrampolineIndex, TypeFuncIndex,
+    TypeResourceTableIndex, MAX_FLAT_PARAMS, MAX_FLAT_RESULTS,
 };
 use wasmtime_environ::{EntityIndex, StaticModuleIndex, WasmValType};
 
-use crate::abi::{abi_err, abi_info, check_aligned, flat_count, top_up_fuel, AbiResult, Cx, FlatReader, FUEL_SLICE};
+use crate::abi::{
+    abi_err, abi_info, check_aligned, flat_count, top_up_fuel, AbiResult, Cx, FlatReader,
+    FUEL_SLICE,
+};
 use crate::component::{Component, ComponentInner};
 use crate::error::{AbiError, Error, HostError, Result, TrapKind};
 use crate::linker::{HostContext, HostFunc, Linker};
@@ -65,7 +71,13 @@ fn classify(err: &wasmi::Error, comp: &ComponentInner) -> TrapKind {
     if let Some(h) = err.downcast_ref::<HostError>() {
         return match h.exit {
             Some(code) => TrapKind::Exit(code),
-            None if h.deadline => TrapKind::Deadline { millis: comp.limits.deadline.map(|d| d.as_millis() as u64).unwrap_or(0) },
+            None if h.deadline => TrapKind::Deadline {
+                millis: comp
+                    .limits
+                    .deadline
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0),
+            },
             None => TrapKind::Host(h.message.clone()),
         };
     }
@@ -76,17 +88,25 @@ fn classify(err: &wasmi::Error, comp: &ComponentInner) -> TrapKind {
         return TrapKind::Exit(code);
     }
     match err.as_trap_code() {
-        Some(TrapCode::OutOfFuel) => TrapKind::OutOfFuel { limit: comp.limits.fuel_per_call.unwrap_or(u64::MAX) },
+        Some(TrapCode::OutOfFuel) => TrapKind::OutOfFuel {
+            limit: comp.limits.fuel_per_call.unwrap_or(u64::MAX),
+        },
         Some(TrapCode::UnreachableCodeReached) => TrapKind::Unreachable,
         Some(TrapCode::StackOverflow) => TrapKind::StackOverflow,
         Some(TrapCode::GrowthOperationLimited) | Some(TrapCode::OutOfSystemMemory) => {
-            TrapKind::MemoryLimit { bytes: comp.limits.memory_bytes as u64 }
+            TrapKind::MemoryLimit {
+                bytes: comp.limits.memory_bytes as u64,
+            }
         }
         Some(code) => TrapKind::Wasm(code.trap_message().to_string()),
         None => {
             let msg = err.to_string();
-            if msg.contains("ResourceLimiterDeniedAllocation") || msg.contains("limit") && msg.contains("memory") {
-                TrapKind::MemoryLimit { bytes: comp.limits.memory_bytes as u64 }
+            if msg.contains("ResourceLimiterDeniedAllocation")
+                || msg.contains("limit") && msg.contains("memory")
+            {
+                TrapKind::MemoryLimit {
+                    bytes: comp.limits.memory_bytes as u64,
+                }
             } else {
                 TrapKind::Wasm(msg)
             }
@@ -106,10 +126,18 @@ fn core_func_type(comp: &ComponentInner, t: TrampolineIndex) -> FuncType {
         // accepted by `check_supported`.
         WasmValType::Ref(_) => wasmi::ValType::ExternRef,
     };
-    FuncType::new(sig.params().iter().map(conv).collect::<Vec<_>>(), sig.results().iter().map(conv).collect::<Vec<_>>())
+    FuncType::new(
+        sig.params().iter().map(conv).collect::<Vec<_>>(),
+        sig.results().iter().map(conv).collect::<Vec<_>>(),
+    )
 }
 
-fn options_cx<'a, T>(comp: &'a ComponentInner, rt: &Runtime, opts: &CanonicalOptions, _t: std::marker::PhantomData<T>) -> Cx<'a> {
+fn options_cx<'a, T>(
+    comp: &'a ComponentInner,
+    rt: &Runtime,
+    opts: &CanonicalOptions,
+    _t: std::marker::PhantomData<T>,
+) -> Cx<'a> {
     let (memory, realloc) = match &opts.data_model {
         CanonicalOptionsDataModel::LinearMemory(lm) => (
             lm.memory.and_then(|m| rt.memories[m.as_u32() as usize]),
@@ -117,7 +145,12 @@ fn options_cx<'a, T>(comp: &'a ComponentInner, rt: &Runtime, opts: &CanonicalOpt
         ),
         CanonicalOptionsDataModel::Gc {} => (None, None),
     };
-    Cx { comp, memory, realloc, encoding: opts.string_encoding, instance: opts.instance }
+    Cx {
+        comp,
+        memory,
+        realloc,
+        encoding: opts.string_encoding,
+    }
 }
 
 impl<T: 'static> Instance<T> {
@@ -129,7 +162,10 @@ impl<T: 'static> Instance<T> {
         let max = comp.limits.max_instances;
         if comp.live_instances.fetch_add(1, Ordering::Relaxed) >= max {
             comp.live_instances.fetch_sub(1, Ordering::Relaxed);
-            return Err(Error::InstanceLimit { component: name, limit: max });
+            return Err(Error::InstanceLimit {
+                component: name,
+                limit: max,
+            });
         }
         // From here on `Instance::drop` (or this guard) gives the slot back.
         struct SlotGuard<'a>(&'a ComponentInner, bool);
@@ -149,7 +185,10 @@ impl<T: 'static> Instance<T> {
     fn instantiate(linker: &Linker<T>, comp: &Arc<ComponentInner>, data: T) -> Result<Instance<T>> {
         let info = &comp.info;
         let name = comp.name.clone();
-        let instantiate_err = |reason: String| Error::Instantiate { component: name.clone(), reason };
+        let instantiate_err = |reason: String| Error::Instantiate {
+            component: name.clone(),
+            reason,
+        };
 
         // Resolve every import first so that all missing ones are reported
         // together, by name.
@@ -174,16 +213,26 @@ impl<T: 'static> Instance<T> {
         }
         let uid = NEXT_UID.fetch_add(1, Ordering::Relaxed);
         for i in 0..(info.num_resources as usize - info.imported_resources.len()) {
-            resource_types.push(ResourceType::Guest { instance: uid, index: i as u32 });
+            resource_types.push(ResourceType::Guest {
+                instance: uid,
+                index: i as u32,
+            });
         }
         let mut lowered: Vec<Option<HostFunc<T>>> = vec![None; info.num_lowerings as usize];
         for init in &info.initializers {
             if let GlobalInitializer::LowerImport { index, import } = init {
                 let (iface, path) = import_name(*import);
                 let found = match path.as_slice() {
-                    [] => linker.lookup_func("", &iface).map_err(|w| (iface.clone(), w)),
-                    [f] => linker.lookup_func(&iface, f).map_err(|w| (format!("{iface}#{f}"), w)),
-                    _ => Err((iface.clone(), "nested instance imports are not supported".into())),
+                    [] => linker
+                        .lookup_func("", &iface)
+                        .map_err(|w| (iface.clone(), w)),
+                    [f] => linker
+                        .lookup_func(&iface, f)
+                        .map_err(|w| (format!("{iface}#{f}"), w)),
+                    _ => Err((
+                        iface.clone(),
+                        "nested instance imports are not supported".into(),
+                    )),
                 };
                 match found {
                     Ok(f) => lowered[index.as_u32() as usize] = Some(f),
@@ -197,7 +246,11 @@ impl<T: 'static> Instance<T> {
                 let others: Vec<&str> = missing[1..].iter().map(|(n, _)| n.as_str()).collect();
                 reason.push_str(&format!(" (also unsatisfied: {})", others.join(", ")));
             }
-            return Err(Error::MissingImport { component: name, import: first.clone(), reason });
+            return Err(Error::MissingImport {
+                component: name,
+                import: first.clone(),
+                reason,
+            });
         }
 
         let limits = StoreLimitsBuilder::new()
@@ -212,17 +265,29 @@ impl<T: 'static> Instance<T> {
             memories: vec![None; info.num_runtime_memories as usize],
             reallocs: vec![None; info.num_runtime_reallocs as usize],
             post_returns: vec![None; info.num_runtime_post_returns as usize],
-            tables: (0..info.num_runtime_component_instances).map(|_| HandleTable::default()).collect(),
+            tables: (0..info.num_runtime_component_instances)
+                .map(|_| HandleTable::default())
+                .collect(),
             resource_types,
             resource_dtors: vec![None; num_defined],
             scoped_borrows: 0,
             call_deadline: None,
             fuel_pool: 0,
         };
-        let mut store = Store::new(&comp.engine.wasmi, StoreData { user: data, limits, rt, host_dtors: linker.dtors() });
+        let mut store = Store::new(
+            &comp.engine.wasmi,
+            StoreData {
+                user: data,
+                limits,
+                rt,
+                host_dtors: linker.dtors(),
+            },
+        );
         store.limiter(|d| &mut d.limits);
         // Start functions run under the per-call budget too.
-        store.set_fuel(comp.limits.fuel_per_call.unwrap_or(u64::MAX)).map_err(|e| instantiate_err(e.to_string()))?;
+        store
+            .set_fuel(comp.limits.fuel_per_call.unwrap_or(u64::MAX))
+            .map_err(|e| instantiate_err(e.to_string()))?;
 
         let mut core_instances: Vec<(wasmi::Instance, StaticModuleIndex)> = Vec::new();
         let mut trampolines: HashMap<TrampolineIndex, Func> = HashMap::new();
@@ -232,31 +297,64 @@ impl<T: 'static> Instance<T> {
                 GlobalInitializer::InstantiateModule(InstantiateModule::Static(idx, args), _) => {
                     let mut externs = Vec::with_capacity(args.len());
                     for def in args.iter() {
-                        externs.push(Self::resolve_def(&mut store, comp, &core_instances, &mut trampolines, &lowered, def)?);
+                        externs.push(Self::resolve_def(
+                            &mut store,
+                            comp,
+                            &core_instances,
+                            &mut trampolines,
+                            &lowered,
+                            def,
+                        )?);
                     }
                     let module = &comp.modules[*idx].module;
-                    let instance = wasmi::Instance::new(&mut store, module, &externs).map_err(|e| {
-                        let kind = classify(&e, comp);
-                        instantiate_err(format!("core module #{} failed to instantiate: {kind}", idx.as_u32()))
-                    })?;
+                    let instance =
+                        wasmi::Instance::new(&mut store, module, &externs).map_err(|e| {
+                            let kind = classify(&e, comp);
+                            instantiate_err(format!(
+                                "core module #{} failed to instantiate: {kind}",
+                                idx.as_u32()
+                            ))
+                        })?;
                     core_instances.push((instance, *idx));
                 }
                 GlobalInitializer::InstantiateModule(InstantiateModule::Import(..), _) => {
-                    return Err(instantiate_err("importing core modules is not supported".into()));
+                    return Err(instantiate_err(
+                        "importing core modules is not supported".into(),
+                    ));
                 }
                 GlobalInitializer::LowerImport { .. } => {}
                 GlobalInitializer::ExtractMemory(m) => {
-                    let mem = Self::core_export(&store, comp, &core_instances, m.export.instance, &memory_item(&m.export.item))?
-                        .into_memory()
-                        .ok_or_else(|| instantiate_err("extracted memory is not a memory".into()))?;
+                    let mem = Self::core_export(
+                        &store,
+                        comp,
+                        &core_instances,
+                        m.export.instance,
+                        &memory_item(&m.export.item),
+                    )?
+                    .into_memory()
+                    .ok_or_else(|| instantiate_err("extracted memory is not a memory".into()))?;
                     store.data_mut().rt.memories[m.index.as_u32() as usize] = Some(mem);
                 }
                 GlobalInitializer::ExtractRealloc(r) => {
-                    let f = Self::resolve_func(&mut store, comp, &core_instances, &mut trampolines, &lowered, &r.def)?;
+                    let f = Self::resolve_func(
+                        &mut store,
+                        comp,
+                        &core_instances,
+                        &mut trampolines,
+                        &lowered,
+                        &r.def,
+                    )?;
                     store.data_mut().rt.reallocs[r.index.as_u32() as usize] = Some(f);
                 }
                 GlobalInitializer::ExtractPostReturn(r) => {
-                    let f = Self::resolve_func(&mut store, comp, &core_instances, &mut trampolines, &lowered, &r.def)?;
+                    let f = Self::resolve_func(
+                        &mut store,
+                        comp,
+                        &core_instances,
+                        &mut trampolines,
+                        &lowered,
+                        &r.def,
+                    )?;
                     store.data_mut().rt.post_returns[r.index.as_u32() as usize] = Some(f);
                 }
                 GlobalInitializer::ExtractCallback(_) => {
@@ -266,7 +364,14 @@ impl<T: 'static> Instance<T> {
                 GlobalInitializer::ExtractTable(_) => {}
                 GlobalInitializer::Resource(r) => {
                     if let Some(dtor) = &r.dtor {
-                        let f = Self::resolve_func(&mut store, comp, &core_instances, &mut trampolines, &lowered, dtor)?;
+                        let f = Self::resolve_func(
+                            &mut store,
+                            comp,
+                            &core_instances,
+                            &mut trampolines,
+                            &lowered,
+                            dtor,
+                        )?;
                         store.data_mut().rt.resource_dtors[r.index.as_u32() as usize] = Some(f);
                     }
                 }
@@ -278,14 +383,44 @@ impl<T: 'static> Instance<T> {
         for (ename, (idx, _)) in info.exports.raw_iter() {
             match &info.export_items[*idx] {
                 Export::LiftedFunction { ty, func, options } => {
-                    let f = Self::resolve_func(&mut store, comp, &core_instances, &mut trampolines, &lowered, func)?;
-                    exports.insert(ename.to_string(), ExportFunc { func: f, ty: *ty, options: *options });
+                    let f = Self::resolve_func(
+                        &mut store,
+                        comp,
+                        &core_instances,
+                        &mut trampolines,
+                        &lowered,
+                        func,
+                    )?;
+                    exports.insert(
+                        ename.to_string(),
+                        ExportFunc {
+                            func: f,
+                            ty: *ty,
+                            options: *options,
+                        },
+                    );
                 }
                 Export::Instance { exports: inner, .. } => {
                     for (fname, (fidx, _)) in inner.raw_iter() {
-                        if let Export::LiftedFunction { ty, func, options } = &info.export_items[*fidx] {
-                            let f = Self::resolve_func(&mut store, comp, &core_instances, &mut trampolines, &lowered, func)?;
-                            exports.insert(format!("{ename}#{fname}"), ExportFunc { func: f, ty: *ty, options: *options });
+                        if let Export::LiftedFunction { ty, func, options } =
+                            &info.export_items[*fidx]
+                        {
+                            let f = Self::resolve_func(
+                                &mut store,
+                                comp,
+                                &core_instances,
+                                &mut trampolines,
+                                &lowered,
+                                func,
+                            )?;
+                            exports.insert(
+                                format!("{ename}#{fname}"),
+                                ExportFunc {
+                                    func: f,
+                                    ty: *ty,
+                                    options: *options,
+                                },
+                            );
                         }
                     }
                 }
@@ -293,7 +428,13 @@ impl<T: 'static> Instance<T> {
             }
         }
 
-        Ok(Instance { store, comp: comp.clone(), exports, poisoned: None, last_fuel: 0 })
+        Ok(Instance {
+            store,
+            comp: comp.clone(),
+            exports,
+            poisoned: None,
+            last_fuel: 0,
+        })
     }
 
     fn core_export(
@@ -303,19 +444,37 @@ impl<T: 'static> Instance<T> {
         instance: wasmtime_environ::component::RuntimeInstanceIndex,
         item: &ExportItem<EntityIndex>,
     ) -> Result<Extern> {
-        let err = |reason: String| Error::Instantiate { component: comp.name.clone(), reason };
+        let err = |reason: String| Error::Instantiate {
+            component: comp.name.clone(),
+            reason,
+        };
         let (inst, module) = core_instances
             .get(instance.as_u32() as usize)
-            .ok_or_else(|| err(format!("core instance #{} used before it exists", instance.as_u32())))?;
+            .ok_or_else(|| {
+                err(format!(
+                    "core instance #{} used before it exists",
+                    instance.as_u32()
+                ))
+            })?;
         let name = match item {
             ExportItem::Name(n) => n.as_str(),
             ExportItem::Index(i) => comp.modules[*module]
                 .export_names
                 .get(i)
                 .map(|s| s.as_str())
-                .ok_or_else(|| err(format!("core module #{} does not export item {i:?}", module.as_u32())))?,
+                .ok_or_else(|| {
+                    err(format!(
+                        "core module #{} does not export item {i:?}",
+                        module.as_u32()
+                    ))
+                })?,
         };
-        inst.get_export(store, name).ok_or_else(|| err(format!("core instance #{} has no export `{name}`", instance.as_u32())))
+        inst.get_export(store, name).ok_or_else(|| {
+            err(format!(
+                "core instance #{} has no export `{name}`",
+                instance.as_u32()
+            ))
+        })
     }
 
     fn resolve_func(
@@ -326,9 +485,12 @@ impl<T: 'static> Instance<T> {
         lowered: &[Option<HostFunc<T>>],
         def: &CoreDef,
     ) -> Result<Func> {
-        Self::resolve_def(store, comp, core_instances, trampolines, lowered, def)?.into_func().ok_or_else(|| {
-            Error::Instantiate { component: comp.name.clone(), reason: "a core definition used as a function is not one".into() }
-        })
+        Self::resolve_def(store, comp, core_instances, trampolines, lowered, def)?
+            .into_func()
+            .ok_or_else(|| Error::Instantiate {
+                component: comp.name.clone(),
+                reason: "a core definition used as a function is not one".into(),
+            })
     }
 
     fn resolve_def(
@@ -340,7 +502,9 @@ impl<T: 'static> Instance<T> {
         def: &CoreDef,
     ) -> Result<Extern> {
         match def {
-            CoreDef::Export(e) => Self::core_export(store, comp, core_instances, e.instance, &e.item),
+            CoreDef::Export(e) => {
+                Self::core_export(store, comp, core_instances, e.instance, &e.item)
+            }
             CoreDef::Trampoline(t) => {
                 if let Some(f) = trampolines.get(t) {
                     return Ok(Extern::Func(*f));
@@ -349,7 +513,10 @@ impl<T: 'static> Instance<T> {
                 trampolines.insert(*t, f);
                 Ok(Extern::Func(f))
             }
-            other => Err(Error::Unsupported { component: comp.name.clone(), feature: format!("core definition {other:?}") }),
+            other => Err(Error::Unsupported {
+                component: comp.name.clone(),
+                feature: format!("core definition {other:?}"),
+            }),
         }
     }
 
@@ -362,71 +529,127 @@ impl<T: 'static> Instance<T> {
     ) -> Result<Func> {
         let ty = core_func_type(comp, t);
         let f = match &comp.trampolines[t] {
-            Trampoline::LowerImport { index, lower_ty, options } => {
-                let host = lowered[index.as_u32() as usize].clone().ok_or_else(|| Error::Instantiate {
-                    component: comp.name.clone(),
-                    reason: format!("lowered import #{} has no host function", index.as_u32()),
-                })?;
+            Trampoline::LowerImport {
+                index,
+                lower_ty,
+                options,
+            } => {
+                let host =
+                    lowered[index.as_u32() as usize]
+                        .clone()
+                        .ok_or_else(|| Error::Instantiate {
+                            component: comp.name.clone(),
+                            reason: format!(
+                                "lowered import #{} has no host function",
+                                index.as_u32()
+                            ),
+                        })?;
                 let (lower_ty, options) = (*lower_ty, *options);
-                Func::new(&mut *store, ty, move |caller: Caller<'_, StoreData<T>>, params: &[CoreVal], results: &mut [CoreVal]| {
-                    call_host(caller, &host, lower_ty, options, params, results)
-                })
+                Func::new(
+                    &mut *store,
+                    ty,
+                    move |caller: Caller<'_, StoreData<T>>,
+                          params: &[CoreVal],
+                          results: &mut [CoreVal]| {
+                        call_host(caller, &host, lower_ty, options, params, results)
+                    },
+                )
             }
             Trampoline::ResourceNew { ty: table, .. } => {
                 let table = *table;
-                Func::new(&mut *store, ty, move |mut caller: Caller<'_, StoreData<T>>, params: &[CoreVal], results: &mut [CoreVal]| {
-                    let rep = arg_i32(params, 0)? as u32;
-                    let (resource, inst) = table_parts(&caller.data().rt, table)?;
-                    let h = caller.data_mut().rt.tables[inst]
-                        .insert(Handle { rep, resource, own: true, scoped: false })
-                        .ok_or_else(|| abi_err("resource handle table is full"))?;
-                    results[0] = CoreVal::I32(h as i32);
-                    Ok(())
-                })
+                Func::new(
+                    &mut *store,
+                    ty,
+                    move |mut caller: Caller<'_, StoreData<T>>,
+                          params: &[CoreVal],
+                          results: &mut [CoreVal]| {
+                        let rep = arg_i32(params, 0)? as u32;
+                        let (resource, inst) = table_parts(&caller.data().rt, table)?;
+                        let h = caller.data_mut().rt.tables[inst]
+                            .insert(Handle {
+                                rep,
+                                resource,
+                                own: true,
+                                scoped: false,
+                            })
+                            .ok_or_else(|| abi_err("resource handle table is full"))?;
+                        results[0] = CoreVal::I32(h as i32);
+                        Ok(())
+                    },
+                )
             }
             Trampoline::ResourceRep { ty: table, .. } => {
                 let table = *table;
-                Func::new(&mut *store, ty, move |caller: Caller<'_, StoreData<T>>, params: &[CoreVal], results: &mut [CoreVal]| {
-                    let handle = arg_i32(params, 0)? as u32;
-                    let rt = &caller.data().rt;
-                    let (resource, inst) = table_parts(rt, table)?;
-                    let h = rt.tables[inst].get(handle).ok_or_else(|| abi_err(format!("unknown resource handle {handle}")))?;
-                    if rt.resource_types[h.resource as usize] != rt.resource_types[resource as usize] {
-                        return Err(abi_err(format!("handle {handle} has the wrong resource type")));
-                    }
-                    results[0] = CoreVal::I32(h.rep as i32);
-                    Ok(())
-                })
+                Func::new(
+                    &mut *store,
+                    ty,
+                    move |caller: Caller<'_, StoreData<T>>,
+                          params: &[CoreVal],
+                          results: &mut [CoreVal]| {
+                        let handle = arg_i32(params, 0)? as u32;
+                        let rt = &caller.data().rt;
+                        let (resource, inst) = table_parts(rt, table)?;
+                        let h = rt.tables[inst]
+                            .get(handle)
+                            .ok_or_else(|| abi_err(format!("unknown resource handle {handle}")))?;
+                        if rt.resource_types[h.resource as usize]
+                            != rt.resource_types[resource as usize]
+                        {
+                            return Err(abi_err(format!(
+                                "handle {handle} has the wrong resource type"
+                            )));
+                        }
+                        results[0] = CoreVal::I32(h.rep as i32);
+                        Ok(())
+                    },
+                )
             }
             Trampoline::ResourceDrop { ty: table, .. } => {
                 let table = *table;
-                Func::new(&mut *store, ty, move |mut caller: Caller<'_, StoreData<T>>, params: &[CoreVal], _results: &mut [CoreVal]| {
-                    let handle = arg_i32(params, 0)? as u32;
-                    let (resource, inst) = table_parts(&caller.data().rt, table)?;
-                    let rt = &mut caller.data_mut().rt;
-                    let want = rt.resource_types[resource as usize];
-                    match rt.tables[inst].get(handle) {
-                        None => return Err(abi_err(format!("unknown resource handle {handle}"))),
-                        Some(h) if rt.resource_types[h.resource as usize] != want => {
-                            return Err(abi_err(format!("handle {handle} has the wrong resource type")))
+                Func::new(
+                    &mut *store,
+                    ty,
+                    move |mut caller: Caller<'_, StoreData<T>>,
+                          params: &[CoreVal],
+                          _results: &mut [CoreVal]| {
+                        let handle = arg_i32(params, 0)? as u32;
+                        let (resource, inst) = table_parts(&caller.data().rt, table)?;
+                        let rt = &mut caller.data_mut().rt;
+                        let want = rt.resource_types[resource as usize];
+                        match rt.tables[inst].get(handle) {
+                            None => {
+                                return Err(abi_err(format!("unknown resource handle {handle}")))
+                            }
+                            Some(h) if rt.resource_types[h.resource as usize] != want => {
+                                return Err(abi_err(format!(
+                                    "handle {handle} has the wrong resource type"
+                                )))
+                            }
+                            Some(_) => {}
                         }
-                        Some(_) => {}
-                    }
-                    let h = rt.tables[inst].remove(handle).expect("checked above");
-                    if !h.own {
-                        if h.scoped {
-                            rt.scoped_borrows = rt.scoped_borrows.saturating_sub(1);
+                        let h = rt.tables[inst].remove(handle).expect("checked above");
+                        if !h.own {
+                            if h.scoped {
+                                rt.scoped_borrows = rt.scoped_borrows.saturating_sub(1);
+                            }
+                            return Ok(());
                         }
-                        return Ok(());
-                    }
-                    drop_resource_rep(&mut caller, want, h.rep)
-                })
+                        drop_resource_rep(&mut caller, want, h.rep)
+                    },
+                )
             }
-            Trampoline::Trap => Func::new(&mut *store, ty, |_: Caller<'_, StoreData<T>>, _: &[CoreVal], _: &mut [CoreVal]| {
-                Err(wasmi::Error::from(TrapCode::UnreachableCodeReached))
-            }),
+            Trampoline::Trap => Func::new(
+                &mut *store,
+                ty,
+                |_: Caller<'_, StoreData<T>>, _: &[CoreVal], _: &mut [CoreVal]| {
+                    Err(wasmi::Error::from(TrapCode::UnreachableCodeReached))
+                },
+            ),
             other => {
-                return Err(Error::Unsupported { component: comp.name.clone(), feature: format!("intrinsic {other:?}") });
+                return Err(Error::Unsupported {
+                    component: comp.name.clone(),
+                    feature: format!("intrinsic {other:?}"),
+                });
             }
         };
         Ok(f)
@@ -454,21 +677,28 @@ impl<T: 'static> Instance<T> {
 
     /// The signature of an export.
     pub fn export_sig(&self, name: &str) -> Option<FuncSig> {
-        self.find_export(name).map(|e| func_sig(&self.comp.types, e.ty))
+        self.find_export(name)
+            .map(|e| func_sig(&self.comp.types, e.ty))
     }
 
     /// The WIT types of an export's parameters (for parsing arguments).
     pub fn export_param_types(&self, name: &str) -> Option<crate::wave::TypeList> {
         let e = self.find_export(name)?;
         let f = &self.comp.types[e.ty];
-        Some(crate::wave::TypeList::new(self.comp.clone(), self.comp.types[f.params].types.to_vec()))
+        Some(crate::wave::TypeList::new(
+            self.comp.clone(),
+            self.comp.types[f.params].types.to_vec(),
+        ))
     }
 
     /// The WIT types of an export's results.
     pub fn export_result_types(&self, name: &str) -> Option<crate::wave::TypeList> {
         let e = self.find_export(name)?;
         let f = &self.comp.types[e.ty];
-        Some(crate::wave::TypeList::new(self.comp.clone(), self.comp.types[f.results].types.to_vec()))
+        Some(crate::wave::TypeList::new(
+            self.comp.clone(),
+            self.comp.types[f.results].types.to_vec(),
+        ))
     }
 
     /// Finds an export by exact name, or by a semver-compatible interface
@@ -496,19 +726,31 @@ impl<T: 'static> Instance<T> {
 
     /// Bytes of linear memory the instance holds now.
     pub fn memory_bytes(&self) -> usize {
-        self.store.data().rt.memories.iter().flatten().map(|m| m.data_size(&self.store)).sum()
+        self.store
+            .data()
+            .rt
+            .memories
+            .iter()
+            .flatten()
+            .map(|m| m.data_size(&self.store))
+            .sum()
     }
 
     /// Calls an exported function with `args` and returns its results.
     pub fn call(&mut self, name: &str, args: &[Val]) -> Result<Vec<Val>> {
         let comp = self.comp.clone();
         if self.poisoned.is_some() {
-            return Err(Error::Poisoned { component: comp.name.clone() });
+            return Err(Error::Poisoned {
+                component: comp.name.clone(),
+            });
         }
         let export = self
             .find_export(name)
             .cloned()
-            .ok_or_else(|| Error::NoSuchExport { component: comp.name.clone(), name: name.to_string() })?;
+            .ok_or_else(|| Error::NoSuchExport {
+                component: comp.name.clone(),
+                name: name.to_string(),
+            })?;
         let fty = &comp.types[export.ty];
         let param_tys = comp.types[fty.params].types.clone();
         let result_tys = comp.types[fty.results].types.clone();
@@ -519,29 +761,51 @@ impl<T: 'static> Instance<T> {
                 reason: format!("expected {} arguments, got {}", param_tys.len(), args.len()),
             });
         }
-        let trap = |kind: TrapKind| Error::Trap { component: comp.name.clone(), function: name.to_string(), kind };
+        let trap = |kind: TrapKind| Error::Trap {
+            component: comp.name.clone(),
+            function: name.to_string(),
+            kind,
+        };
 
         let fuel_limit = comp.limits.fuel_per_call.unwrap_or(u64::MAX);
         let deadline = comp.limits.deadline.map(|d| Instant::now() + d);
         self.store.data_mut().rt.call_deadline = deadline;
         let first = fuel_limit.min(FUEL_SLICE);
         self.store.data_mut().rt.fuel_pool = fuel_limit - first;
-        self.store.set_fuel(first).map_err(|e| trap(TrapKind::Wasm(e.to_string())))?;
+        self.store
+            .set_fuel(first)
+            .map_err(|e| trap(TrapKind::Wasm(e.to_string())))?;
 
         let opts = &comp.info.options[export.options];
-        let post_return = opts.post_return.and_then(|p| self.store.data().rt.post_returns[p.as_u32() as usize]);
+        let post_return = opts
+            .post_return
+            .and_then(|p| self.store.data().rt.post_returns[p.as_u32() as usize]);
 
         // Lower the arguments. A type mismatch is the caller's fault, not
         // the guest's: it does not poison the instance.
         let mut core_args = Vec::new();
         {
-            let cx = options_cx(&comp, &self.store.data().rt, opts, std::marker::PhantomData::<T>);
+            let cx = options_cx(
+                &comp,
+                &self.store.data().rt,
+                opts,
+                std::marker::PhantomData::<T>,
+            );
             let mut ctx = self.store.as_context_mut();
             let lowered = lower_args(&cx, &mut ctx, &param_tys, args, &mut core_args);
             if let Err(e) = lowered {
                 return Err(match e.downcast_ref::<AbiError>() {
-                    Some(a) if a.0.starts_with("type mismatch") || a.0.contains("unknown") || a.0.contains("record") || a.0.contains("tuple") => {
-                        Error::BadArguments { component: comp.name.clone(), function: name.to_string(), reason: a.0.clone() }
+                    Some(a)
+                        if a.0.starts_with("type mismatch")
+                            || a.0.contains("unknown")
+                            || a.0.contains("record")
+                            || a.0.contains("tuple") =>
+                    {
+                        Error::BadArguments {
+                            component: comp.name.clone(),
+                            function: name.to_string(),
+                            reason: a.0.clone(),
+                        }
                     }
                     _ => {
                         self.poisoned = Some(e.to_string());
@@ -553,7 +817,8 @@ impl<T: 'static> Instance<T> {
 
         let nresults = export.func.ty(&self.store).results().len();
         let mut core_results = vec![CoreVal::I32(0); nresults];
-        let outcome = self.run_with_budget(&export.func, &core_args, &mut core_results, deadline, &comp);
+        let outcome =
+            self.run_with_budget(&export.func, &core_args, &mut core_results, deadline, &comp);
         match outcome {
             Ok(()) => {}
             Err(kind) => {
@@ -564,7 +829,12 @@ impl<T: 'static> Instance<T> {
 
         // Lift the results, then let the guest free what it handed over.
         let lifted = {
-            let cx = options_cx(&comp, &self.store.data().rt, opts, std::marker::PhantomData::<T>);
+            let cx = options_cx(
+                &comp,
+                &self.store.data().rt,
+                opts,
+                std::marker::PhantomData::<T>,
+            );
             let mut ctx = self.store.as_context_mut();
             lift_results(&cx, &mut ctx, &comp, &result_tys, &core_results)
         };
@@ -586,7 +856,9 @@ impl<T: 'static> Instance<T> {
         let left_borrows = std::mem::take(&mut self.store.data_mut().rt.scoped_borrows);
         if left_borrows != 0 {
             self.poisoned = Some("borrow handles remained at the end of the call".into());
-            return Err(trap(TrapKind::Abi("borrow handles still remain at the end of the call".into())));
+            return Err(trap(TrapKind::Abi(
+                "borrow handles still remain at the end of the call".into(),
+            )));
         }
         let rt = &self.store.data().rt;
         let left = self.store.get_fuel().unwrap_or(0);
@@ -604,7 +876,9 @@ impl<T: 'static> Instance<T> {
         deadline: Option<Instant>,
         comp: &ComponentInner,
     ) -> std::result::Result<(), TrapKind> {
-        let mut call = func.call_resumable(&mut self.store, args, results).map_err(|e| classify(&e, comp))?;
+        let mut call = func
+            .call_resumable(&mut self.store, args, results)
+            .map_err(|e| classify(&e, comp))?;
         loop {
             match call {
                 wasmi::ResumableCall::Finished => return Ok(()),
@@ -612,18 +886,28 @@ impl<T: 'static> Instance<T> {
                 wasmi::ResumableCall::OutOfFuel(t) => {
                     if let Some(d) = deadline {
                         if Instant::now() >= d {
-                            let millis = comp.limits.deadline.map(|d| d.as_millis() as u64).unwrap_or(0);
+                            let millis = comp
+                                .limits
+                                .deadline
+                                .map(|d| d.as_millis() as u64)
+                                .unwrap_or(0);
                             return Err(TrapKind::Deadline { millis });
                         }
                     }
                     let pool = &mut self.store.data_mut().rt.fuel_pool;
                     if *pool == 0 {
-                        return Err(TrapKind::OutOfFuel { limit: comp.limits.fuel_per_call.unwrap_or(u64::MAX) });
+                        return Err(TrapKind::OutOfFuel {
+                            limit: comp.limits.fuel_per_call.unwrap_or(u64::MAX),
+                        });
                     }
                     let slice = (*pool).min(FUEL_SLICE).max(t.required_fuel());
                     *pool = pool.saturating_sub(slice);
-                    self.store.set_fuel(slice).map_err(|e| TrapKind::Wasm(e.to_string()))?;
-                    call = t.resume(&mut self.store, results).map_err(|e| classify(&e, comp))?;
+                    self.store
+                        .set_fuel(slice)
+                        .map_err(|e| TrapKind::Wasm(e.to_string()))?;
+                    call = t
+                        .resume(&mut self.store, results)
+                        .map_err(|e| classify(&e, comp))?;
                 }
             }
         }
@@ -670,18 +954,28 @@ fn arg_i32(params: &[CoreVal], i: usize) -> AbiResult<i32> {
 
 fn table_parts(rt: &Runtime, table: TypeResourceTableIndex) -> AbiResult<(u32, usize)> {
     match &rt.component.types[table] {
-        wasmtime_environ::component::TypeResourceTable::Concrete { ty, instance } => Ok((ty.as_u32(), instance.as_u32() as usize)),
+        wasmtime_environ::component::TypeResourceTable::Concrete { ty, instance } => {
+            Ok((ty.as_u32(), instance.as_u32() as usize))
+        }
         _ => Err(abi_err("abstract resource type at run time")),
     }
 }
 
-fn drop_resource_rep<T>(caller: &mut Caller<'_, StoreData<T>>, ty: ResourceType, rep: u32) -> AbiResult<()> {
+fn drop_resource_rep<T>(
+    caller: &mut Caller<'_, StoreData<T>>,
+    ty: ResourceType,
+    rep: u32,
+) -> AbiResult<()> {
     let mut ctx = caller.as_context_mut();
     drop_rep_in(&mut ctx, ty, rep)
 }
 
 /// Runs the destructor of an owned resource.
-fn drop_rep_in<T>(ctx: &mut wasmi::StoreContextMut<'_, StoreData<T>>, ty: ResourceType, rep: u32) -> AbiResult<()> {
+fn drop_rep_in<T>(
+    ctx: &mut wasmi::StoreContextMut<'_, StoreData<T>>,
+    ty: ResourceType,
+    rep: u32,
+) -> AbiResult<()> {
     match ty {
         ResourceType::Host(id) => {
             let data = ctx.data_mut();
@@ -694,7 +988,9 @@ fn drop_rep_in<T>(ctx: &mut wasmi::StoreContextMut<'_, StoreData<T>>, ty: Resour
         ResourceType::Guest { instance, index } => {
             let rt = &ctx.data().rt;
             if instance != rt.uid {
-                return Err(abi_err("a resource of another instance cannot be dropped here"));
+                return Err(abi_err(
+                    "a resource of another instance cannot be dropped here",
+                ));
             }
             if let Some(dtor) = rt.resource_dtors[index as usize] {
                 top_up_fuel(ctx)?;
@@ -746,8 +1042,10 @@ fn lift_results<T>(
             _ => return Err(abi_err("export returned no result pointer")),
         };
         let (_, align, offsets) = tuple_layout(cx, tys);
-        if ptr % align != 0 {
-            return Err(abi_err(format!("result pointer {ptr:#x} is not aligned to {align}")));
+        if !ptr.is_multiple_of(align) {
+            return Err(abi_err(format!(
+                "result pointer {ptr:#x} is not aligned to {align}"
+            )));
         }
         for (t, off) in tys.iter().zip(offsets) {
             out.push(cx.load(ctx, t, ptr + off)?);
@@ -781,7 +1079,12 @@ fn call_host<T>(
 ) -> std::result::Result<(), wasmi::Error> {
     let comp = caller.data().rt.component.clone();
     let opts = &comp.info.options[options];
-    let cx = options_cx(&comp, &caller.data().rt, opts, std::marker::PhantomData::<T>);
+    let cx = options_cx(
+        &comp,
+        &caller.data().rt,
+        opts,
+        std::marker::PhantomData::<T>,
+    );
     let fty = &comp.types[lower_ty];
     let param_tys = &comp.types[fty.params].types;
     let result_tys = &comp.types[fty.results].types;
@@ -805,7 +1108,9 @@ fn call_host<T>(
 
     let mut out = Vec::with_capacity(result_tys.len());
     {
-        let mut hcx = HostContext { data: ctx.data_mut() };
+        let mut hcx = HostContext {
+            data: ctx.data_mut(),
+        };
         host(&mut hcx, &args, &mut out).map_err(wasmi::Error::host)?;
     }
     if out.len() != result_tys.len() {
@@ -820,7 +1125,8 @@ fn call_host<T>(
     if nresults <= MAX_FLAT_RESULTS {
         let mut flat = Vec::with_capacity(1);
         for (t, v) in result_tys.iter().zip(&out) {
-            cx.lower_flat(&mut ctx, t, v, &mut flat).map_err(host_side)?;
+            cx.lower_flat(&mut ctx, t, v, &mut flat)
+                .map_err(host_side)?;
         }
         for (slot, v) in results.iter_mut().zip(flat) {
             *slot = v;
@@ -843,8 +1149,10 @@ fn call_host<T>(
 /// host's bug, not the guest's: report it as a host failure.
 fn host_side(e: wasmi::Error) -> wasmi::Error {
     match e.downcast_ref::<AbiError>() {
-        Some(a) if a.0.starts_with("type mismatch") => wasmi::Error::host(HostError::new(format!("host returned a bad value: {}", a.0))),
+        Some(a) if a.0.starts_with("type mismatch") => wasmi::Error::host(HostError::new(format!(
+            "host returned a bad value: {}",
+            a.0
+        ))),
         _ => e,
     }
 }
-

@@ -44,11 +44,16 @@ impl<T> HostContext<'_, T> {
 /// A function answering every otherwise undefined function of an
 /// interface; receives the function's name. Used to deny whole interfaces
 /// (sockets, filesystem) with their proper error codes.
-pub type HostFallback<T> =
-    Arc<dyn Fn(&str, &mut HostContext<'_, T>, &[Val], &mut Vec<Val>) -> Result<(), HostError> + Send + Sync>;
+pub type HostFallback<T> = Arc<
+    dyn Fn(&str, &mut HostContext<'_, T>, &[Val], &mut Vec<Val>) -> Result<(), HostError>
+        + Send
+        + Sync,
+>;
 
 /// A host function: receives the lifted arguments, pushes its results.
-pub type HostFunc<T> = Arc<dyn Fn(&mut HostContext<'_, T>, &[Val], &mut Vec<Val>) -> Result<(), HostError> + Send + Sync>;
+pub type HostFunc<T> = Arc<
+    dyn Fn(&mut HostContext<'_, T>, &[Val], &mut Vec<Val>) -> Result<(), HostError> + Send + Sync,
+>;
 
 /// Called when a guest drops its last own handle to a host resource, with
 /// the resource's representation.
@@ -68,7 +73,10 @@ impl<T: 'static> HostInterface<T> {
     /// its own.
     pub fn fallback(
         &mut self,
-        f: impl Fn(&str, &mut HostContext<'_, T>, &[Val], &mut Vec<Val>) -> Result<(), HostError> + Send + Sync + 'static,
+        f: impl Fn(&str, &mut HostContext<'_, T>, &[Val], &mut Vec<Val>) -> Result<(), HostError>
+            + Send
+            + Sync
+            + 'static,
     ) -> &mut Self {
         self.fallback = Some(Arc::new(f));
         self
@@ -80,7 +88,10 @@ impl<T: 'static> HostInterface<T> {
     pub fn func(
         &mut self,
         name: &str,
-        f: impl Fn(&mut HostContext<'_, T>, &[Val], &mut Vec<Val>) -> Result<(), HostError> + Send + Sync + 'static,
+        f: impl Fn(&mut HostContext<'_, T>, &[Val], &mut Vec<Val>) -> Result<(), HostError>
+            + Send
+            + Sync
+            + 'static,
     ) -> &mut Self {
         self.funcs.insert(name.to_string(), Arc::new(f));
         self
@@ -105,7 +116,11 @@ pub struct Linker<T> {
 
 impl<T> Default for Linker<T> {
     fn default() -> Self {
-        Linker { interfaces: Vec::new(), next_resource: 0, resource_names: Vec::new() }
+        Linker {
+            interfaces: Vec::new(),
+            next_resource: 0,
+            resource_names: Vec::new(),
+        }
     }
 }
 
@@ -137,7 +152,12 @@ impl<T: 'static> Linker<T> {
     /// Defines a host resource type `resource` in interface `iface` and
     /// returns its id, which the host puts in [`crate::Resource`] values.
     /// Defining the same resource twice returns the same id.
-    pub fn resource(&mut self, iface: &str, resource: &str, dtor: impl Fn(&mut T, u32) + Send + Sync + 'static) -> u32 {
+    pub fn resource(
+        &mut self,
+        iface: &str,
+        resource: &str,
+        dtor: impl Fn(&mut T, u32) + Send + Sync + 'static,
+    ) -> u32 {
         if let Some(id) = self.interface(iface).resources.get(resource) {
             return *id;
         }
@@ -168,28 +188,38 @@ impl<T: 'static> Linker<T> {
             .filter_map(|i| {
                 let have = WitName::parse(&i.name);
                 let v = have.version?;
-                (have.unversioned == want.unversioned && compat_version(&v) == compat_version(want_version)).then_some((v, i))
+                (have.unversioned == want.unversioned
+                    && compat_version(&v) == compat_version(want_version))
+                .then_some((v, i))
             })
             .max_by(|a, b| a.0.cmp(&b.0))
             .map(|(_, i)| i)
     }
 
     pub(crate) fn lookup_func(&self, iface: &str, name: &str) -> Result<HostFunc<T>, String> {
-        let i = self.find(iface).ok_or_else(|| "the host provides no compatible interface".to_string())?;
+        let i = self
+            .find(iface)
+            .ok_or_else(|| "the host provides no compatible interface".to_string())?;
         if let Some(f) = i.funcs.get(name) {
             return Ok(f.clone());
         }
         match &i.fallback {
             Some(fb) => {
                 let (fb, name) = (fb.clone(), name.to_string());
-                Ok(Arc::new(move |cx: &mut HostContext<'_, T>, args: &[Val], out: &mut Vec<Val>| fb(&name, cx, args, out)))
+                Ok(Arc::new(
+                    move |cx: &mut HostContext<'_, T>, args: &[Val], out: &mut Vec<Val>| {
+                        fb(&name, cx, args, out)
+                    },
+                ))
             }
             None => Err(format!("the host's `{}` has no function `{name}`", i.name)),
         }
     }
 
     pub(crate) fn lookup_resource(&self, iface: &str, name: &str) -> Result<u32, String> {
-        let i = self.find(iface).ok_or_else(|| "the host provides no compatible interface".to_string())?;
+        let i = self
+            .find(iface)
+            .ok_or_else(|| "the host provides no compatible interface".to_string())?;
         i.resources
             .get(name)
             .copied()
@@ -197,7 +227,10 @@ impl<T: 'static> Linker<T> {
     }
 
     pub(crate) fn dtors(&self) -> Vec<(u32, HostResourceDtor<T>)> {
-        self.interfaces.iter().flat_map(|i| i.dtors.iter().cloned()).collect()
+        self.interfaces
+            .iter()
+            .flat_map(|i| i.dtors.iter().cloned())
+            .collect()
     }
 
     /// Names of all interfaces defined, for diagnostics.

@@ -26,10 +26,19 @@ impl<'a> WitName<'a> {
     pub fn parse(name: &'a str) -> WitName<'a> {
         match name.rsplit_once('@') {
             Some((base, ver)) => match Version::parse(ver) {
-                Ok(v) => WitName { unversioned: base, version: Some(v) },
-                Err(_) => WitName { unversioned: name, version: None },
+                Ok(v) => WitName {
+                    unversioned: base,
+                    version: Some(v),
+                },
+                Err(_) => WitName {
+                    unversioned: name,
+                    version: None,
+                },
             },
-            None => WitName { unversioned: name, version: None },
+            None => WitName {
+                unversioned: name,
+                version: None,
+            },
         }
     }
 
@@ -72,16 +81,31 @@ mod tests {
     fn patch_versions_are_compatible() {
         assert!(compatible("wasi:io/streams@0.2.6", "wasi:io/streams@0.2.0"));
         assert!(compatible("wasi:io/streams@0.2.0", "wasi:io/streams@0.2.6"));
-        assert!(compatible("wasmcloud:bus/lattice@1.0.0", "wasmcloud:bus/lattice@1.3.1"));
+        assert!(compatible(
+            "wasmcloud:bus/lattice@1.0.0",
+            "wasmcloud:bus/lattice@1.3.1"
+        ));
     }
 
     #[test]
     fn incompatible_versions_are_refused() {
-        assert!(!compatible("wasi:io/streams@0.3.0", "wasi:io/streams@0.2.6"));
-        assert!(!compatible("wasmcloud:bus/lattice@2.0.0", "wasmcloud:bus/lattice@1.0.0"));
+        assert!(!compatible(
+            "wasi:io/streams@0.3.0",
+            "wasi:io/streams@0.2.6"
+        ));
+        assert!(!compatible(
+            "wasmcloud:bus/lattice@2.0.0",
+            "wasmcloud:bus/lattice@1.0.0"
+        ));
         assert!(!compatible("wasi:io/streams@0.2.6", "wasi:io/poll@0.2.6"));
-        assert!(!compatible("wasi:keyvalue/store@0.2.0-draft", "wasi:keyvalue/store@0.2.0-draft2"));
-        assert!(!compatible("wasi:keyvalue/store@0.2.0-draft", "wasi:keyvalue/store@0.2.0"));
+        assert!(!compatible(
+            "wasi:keyvalue/store@0.2.0-draft",
+            "wasi:keyvalue/store@0.2.0-draft2"
+        ));
+        assert!(!compatible(
+            "wasi:keyvalue/store@0.2.0-draft",
+            "wasi:keyvalue/store@0.2.0"
+        ));
         assert!(!compatible("a:b/c@0.0.1", "a:b/c@0.0.2"));
     }
 
@@ -89,6 +113,9 @@ mod tests {
     fn unversioned_names_match_exactly() {
         assert!(compatible("greet", "greet"));
         assert!(!compatible("greet", "greet2"));
-        assert!(compatible("wasi:keyvalue/store@0.2.0-draft", "wasi:keyvalue/store@0.2.0-draft"));
+        assert!(compatible(
+            "wasi:keyvalue/store@0.2.0-draft",
+            "wasi:keyvalue/store@0.2.0-draft"
+        ));
     }
 }

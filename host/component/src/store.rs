@@ -103,4 +103,3 @@ pub struct StoreData<T> {
     pub(crate) rt: Runtime,
     pub(crate) host_dtors: Vec<(u32, HostResourceDtor<T>)>,
 }
-

@@ -1,7 +1,9 @@
 //! Readable descriptions of component types, for `twig inspect`, error
 //! messages and the WAVE value interface.
 
-use wasmtime_environ::component::{ComponentTypes, InterfaceType, TypeDef, TypeFuncIndex, TypeResourceTable};
+use wasmtime_environ::component::{
+    ComponentTypes, InterfaceType, TypeDef, TypeFuncIndex, TypeResourceTable,
+};
 
 /// A function's parameter and result types, rendered in WIT syntax.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,7 +38,11 @@ pub(crate) fn func_sig(types: &ComponentTypes, ty: TypeFuncIndex) -> FuncSig {
         .zip(types[f.params].types.iter())
         .map(|(n, t)| (n.clone(), wit(types, t)))
         .collect();
-    let results = types[f.results].types.iter().map(|t| wit(types, t)).collect();
+    let results = types[f.results]
+        .types
+        .iter()
+        .map(|t| wit(types, t))
+        .collect();
     FuncSig { params, results }
 }
 
@@ -72,8 +78,11 @@ pub(crate) fn wit(types: &ComponentTypes, ty: &InterfaceType) -> String {
         InterfaceType::String => "string".into(),
         InterfaceType::List(i) => format!("list<{}>", wit(types, &types[*i].element)),
         InterfaceType::Record(i) => {
-            let fields: Vec<String> =
-                types[*i].fields.iter().map(|f| format!("{}: {}", f.name, wit(types, &f.ty))).collect();
+            let fields: Vec<String> = types[*i]
+                .fields
+                .iter()
+                .map(|f| format!("{}: {}", f.name, wit(types, &f.ty)))
+                .collect();
             format!("record {{ {} }}", fields.join(", "))
         }
         InterfaceType::Tuple(i) => {
@@ -111,15 +120,26 @@ pub(crate) fn wit(types: &ComponentTypes, ty: &InterfaceType) -> String {
         }
         InterfaceType::Own(t) => format!("own<{}>", resource_name(types, *t)),
         InterfaceType::Borrow(t) => format!("borrow<{}>", resource_name(types, *t)),
-        InterfaceType::Map(i) => format!("map<{}, {}>", wit(types, &types[*i].key), wit(types, &types[*i].value)),
+        InterfaceType::Map(i) => format!(
+            "map<{}, {}>",
+            wit(types, &types[*i].key),
+            wit(types, &types[*i].value)
+        ),
         InterfaceType::Future(_) => "future".into(),
         InterfaceType::Stream(_) => "stream".into(),
         InterfaceType::ErrorContext(_) => "error-context".into(),
-        InterfaceType::FixedLengthList(i) => format!("list<{}, {}>", wit(types, &types[*i].element), types[*i].size),
+        InterfaceType::FixedLengthList(i) => format!(
+            "list<{}, {}>",
+            wit(types, &types[*i].element),
+            types[*i].size
+        ),
     }
 }
 
-fn resource_name(types: &ComponentTypes, t: wasmtime_environ::component::TypeResourceTableIndex) -> String {
+fn resource_name(
+    types: &ComponentTypes,
+    t: wasmtime_environ::component::TypeResourceTableIndex,
+) -> String {
     match &types[t] {
         TypeResourceTable::Concrete { ty, .. } => format!("resource#{}", ty.as_u32()),
         TypeResourceTable::Abstract(a) => format!("resource#abstract{}", a.as_u32()),

@@ -73,17 +73,25 @@ impl Val {
     /// that compare engines use this instead of `==`.
     pub fn eq_nan_aware(&self, other: &Val) -> bool {
         match (self, other) {
-            (Val::Float32(a), Val::Float32(b)) => (a.is_nan() && b.is_nan()) || a.to_bits() == b.to_bits() || a == b,
-            (Val::Float64(a), Val::Float64(b)) => (a.is_nan() && b.is_nan()) || a.to_bits() == b.to_bits() || a == b,
+            (Val::Float32(a), Val::Float32(b)) => {
+                (a.is_nan() && b.is_nan()) || a.to_bits() == b.to_bits() || a == b
+            }
+            (Val::Float64(a), Val::Float64(b)) => {
+                (a.is_nan() && b.is_nan()) || a.to_bits() == b.to_bits() || a == b
+            }
             (Val::List(a), Val::List(b)) | (Val::Tuple(a), Val::Tuple(b)) => {
                 a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.eq_nan_aware(y))
             }
             (Val::Record(a), Val::Record(b)) => {
-                a.len() == b.len() && a.iter().zip(b).all(|((n, x), (m, y))| n == m && x.eq_nan_aware(y))
+                a.len() == b.len()
+                    && a.iter()
+                        .zip(b)
+                        .all(|((n, x), (m, y))| n == m && x.eq_nan_aware(y))
             }
             (Val::Variant(n, a), Val::Variant(m, b)) => n == m && opt_eq(a, b),
             (Val::Option(a), Val::Option(b)) => opt_eq(a, b),
-            (Val::Result(Ok(a)), Val::Result(Ok(b))) | (Val::Result(Err(a)), Val::Result(Err(b))) => opt_eq(a, b),
+            (Val::Result(Ok(a)), Val::Result(Ok(b)))
+            | (Val::Result(Err(a)), Val::Result(Err(b))) => opt_eq(a, b),
             _ => self == other,
         }
     }
@@ -120,12 +128,20 @@ pub struct Resource {
 impl Resource {
     /// An owned handle to a host resource, to hand to a guest.
     pub fn host_own(ty: u32, rep: u32) -> Resource {
-        Resource { ty: ResourceType::Host(ty), rep, own: true }
+        Resource {
+            ty: ResourceType::Host(ty),
+            rep,
+            own: true,
+        }
     }
 
     /// A borrowed handle to a host resource.
     pub fn host_borrow(ty: u32, rep: u32) -> Resource {
-        Resource { ty: ResourceType::Host(ty), rep, own: false }
+        Resource {
+            ty: ResourceType::Host(ty),
+            rep,
+            own: false,
+        }
     }
 }
 

@@ -25,7 +25,10 @@ pub struct WaveType {
 
 impl WaveType {
     fn with(&self, ty: InterfaceType) -> WaveType {
-        WaveType { comp: self.comp.clone(), ty }
+        WaveType {
+            comp: self.comp.clone(),
+            ty,
+        }
     }
 
     /// The type in WIT syntax.
@@ -71,32 +74,45 @@ impl WasmType for WaveType {
 
     fn record_fields(&self) -> Box<dyn Iterator<Item = (Cow<'_, str>, Self)> + '_> {
         match self.ty {
-            InterfaceType::Record(i) => {
-                Box::new(self.comp.types[i].fields.iter().map(|f| (Cow::Borrowed(f.name.as_str()), self.with(f.ty))))
-            }
+            InterfaceType::Record(i) => Box::new(
+                self.comp.types[i]
+                    .fields
+                    .iter()
+                    .map(|f| (Cow::Borrowed(f.name.as_str()), self.with(f.ty))),
+            ),
             _ => Box::new(std::iter::empty()),
         }
     }
 
     fn tuple_element_types(&self) -> Box<dyn Iterator<Item = Self> + '_> {
         match self.ty {
-            InterfaceType::Tuple(i) => Box::new(self.comp.types[i].types.iter().map(|t| self.with(*t))),
+            InterfaceType::Tuple(i) => {
+                Box::new(self.comp.types[i].types.iter().map(|t| self.with(*t)))
+            }
             _ => Box::new(std::iter::empty()),
         }
     }
 
     fn variant_cases(&self) -> Box<dyn Iterator<Item = (Cow<'_, str>, Option<Self>)> + '_> {
         match self.ty {
-            InterfaceType::Variant(i) => {
-                Box::new(self.comp.types[i].cases.iter().map(|(n, t)| (Cow::Borrowed(n.as_str()), t.map(|t| self.with(t)))))
-            }
+            InterfaceType::Variant(i) => Box::new(
+                self.comp.types[i]
+                    .cases
+                    .iter()
+                    .map(|(n, t)| (Cow::Borrowed(n.as_str()), t.map(|t| self.with(t)))),
+            ),
             _ => Box::new(std::iter::empty()),
         }
     }
 
     fn enum_cases(&self) -> Box<dyn Iterator<Item = Cow<'_, str>> + '_> {
         match self.ty {
-            InterfaceType::Enum(i) => Box::new(self.comp.types[i].names.iter().map(|n| Cow::Borrowed(n.as_str()))),
+            InterfaceType::Enum(i) => Box::new(
+                self.comp.types[i]
+                    .names
+                    .iter()
+                    .map(|n| Cow::Borrowed(n.as_str())),
+            ),
             _ => Box::new(std::iter::empty()),
         }
     }
@@ -120,7 +136,12 @@ impl WasmType for WaveType {
 
     fn flags_names(&self) -> Box<dyn Iterator<Item = Cow<'_, str>> + '_> {
         match self.ty {
-            InterfaceType::Flags(i) => Box::new(self.comp.types[i].names.iter().map(|n| Cow::Borrowed(n.as_str()))),
+            InterfaceType::Flags(i) => Box::new(
+                self.comp.types[i]
+                    .names
+                    .iter()
+                    .map(|n| Cow::Borrowed(n.as_str())),
+            ),
             _ => Box::new(std::iter::empty()),
         }
     }
@@ -200,15 +221,24 @@ impl WasmValue for Val {
         Val::String(v.into_owned())
     }
 
-    fn make_list(_ty: &WaveType, vals: impl IntoIterator<Item = Self>) -> Result<Self, WasmValueError> {
+    fn make_list(
+        _ty: &WaveType,
+        vals: impl IntoIterator<Item = Self>,
+    ) -> Result<Self, WasmValueError> {
         Ok(Val::List(vals.into_iter().collect()))
     }
 
-    fn make_record<'a>(ty: &WaveType, fields: impl IntoIterator<Item = (&'a str, Self)>) -> Result<Self, WasmValueError> {
+    fn make_record<'a>(
+        ty: &WaveType,
+        fields: impl IntoIterator<Item = (&'a str, Self)>,
+    ) -> Result<Self, WasmValueError> {
         let mut given: Vec<(&str, Val)> = fields.into_iter().collect();
         let mut out = Vec::new();
         for (name, _) in ty.record_fields() {
-            let pos = given.iter().position(|(n, _)| *n == name).ok_or_else(|| WasmValueError::MissingField(name.to_string()))?;
+            let pos = given
+                .iter()
+                .position(|(n, _)| *n == name)
+                .ok_or_else(|| WasmValueError::MissingField(name.to_string()))?;
             out.push((name.to_string(), given.swap_remove(pos).1));
         }
         if let Some((extra, _)) = given.first() {
@@ -217,7 +247,10 @@ impl WasmValue for Val {
         Ok(Val::Record(out))
     }
 
-    fn make_tuple(_ty: &WaveType, vals: impl IntoIterator<Item = Self>) -> Result<Self, WasmValueError> {
+    fn make_tuple(
+        _ty: &WaveType,
+        vals: impl IntoIterator<Item = Self>,
+    ) -> Result<Self, WasmValueError> {
         Ok(Val::Tuple(vals.into_iter().collect()))
     }
 
@@ -233,60 +266,119 @@ impl WasmValue for Val {
         Ok(Val::Option(val.map(Box::new)))
     }
 
-    fn make_result(_ty: &WaveType, val: Result<Option<Self>, Option<Self>>) -> Result<Self, WasmValueError> {
+    fn make_result(
+        _ty: &WaveType,
+        val: Result<Option<Self>, Option<Self>>,
+    ) -> Result<Self, WasmValueError> {
         Ok(Val::Result(match val {
             Ok(v) => Ok(v.map(Box::new)),
             Err(e) => Err(e.map(Box::new)),
         }))
     }
 
-    fn make_flags<'a>(ty: &WaveType, names: impl IntoIterator<Item = &'a str>) -> Result<Self, WasmValueError> {
+    fn make_flags<'a>(
+        ty: &WaveType,
+        names: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Self, WasmValueError> {
         let given: Vec<&str> = names.into_iter().collect();
         let all: Vec<Cow<'_, str>> = ty.flags_names().collect();
         if let Some(bad) = given.iter().find(|g| !all.iter().any(|a| a == *g)) {
             return Err(unknown("flag", bad));
         }
-        Ok(Val::Flags(all.iter().filter(|a| given.contains(&a.as_ref())).map(|a| a.to_string()).collect()))
+        Ok(Val::Flags(
+            all.iter()
+                .filter(|a| given.contains(&a.as_ref()))
+                .map(|a| a.to_string())
+                .collect(),
+        ))
     }
 
     fn unwrap_bool(&self) -> bool {
         matches!(self, Val::Bool(true))
     }
     fn unwrap_s8(&self) -> i8 {
-        if let Val::S8(v) = self { *v } else { 0 }
+        if let Val::S8(v) = self {
+            *v
+        } else {
+            0
+        }
     }
     fn unwrap_s16(&self) -> i16 {
-        if let Val::S16(v) = self { *v } else { 0 }
+        if let Val::S16(v) = self {
+            *v
+        } else {
+            0
+        }
     }
     fn unwrap_s32(&self) -> i32 {
-        if let Val::S32(v) = self { *v } else { 0 }
+        if let Val::S32(v) = self {
+            *v
+        } else {
+            0
+        }
     }
     fn unwrap_s64(&self) -> i64 {
-        if let Val::S64(v) = self { *v } else { 0 }
+        if let Val::S64(v) = self {
+            *v
+        } else {
+            0
+        }
     }
     fn unwrap_u8(&self) -> u8 {
-        if let Val::U8(v) = self { *v } else { 0 }
+        if let Val::U8(v) = self {
+            *v
+        } else {
+            0
+        }
     }
     fn unwrap_u16(&self) -> u16 {
-        if let Val::U16(v) = self { *v } else { 0 }
+        if let Val::U16(v) = self {
+            *v
+        } else {
+            0
+        }
     }
     fn unwrap_u32(&self) -> u32 {
-        if let Val::U32(v) = self { *v } else { 0 }
+        if let Val::U32(v) = self {
+            *v
+        } else {
+            0
+        }
     }
     fn unwrap_u64(&self) -> u64 {
-        if let Val::U64(v) = self { *v } else { 0 }
+        if let Val::U64(v) = self {
+            *v
+        } else {
+            0
+        }
     }
     fn unwrap_f32(&self) -> f32 {
-        if let Val::Float32(v) = self { *v } else { 0.0 }
+        if let Val::Float32(v) = self {
+            *v
+        } else {
+            0.0
+        }
     }
     fn unwrap_f64(&self) -> f64 {
-        if let Val::Float64(v) = self { *v } else { 0.0 }
+        if let Val::Float64(v) = self {
+            *v
+        } else {
+            0.0
+        }
     }
     fn unwrap_char(&self) -> char {
-        if let Val::Char(v) = self { *v } else { '\0' }
+        if let Val::Char(v) = self {
+            *v
+        } else {
+            '\0'
+        }
     }
     fn unwrap_string(&self) -> Cow<'_, str> {
-        if let Val::String(s) = self { Cow::Borrowed(s) } else { Cow::Borrowed("") }
+        if let Val::String(s) = self {
+            Cow::Borrowed(s)
+        } else {
+            Cow::Borrowed("")
+        }
     }
     fn unwrap_list(&self) -> Box<dyn Iterator<Item = Cow<'_, Self>> + '_> {
         match self {
@@ -296,7 +388,10 @@ impl WasmValue for Val {
     }
     fn unwrap_record(&self) -> Box<dyn Iterator<Item = (Cow<'_, str>, Cow<'_, Self>)> + '_> {
         match self {
-            Val::Record(v) => Box::new(v.iter().map(|(n, v)| (Cow::Borrowed(n.as_str()), Cow::Borrowed(v)))),
+            Val::Record(v) => Box::new(
+                v.iter()
+                    .map(|(n, v)| (Cow::Borrowed(n.as_str()), Cow::Borrowed(v))),
+            ),
             _ => Box::new(std::iter::empty()),
         }
     }
@@ -360,19 +455,32 @@ impl TypeList {
     }
 
     pub fn get(&self, i: usize) -> Option<WaveType> {
-        self.tys.get(i).map(|t| WaveType { comp: self.comp.clone(), ty: *t })
+        self.tys.get(i).map(|t| WaveType {
+            comp: self.comp.clone(),
+            ty: *t,
+        })
     }
 
     /// Parses one WAVE text per parameter.
     pub fn parse(&self, args: &[&str]) -> Result<Vec<Val>, String> {
         if args.len() != self.tys.len() {
-            return Err(format!("expected {} arguments, got {}", self.tys.len(), args.len()));
+            return Err(format!(
+                "expected {} arguments, got {}",
+                self.tys.len(),
+                args.len()
+            ));
         }
         args.iter()
             .enumerate()
             .map(|(i, a)| {
                 let ty = self.get(i).expect("index in range");
-                wasm_wave::from_str::<Val>(&ty, a).map_err(|e| format!("argument {} (`{a}`) is not a valid {}: {e}", i + 1, ty.wit()))
+                wasm_wave::from_str::<Val>(&ty, a).map_err(|e| {
+                    format!(
+                        "argument {} (`{a}`) is not a valid {}: {e}",
+                        i + 1,
+                        ty.wit()
+                    )
+                })
             })
             .collect()
     }
@@ -381,7 +489,12 @@ impl TypeList {
 /// Formats a value as WAVE text.
 pub fn to_wave(v: &Val) -> String {
     match v {
-        Val::Resource(r) => format!("<resource {:?} rep={}{}>", r.ty, r.rep, if r.own { "" } else { " borrowed" }),
+        Val::Resource(r) => format!(
+            "<resource {:?} rep={}{}>",
+            r.ty,
+            r.rep,
+            if r.own { "" } else { " borrowed" }
+        ),
         v => wasm_wave::to_string(v).unwrap_or_else(|e| format!("<unprintable: {e}>")),
     }
 }

@@ -41,7 +41,6 @@ enum Object {
     Stderr,
     /// A pollable that is ready at the given instant (`None`: always ready).
     Pollable(Option<Instant>),
-    Error(String),
     Network,
 }
 
@@ -112,7 +111,9 @@ impl WasiCtx {
 
     fn insert(&mut self, o: Object) -> Result<u32, HostError> {
         if self.objects.len() >= MAX_OBJECTS {
-            return Err(HostError::new(format!("too many WASI objects (limit {MAX_OBJECTS})")));
+            return Err(HostError::new(format!(
+                "too many WASI objects (limit {MAX_OBJECTS})"
+            )));
         }
         let rep = self.next_rep;
         self.next_rep = self.next_rep.wrapping_add(1).max(1);
@@ -121,7 +122,9 @@ impl WasiCtx {
     }
 
     fn get(&self, rep: u32) -> Result<&Object, HostError> {
-        self.objects.get(&rep).ok_or_else(|| HostError::new(format!("unknown WASI object {rep}")))
+        self.objects
+            .get(&rep)
+            .ok_or_else(|| HostError::new(format!("unknown WASI object {rep}")))
     }
 
     fn next_insecure(&mut self) -> u64 {
@@ -142,7 +145,11 @@ impl WasiCtx {
             _ => (&mut self.line_out, "stdout"),
         };
         if let Some(c) = &self.capture {
-            let target = if name == "stderr" { &c.stderr } else { &c.stdout };
+            let target = if name == "stderr" {
+                &c.stderr
+            } else {
+                &c.stdout
+            };
             if let Ok(mut v) = target.lock() {
                 v.extend_from_slice(data);
             }
@@ -232,7 +239,10 @@ fn stream_closed() -> Val {
 }
 
 fn datetime(d: Duration) -> Val {
-    Val::Record(vec![("seconds".into(), Val::U64(d.as_secs())), ("nanoseconds".into(), Val::U32(d.subsec_nanos()))])
+    Val::Record(vec![
+        ("seconds".into(), Val::U64(d.as_secs())),
+        ("nanoseconds".into(), Val::U32(d.subsec_nanos())),
+    ])
 }
 
 /// Blocks until `until`, but never past the call's deadline.
@@ -279,15 +289,17 @@ pub fn add_to_linker<T: WasiView + 'static>(linker: &mut Linker<T>) -> WasiTypes
 }
 
 fn add_io<T: WasiView + 'static>(linker: &mut Linker<T>, ty: WasiTypes) {
-    linker.interface(&iface("wasi:io/error")).func("[method]error.to-debug-string", |cx, args, out| {
-        let r = arg_res(args, 0)?;
-        let msg = match cx.data_mut().wasi().get(r.rep)? {
-            Object::Error(m) => m.clone(),
-            other => format!("{other:?}"),
-        };
-        out.push(Val::String(msg));
-        Ok(())
-    });
+    linker.interface(&iface("wasi:io/error")).func(
+        "[method]error.to-debug-string",
+        |cx, args, out| {
+            let r = arg_res(args, 0)?;
+            // No operation of this host produces an `error` object, so
+            // any handle the guest holds names some other object.
+            let msg = format!("{:?}", cx.data_mut().wasi().get(r.rep)?);
+            out.push(Val::String(msg));
+            Ok(())
+        },
+    );
 
     let poll = linker.interface(&iface("wasi:io/poll"));
     poll.func("[method]pollable.ready", |cx, args, out| {
@@ -313,7 +325,11 @@ fn add_io<T: WasiView + 'static>(linker: &mut Linker<T>, ty: WasiTypes) {
     poll.func("poll", |cx, args, out| {
         let list = match args.first() {
             Some(Val::List(l)) if !l.is_empty() => l.clone(),
-            _ => return Err(HostError::new("poll: the list of pollables must not be empty")),
+            _ => {
+                return Err(HostError::new(
+                    "poll: the list of pollables must not be empty",
+                ))
+            }
         };
         let mut times = Vec::with_capacity(list.len());
         for v in &list {
@@ -329,7 +345,12 @@ fn add_io<T: WasiView + 'static>(linker: &mut Linker<T>, ty: WasiTypes) {
         let earliest = times.iter().min().copied().unwrap_or_else(Instant::now);
         sleep_until(cx, earliest)?;
         let now = Instant::now();
-        let ready = times.iter().enumerate().filter(|(_, t)| **t <= now).map(|(i, _)| Val::U32(i as u32)).collect();
+        let ready = times
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| **t <= now)
+            .map(|(i, _)| Val::U32(i as u32))
+            .collect();
         out.push(Val::List(ready));
         Ok(())
     });
@@ -347,10 +368,13 @@ fn add_io<T: WasiView + 'static>(linker: &mut Linker<T>, ty: WasiTypes) {
         });
     }
     for name in ["skip", "blocking-skip"] {
-        streams.func(&format!("[method]input-stream.{name}"), |_cx, _args, out| {
-            out.push(stream_closed());
-            Ok(())
-        });
+        streams.func(
+            &format!("[method]input-stream.{name}"),
+            |_cx, _args, out| {
+                out.push(stream_closed());
+                Ok(())
+            },
+        );
     }
     let pollable = ty.pollable;
     streams.func("[method]input-stream.subscribe", move |cx, _args, out| {
@@ -367,7 +391,10 @@ fn add_io<T: WasiView + 'static>(linker: &mut Linker<T>, ty: WasiTypes) {
             let r = arg_res(args, 0)?;
             let data = arg_bytes(args, 1)?;
             if data.len() as u64 > MAX_IO_CHUNK {
-                return Err(HostError::new(format!("write of {} bytes exceeds the permitted {MAX_IO_CHUNK}", data.len())));
+                return Err(HostError::new(format!(
+                    "write of {} bytes exceeds the permitted {MAX_IO_CHUNK}",
+                    data.len()
+                )));
             }
             write_stream(cx, r.rep, &data, out)
         });
@@ -377,16 +404,21 @@ fn add_io<T: WasiView + 'static>(linker: &mut Linker<T>, ty: WasiTypes) {
             let r = arg_res(args, 0)?;
             let len = arg_u64(args, 1)?;
             if len > MAX_IO_CHUNK {
-                return Err(HostError::new(format!("write of {len} bytes exceeds the permitted {MAX_IO_CHUNK}")));
+                return Err(HostError::new(format!(
+                    "write of {len} bytes exceeds the permitted {MAX_IO_CHUNK}"
+                )));
             }
             write_stream(cx, r.rep, &vec![0u8; len as usize], out)
         });
     }
     for name in ["flush", "blocking-flush"] {
-        streams.func(&format!("[method]output-stream.{name}"), |_cx, _args, out| {
-            out.push(ok(None));
-            Ok(())
-        });
+        streams.func(
+            &format!("[method]output-stream.{name}"),
+            |_cx, _args, out| {
+                out.push(ok(None));
+                Ok(())
+            },
+        );
     }
     streams.func("[method]output-stream.subscribe", move |cx, _args, out| {
         let rep = cx.data_mut().wasi().insert(Object::Pollable(None))?;
@@ -395,14 +427,22 @@ fn add_io<T: WasiView + 'static>(linker: &mut Linker<T>, ty: WasiTypes) {
     });
     for name in ["splice", "blocking-splice"] {
         // The only input stream is stdin, which is at end of file.
-        streams.func(&format!("[method]output-stream.{name}"), |_cx, _args, out| {
-            out.push(stream_closed());
-            Ok(())
-        });
+        streams.func(
+            &format!("[method]output-stream.{name}"),
+            |_cx, _args, out| {
+                out.push(stream_closed());
+                Ok(())
+            },
+        );
     }
 }
 
-fn write_stream<T: WasiView>(cx: &mut HostContext<'_, T>, rep: u32, data: &[u8], out: &mut Vec<Val>) -> Result<(), HostError> {
+fn write_stream<T: WasiView>(
+    cx: &mut HostContext<'_, T>,
+    rep: u32,
+    data: &[u8],
+    out: &mut Vec<Val>,
+) -> Result<(), HostError> {
     let component = cx.component().to_string();
     let w = cx.data_mut().wasi();
     let which = match w.get(rep)? {
@@ -432,7 +472,15 @@ fn add_cli<T: WasiView + 'static>(linker: &mut Linker<T>, ty: WasiTypes) {
         Ok(())
     });
     env.func("get-arguments", |cx, _args, out| {
-        out.push(Val::List(cx.data_mut().wasi().args.iter().cloned().map(Val::String).collect()));
+        out.push(Val::List(
+            cx.data_mut()
+                .wasi()
+                .args
+                .iter()
+                .cloned()
+                .map(Val::String)
+                .collect(),
+        ));
         Ok(())
     });
     env.func("initial-cwd", |_cx, _args, out| {
@@ -457,25 +505,39 @@ fn add_cli<T: WasiView + 'static>(linker: &mut Linker<T>, ty: WasiTypes) {
     });
 
     let (input, output) = (ty.input_stream, ty.output_stream);
-    linker.interface(&iface("wasi:cli/stdin")).func("get-stdin", move |cx, _args, out| {
-        let rep = cx.data_mut().wasi().insert(Object::Stdin)?;
-        out.push(Val::Resource(Resource::host_own(input, rep)));
-        Ok(())
-    });
-    linker.interface(&iface("wasi:cli/stdout")).func("get-stdout", move |cx, _args, out| {
-        let rep = cx.data_mut().wasi().insert(Object::Stdout)?;
-        out.push(Val::Resource(Resource::host_own(output, rep)));
-        Ok(())
-    });
-    linker.interface(&iface("wasi:cli/stderr")).func("get-stderr", move |cx, _args, out| {
-        let rep = cx.data_mut().wasi().insert(Object::Stderr)?;
-        out.push(Val::Resource(Resource::host_own(output, rep)));
-        Ok(())
-    });
+    linker
+        .interface(&iface("wasi:cli/stdin"))
+        .func("get-stdin", move |cx, _args, out| {
+            let rep = cx.data_mut().wasi().insert(Object::Stdin)?;
+            out.push(Val::Resource(Resource::host_own(input, rep)));
+            Ok(())
+        });
+    linker
+        .interface(&iface("wasi:cli/stdout"))
+        .func("get-stdout", move |cx, _args, out| {
+            let rep = cx.data_mut().wasi().insert(Object::Stdout)?;
+            out.push(Val::Resource(Resource::host_own(output, rep)));
+            Ok(())
+        });
+    linker
+        .interface(&iface("wasi:cli/stderr"))
+        .func("get-stderr", move |cx, _args, out| {
+            let rep = cx.data_mut().wasi().insert(Object::Stderr)?;
+            out.push(Val::Resource(Resource::host_own(output, rep)));
+            Ok(())
+        });
 
     // No terminals on a device: every terminal query answers `none`.
-    linker.resource(&iface("wasi:cli/terminal-input"), "terminal-input", |_t, _rep| {});
-    linker.resource(&iface("wasi:cli/terminal-output"), "terminal-output", |_t, _rep| {});
+    linker.resource(
+        &iface("wasi:cli/terminal-input"),
+        "terminal-input",
+        |_t, _rep| {},
+    );
+    linker.resource(
+        &iface("wasi:cli/terminal-output"),
+        "terminal-output",
+        |_t, _rep| {},
+    );
     for (i, f) in [
         ("wasi:cli/terminal-stdin", "get-terminal-stdin"),
         ("wasi:cli/terminal-stdout", "get-terminal-stdout"),
@@ -503,14 +565,19 @@ fn add_clocks<T: WasiView + 'static>(linker: &mut Linker<T>, ty: WasiTypes) {
     mono.func("subscribe-instant", move |cx, args, out| {
         let when = arg_u64(args, 0)?;
         let w = cx.data_mut().wasi();
-        let at = w.start.checked_add(Duration::from_nanos(when)).unwrap_or_else(|| Instant::now() + Duration::from_secs(1 << 30));
+        let at = w
+            .start
+            .checked_add(Duration::from_nanos(when))
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(1 << 30));
         let rep = w.insert(Object::Pollable(Some(at)))?;
         out.push(Val::Resource(Resource::host_own(pollable, rep)));
         Ok(())
     });
     mono.func("subscribe-duration", move |cx, args, out| {
         let d = arg_u64(args, 0)?;
-        let at = Instant::now().checked_add(Duration::from_nanos(d)).unwrap_or_else(|| Instant::now() + Duration::from_secs(1 << 30));
+        let at = Instant::now()
+            .checked_add(Duration::from_nanos(d))
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(1 << 30));
         let rep = cx.data_mut().wasi().insert(Object::Pollable(Some(at)))?;
         out.push(Val::Resource(Resource::host_own(pollable, rep)));
         Ok(())
@@ -518,7 +585,11 @@ fn add_clocks<T: WasiView + 'static>(linker: &mut Linker<T>, ty: WasiTypes) {
 
     let wall = linker.interface(&iface("wasi:clocks/wall-clock"));
     wall.func("now", |_cx, _args, out| {
-        out.push(datetime(SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()));
+        out.push(datetime(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default(),
+        ));
         Ok(())
     });
     wall.func("resolution", |_cx, _args, out| {
@@ -532,16 +603,20 @@ fn add_random<T: WasiView + 'static>(linker: &mut Linker<T>) {
     random.func("get-random-bytes", |_cx, args, out| {
         let len = arg_u64(args, 0)?;
         if len > MAX_IO_CHUNK {
-            return Err(HostError::new(format!("get-random-bytes({len}) exceeds the permitted {MAX_IO_CHUNK} bytes")));
+            return Err(HostError::new(format!(
+                "get-random-bytes({len}) exceeds the permitted {MAX_IO_CHUNK} bytes"
+            )));
         }
         let mut buf = vec![0u8; len as usize];
-        getrandom::fill(&mut buf).map_err(|e| HostError::new(format!("no entropy available: {e}")))?;
+        getrandom::fill(&mut buf)
+            .map_err(|e| HostError::new(format!("no entropy available: {e}")))?;
         out.push(bytes_val(&buf));
         Ok(())
     });
     random.func("get-random-u64", |_cx, _args, out| {
         let mut buf = [0u8; 8];
-        getrandom::fill(&mut buf).map_err(|e| HostError::new(format!("no entropy available: {e}")))?;
+        getrandom::fill(&mut buf)
+            .map_err(|e| HostError::new(format!("no entropy available: {e}")))?;
         out.push(Val::U64(u64::from_le_bytes(buf)));
         Ok(())
     });
@@ -549,7 +624,9 @@ fn add_random<T: WasiView + 'static>(linker: &mut Linker<T>) {
     insecure.func("get-insecure-random-bytes", |cx, args, out| {
         let len = arg_u64(args, 0)?;
         if len > MAX_IO_CHUNK {
-            return Err(HostError::new(format!("get-insecure-random-bytes({len}) exceeds the permitted {MAX_IO_CHUNK} bytes")));
+            return Err(HostError::new(format!(
+                "get-insecure-random-bytes({len}) exceeds the permitted {MAX_IO_CHUNK} bytes"
+            )));
         }
         let w = cx.data_mut().wasi();
         let buf: Vec<u8> = (0..len).map(|_| w.next_insecure() as u8).collect();
@@ -560,11 +637,17 @@ fn add_random<T: WasiView + 'static>(linker: &mut Linker<T>) {
         out.push(Val::U64(cx.data_mut().wasi().next_insecure()));
         Ok(())
     });
-    linker.interface(&iface("wasi:random/insecure-seed")).func("insecure-seed", |cx, _args, out| {
-        let w = cx.data_mut().wasi();
-        out.push(Val::Tuple(vec![Val::U64(w.next_insecure()), Val::U64(w.next_insecure())]));
-        Ok(())
-    });
+    linker.interface(&iface("wasi:random/insecure-seed")).func(
+        "insecure-seed",
+        |cx, _args, out| {
+            let w = cx.data_mut().wasi();
+            out.push(Val::Tuple(vec![
+                Val::U64(w.next_insecure()),
+                Val::U64(w.next_insecure()),
+            ]));
+            Ok(())
+        },
+    );
 }
 
 fn add_filesystem<T: WasiView + 'static>(linker: &mut Linker<T>) {
@@ -581,19 +664,24 @@ fn add_filesystem<T: WasiView + 'static>(linker: &mut Linker<T>) {
         out.push(err(Val::Enum("access".into())));
         Ok(())
     });
-    linker.interface(&iface("wasi:filesystem/preopens")).func("get-directories", |_cx, _args, out| {
-        out.push(Val::List(Vec::new()));
-        Ok(())
-    });
+    linker.interface(&iface("wasi:filesystem/preopens")).func(
+        "get-directories",
+        |_cx, _args, out| {
+            out.push(Val::List(Vec::new()));
+            Ok(())
+        },
+    );
 }
 
 fn add_sockets<T: WasiView + 'static>(linker: &mut Linker<T>, ty: WasiTypes) {
     let network = ty.network;
-    linker.interface(&iface("wasi:sockets/instance-network")).func("instance-network", move |cx, _args, out| {
-        let rep = cx.data_mut().wasi().insert(Object::Network)?;
-        out.push(Val::Resource(Resource::host_own(network, rep)));
-        Ok(())
-    });
+    linker
+        .interface(&iface("wasi:sockets/instance-network"))
+        .func("instance-network", move |cx, _args, out| {
+            let rep = cx.data_mut().wasi().insert(Object::Network)?;
+            out.push(Val::Resource(Resource::host_own(network, rep)));
+            Ok(())
+        });
     let deny = |_name: &str, _cx: &mut HostContext<'_, T>, _args: &[Val], out: &mut Vec<Val>| {
         out.push(err(Val::Enum("access-denied".into())));
         Ok(())
@@ -602,14 +690,22 @@ fn add_sockets<T: WasiView + 'static>(linker: &mut Linker<T>, ty: WasiTypes) {
     linker.resource(&tcp, "tcp-socket", |_t, _rep| {});
     linker.interface(&tcp).fallback(deny);
     let udp = iface("wasi:sockets/udp");
-    for r in ["udp-socket", "incoming-datagram-stream", "outgoing-datagram-stream"] {
+    for r in [
+        "udp-socket",
+        "incoming-datagram-stream",
+        "outgoing-datagram-stream",
+    ] {
         linker.resource(&udp, r, |_t, _rep| {});
     }
     linker.interface(&udp).fallback(deny);
     let lookup = iface("wasi:sockets/ip-name-lookup");
     linker.resource(&lookup, "resolve-address-stream", |_t, _rep| {});
     linker.interface(&lookup).fallback(deny);
-    for i in ["wasi:sockets/tcp-create-socket", "wasi:sockets/udp-create-socket", "wasi:sockets/network"] {
+    for i in [
+        "wasi:sockets/tcp-create-socket",
+        "wasi:sockets/udp-create-socket",
+        "wasi:sockets/network",
+    ] {
         linker.interface(&iface(i)).fallback(deny);
     }
 }

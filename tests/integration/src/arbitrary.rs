@@ -19,7 +19,7 @@ impl Rng {
         Rng(seed.max(1))
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;
@@ -29,7 +29,7 @@ impl Rng {
     }
 
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
+        self.next_u64() % n.max(1)
     }
 
     fn pick<T: Copy>(&mut self, items: &[T]) -> T {
@@ -47,7 +47,7 @@ fn int(rng: &mut Rng, bits: u32, signed: bool) -> i128 {
     match r {
         0 => rng.pick(&[min, max, 0, 1, -1i128.max(min)]),
         _ => {
-            let raw = (rng.next() as u128 | ((rng.next() as u128) << 64)) as i128;
+            let raw = (rng.next_u64() as u128 | ((rng.next_u64() as u128) << 64)) as i128;
             let span = max - min + 1;
             min + raw.rem_euclid(span)
         }
@@ -56,29 +56,69 @@ fn int(rng: &mut Rng, bits: u32, signed: bool) -> i128 {
 
 fn f32v(rng: &mut Rng) -> f32 {
     match rng.below(6) {
-        0 => rng.pick(&[0.0, -0.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, f32::MIN_POSITIVE / 4.0, f32::MAX, f32::MIN]),
+        0 => rng.pick(&[
+            0.0,
+            -0.0,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            f32::MIN_POSITIVE / 4.0,
+            f32::MAX,
+            f32::MIN,
+        ]),
         1 => (rng.below(2001) as f32 - 1000.0) / 8.0,
         _ => {
-            let f = f32::from_bits(rng.next() as u32);
-            if f.is_nan() { f32::NAN } else { f }
+            let f = f32::from_bits(rng.next_u64() as u32);
+            if f.is_nan() {
+                f32::NAN
+            } else {
+                f
+            }
         }
     }
 }
 
 fn f64v(rng: &mut Rng) -> f64 {
     match rng.below(6) {
-        0 => rng.pick(&[0.0, -0.0, f64::INFINITY, f64::NEG_INFINITY, f64::NAN, 5e-324, f64::MAX, f64::MIN]),
+        0 => rng.pick(&[
+            0.0,
+            -0.0,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NAN,
+            5e-324,
+            f64::MAX,
+            f64::MIN,
+        ]),
         1 => (rng.below(2001) as f64 - 1000.0) / 16.0,
         _ => {
-            let f = f64::from_bits(rng.next());
-            if f.is_nan() { f64::NAN } else { f }
+            let f = f64::from_bits(rng.next_u64());
+            if f.is_nan() {
+                f64::NAN
+            } else {
+                f
+            }
         }
     }
 }
 
 fn charv(rng: &mut Rng) -> char {
     match rng.below(4) {
-        0 => rng.pick(&['a', '\0', '\'', '"', '\\', '\n', '\t', 'λ', '🦀', '\u{10FFFF}', '\u{FFFD}', '{', '}']),
+        0 => rng.pick(&[
+            'a',
+            '\0',
+            '\'',
+            '"',
+            '\\',
+            '\n',
+            '\t',
+            'λ',
+            '🦀',
+            '\u{10FFFF}',
+            '\u{FFFD}',
+            '{',
+            '}',
+        ]),
         1 => char::from_u32(0x20 + rng.below(0x5f) as u32).unwrap_or('x'),
         _ => loop {
             if let Some(c) = char::from_u32(rng.below(0x11_0000) as u32) {
@@ -121,17 +161,31 @@ pub fn value(rng: &mut Rng, ty: &WaveType, depth: u32) -> Val {
             Val::List((0..n).map(|_| value(rng, &el, depth + 1)).collect())
         }
         WasmTypeKind::Record => {
-            let fields: Vec<_> = ty.record_fields().map(|(n, t)| (n.to_string(), t)).collect();
-            Val::Record(fields.into_iter().map(|(n, t)| (n, value(rng, &t, depth + 1))).collect())
+            let fields: Vec<_> = ty
+                .record_fields()
+                .map(|(n, t)| (n.to_string(), t))
+                .collect();
+            Val::Record(
+                fields
+                    .into_iter()
+                    .map(|(n, t)| (n, value(rng, &t, depth + 1)))
+                    .collect(),
+            )
         }
         WasmTypeKind::Tuple => {
             let tys: Vec<_> = ty.tuple_element_types().collect();
             Val::Tuple(tys.iter().map(|t| value(rng, t, depth + 1)).collect())
         }
         WasmTypeKind::Variant => {
-            let cases: Vec<_> = ty.variant_cases().map(|(n, t)| (n.to_string(), t)).collect();
+            let cases: Vec<_> = ty
+                .variant_cases()
+                .map(|(n, t)| (n.to_string(), t))
+                .collect();
             let (name, payload) = &cases[rng.below(cases.len() as u64) as usize];
-            Val::Variant(name.clone(), payload.as_ref().map(|t| Box::new(value(rng, t, depth + 1))))
+            Val::Variant(
+                name.clone(),
+                payload.as_ref().map(|t| Box::new(value(rng, t, depth + 1))),
+            )
         }
         WasmTypeKind::Enum => {
             let cases: Vec<String> = ty.enum_cases().map(|c| c.to_string()).collect();
@@ -143,7 +197,9 @@ pub fn value(rng: &mut Rng, ty: &WaveType, depth: u32) -> Val {
         }
         WasmTypeKind::Result => {
             let (ok, err) = ty.result_types().expect("result type");
-            let gen = |rng: &mut Rng, t: &Option<WaveType>| t.as_ref().map(|t| Box::new(value(rng, t, depth + 1)));
+            let gen = |rng: &mut Rng, t: &Option<WaveType>| {
+                t.as_ref().map(|t| Box::new(value(rng, t, depth + 1)))
+            };
             if rng.below(2) == 0 {
                 Val::Result(Ok(gen(rng, &ok)))
             } else {

@@ -19,7 +19,11 @@ pub fn guest_path(name: &str) -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../guests/out"));
     let p = dir.join(format!("{name}.wasm"));
-    assert!(p.exists(), "guest {} is missing: run tests/guests/build.sh first (the README's test command does)", p.display());
+    assert!(
+        p.exists(),
+        "guest {} is missing: run tests/guests/build.sh first (the README's test command does)",
+        p.display()
+    );
     p
 }
 
@@ -40,7 +44,10 @@ pub struct TestState {
 
 impl TestState {
     pub fn with_wasi(wasi: WasiCtx) -> TestState {
-        TestState { wasi, ..Default::default() }
+        TestState {
+            wasi,
+            ..Default::default()
+        }
     }
 }
 
@@ -65,7 +72,8 @@ pub fn load(engine: &Engine, name: &str) -> Component {
 pub fn instantiate(linker: &Linker<TestState>, c: &Component) -> (Instance<TestState>, Capture) {
     let cap = Capture::default();
     let state = TestState::with_wasi(WasiCtx::new().capture(cap.clone()));
-    let inst = Instance::new(linker, c, state).unwrap_or_else(|e| panic!("instantiate {}: {e}", c.name()));
+    let inst =
+        Instance::new(linker, c, state).unwrap_or_else(|e| panic!("instantiate {}: {e}", c.name()));
     (inst, cap)
 }
 
@@ -80,7 +88,10 @@ pub fn add_types_host(linker: &mut Linker<TestState>) -> u32 {
     let values = linker.interface("twig:types/values");
     values.func("[constructor]blob", move |cx, args, out| {
         let bytes = match args.first() {
-            Some(Val::List(v)) => v.iter().map(|b| if let Val::U8(b) = b { *b } else { 0 }).collect(),
+            Some(Val::List(v)) => v
+                .iter()
+                .map(|b| if let Val::U8(b) = b { *b } else { 0 })
+                .collect(),
             _ => return Err(HostError::new("blob: expected list<u8>")),
         };
         let s = cx.data_mut();
@@ -92,25 +103,40 @@ pub fn add_types_host(linker: &mut Linker<TestState>) -> u32 {
     });
     values.func("[method]blob.len", |cx, args, out| {
         let rep = blob_rep(args)?;
-        let n = cx.data().blobs.get(&rep).map(|b| b.len()).ok_or_else(|| HostError::new("no such blob"))?;
+        let n = cx
+            .data()
+            .blobs
+            .get(&rep)
+            .map(|b| b.len())
+            .ok_or_else(|| HostError::new("no such blob"))?;
         out.push(Val::U32(n as u32));
         Ok(())
     });
     values.func("[method]blob.read", |cx, args, out| {
         let rep = blob_rep(args)?;
-        let b = cx.data().blobs.get(&rep).ok_or_else(|| HostError::new("no such blob"))?;
+        let b = cx
+            .data()
+            .blobs
+            .get(&rep)
+            .ok_or_else(|| HostError::new("no such blob"))?;
         out.push(Val::List(b.iter().map(|x| Val::U8(*x)).collect()));
         Ok(())
     });
-    linker.interface("twig:types/host-echo").fallback(|name, cx, args, out| {
-        cx.data_mut().calls += 1;
-        if name == "echo-many-u32" {
-            out.push(Val::List(args.to_vec()));
-        } else {
-            out.push(args.first().cloned().ok_or_else(|| HostError::new("echo without argument"))?);
-        }
-        Ok(())
-    });
+    linker
+        .interface("twig:types/host-echo")
+        .fallback(|name, cx, args, out| {
+            cx.data_mut().calls += 1;
+            if name == "echo-many-u32" {
+                out.push(Val::List(args.to_vec()));
+            } else {
+                out.push(
+                    args.first()
+                        .cloned()
+                        .ok_or_else(|| HostError::new("echo without argument"))?,
+                );
+            }
+            Ok(())
+        });
     blob
 }
 

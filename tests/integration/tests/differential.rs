@@ -31,7 +31,13 @@ fn wasmtime() -> PathBuf {
 
 fn precompile(wasmtime: &Path, wasm: &Path) -> PathBuf {
     let out = std::env::temp_dir().join(format!("twig-diff-{}-types.cwasm", std::process::id()));
-    let st = Command::new(wasmtime).arg("compile").arg(wasm).arg("-o").arg(&out).status().expect("run wasmtime compile");
+    let st = Command::new(wasmtime)
+        .arg("compile")
+        .arg(wasm)
+        .arg("-o")
+        .arg(&out)
+        .status()
+        .expect("run wasmtime compile");
     assert!(st.success(), "wasmtime compile failed");
     out
 }
@@ -39,20 +45,39 @@ fn precompile(wasmtime: &Path, wasm: &Path) -> PathBuf {
 fn run_wasmtime(wasmtime: &Path, cwasm: &Path, func: &str, arg: &str) -> String {
     let call = format!("{func}({arg})");
     let out = Command::new(wasmtime)
-        .args(["run", "--allow-precompiled", "-W", "unknown-imports-trap=y", "--invoke"])
+        .args([
+            "run",
+            "--allow-precompiled",
+            "-W",
+            "unknown-imports-trap=y",
+            "--invoke",
+        ])
         .arg(&call)
         .arg(cwasm)
         .output()
         .expect("run wasmtime");
-    assert!(out.status.success(), "wasmtime {func} failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).expect("utf-8 output").trim().to_string()
+    assert!(
+        out.status.success(),
+        "wasmtime {func} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf-8 output")
+        .trim()
+        .to_string()
 }
 
 #[test]
 fn twig_and_wasmtime_agree_on_every_type() {
     let wasmtime = wasmtime();
-    let seed: u64 = std::env::var("TWIG_DIFF_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x7769_6700);
-    let per_type: usize = std::env::var("TWIG_DIFF_VALUES").ok().and_then(|s| s.parse().ok()).unwrap_or(3000);
+    let seed: u64 = std::env::var("TWIG_DIFF_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x7769_6700);
+    let per_type: usize = std::env::var("TWIG_DIFF_VALUES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3000);
     let engine = Engine::default();
     let mut linker = wasi_linker();
     add_types_host(&mut linker);
@@ -60,15 +85,28 @@ fn twig_and_wasmtime_agree_on_every_type() {
     let (mut inst, _) = instantiate(&linker, &c);
     let cwasm = precompile(&wasmtime, &guest_path("types"));
 
-    let funcs: Vec<String> =
-        inst.export_names().into_iter().filter(|n| n.contains("#echo-list-")).map(|s| s.to_string()).collect();
-    assert!(funcs.len() >= 25, "expected the types world's batch exports, found {funcs:?}");
+    let funcs: Vec<String> = inst
+        .export_names()
+        .into_iter()
+        .filter(|n| n.contains("#echo-list-"))
+        .map(|s| s.to_string())
+        .collect();
+    assert!(
+        funcs.len() >= 25,
+        "expected the types world's batch exports, found {funcs:?}"
+    );
     let mut rng = Rng::new(seed);
     let mut report = Vec::new();
     for func in &funcs {
         let short = func.split('#').nth(1).expect("interface#func");
-        let list_ty = inst.export_param_types(func).and_then(|t| t.get(0)).expect("one list parameter");
-        let result_ty = inst.export_result_types(func).and_then(|t| t.get(0)).expect("one result");
+        let list_ty = inst
+            .export_param_types(func)
+            .and_then(|t| t.get(0))
+            .expect("one list parameter");
+        let result_ty = inst
+            .export_result_types(func)
+            .and_then(|t| t.get(0))
+            .expect("one result");
         let elem = wasm_wave::wasm::WasmType::list_element_type(&list_ty).expect("a list");
         let (mut sent, mut runs) = (0usize, 0usize);
         while sent < per_type {
@@ -85,13 +123,25 @@ fn twig_and_wasmtime_agree_on_every_type() {
                 batch.push(v);
             }
             let input = Val::List(batch);
-            let n = if let Val::List(b) = &input { b.len() } else { 0 };
-            let twig = inst.call(func, std::slice::from_ref(&input)).unwrap_or_else(|e| panic!("twig {short}: {e}"));
-            assert!(twig[0].eq_nan_aware(&input), "twig changed the values of {short} (seed {seed})");
+            let n = if let Val::List(b) = &input {
+                b.len()
+            } else {
+                0
+            };
+            let twig = inst
+                .call(func, std::slice::from_ref(&input))
+                .unwrap_or_else(|e| panic!("twig {short}: {e}"));
+            assert!(
+                twig[0].eq_nan_aware(&input),
+                "twig changed the values of {short} (seed {seed})"
+            );
             let text = run_wasmtime(&wasmtime, &cwasm, short, &to_wave(&input));
-            let theirs = from_wave(&result_ty, &text).unwrap_or_else(|e| panic!("parse wasmtime output of {short}: {e}"));
+            let theirs = from_wave(&result_ty, &text)
+                .unwrap_or_else(|e| panic!("parse wasmtime output of {short}: {e}"));
             if !theirs.eq_nan_aware(&twig[0]) {
-                let (Val::List(a), Val::List(b)) = (&theirs, &twig[0]) else { panic!("{short}: not lists") };
+                let (Val::List(a), Val::List(b)) = (&theirs, &twig[0]) else {
+                    panic!("{short}: not lists")
+                };
                 let first = a.iter().zip(b).position(|(x, y)| !x.eq_nan_aware(y));
                 panic!(
                     "{short}: engines disagree (seed {seed}); wasmtime {} values, twig {}; first difference at {first:?}: wasmtime {:?} twig {:?}",

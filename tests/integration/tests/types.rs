@@ -37,7 +37,10 @@ fn record(id: u32, name: &str) -> Val {
         ("active".into(), Val::Bool(true)),
         ("tag".into(), some(s("tägged 🦀"))),
         ("data".into(), bytes(&[0, 1, 255])),
-        ("aliases".into(), some(Val::List(vec![s("a"), s(""), s("ccc")]))),
+        (
+            "aliases".into(),
+            some(Val::List(vec![s("a"), s(""), s("ccc")])),
+        ),
         ("initial".into(), Val::Char('λ')),
         ("delta".into(), Val::S64(i64::MIN)),
     ])
@@ -56,12 +59,30 @@ fn variants() -> Vec<Val> {
         v("ratio", Some(Val::Float32(-0.25))),
         v("real", Some(Val::Float64(std::f64::consts::PI))),
         v("text", Some(s("variant text"))),
-        v("shape", Some(v("rect", Some(Val::Tuple(vec![Val::Float32(1.0), Val::Float32(2.0)]))))),
+        v(
+            "shape",
+            Some(v(
+                "rect",
+                Some(Val::Tuple(vec![Val::Float32(1.0), Val::Float32(2.0)])),
+            )),
+        ),
         v("maybe-shape", Some(some(shape_circle()))),
         v("maybe-shape", Some(Val::Option(None))),
-        v("outcome", Some(Val::Result(Ok(Some(Box::new(some(v("named", Some(s("n")))))))))),
-        v("outcome", Some(Val::Result(Err(Some(Box::new(s("failed"))))))),
-        v("shapes", Some(Val::List(vec![v("point", None), shape_circle()]))),
+        v(
+            "outcome",
+            Some(Val::Result(Ok(Some(Box::new(some(v(
+                "named",
+                Some(s("n")),
+            ))))))),
+        ),
+        v(
+            "outcome",
+            Some(Val::Result(Err(Some(Box::new(s("failed")))))),
+        ),
+        v(
+            "shapes",
+            Some(Val::List(vec![v("point", None), shape_circle()])),
+        ),
         v("rec", Some(record(9, "in a variant"))),
     ]
 }
@@ -80,21 +101,45 @@ fn big(seed: u32) -> Val {
         ("bytes".into(), bytes(&[7; 33])),
         ("words".into(), Val::List(vec![s("x"), s("yy")])),
         ("inner".into(), record(seed, "inner")),
-        ("pairs".into(), Val::List(vec![Val::Record(vec![("key".into(), s("k")), ("value".into(), s("v"))])])),
-        ("triple".into(), Val::Tuple(vec![Val::U8(1), s("two"), Val::Float64(3.0)])),
+        (
+            "pairs".into(),
+            Val::List(vec![Val::Record(vec![
+                ("key".into(), s("k")),
+                ("value".into(), s("v")),
+            ])]),
+        ),
+        (
+            "triple".into(),
+            Val::Tuple(vec![Val::U8(1), s("two"), Val::Float64(3.0)]),
+        ),
         ("choice".into(), variants()[9].clone()),
         ("hue".into(), Val::Enum("magenta".into())),
         ("maybe".into(), some(Val::Option(None))),
-        ("res".into(), Val::Result(Err(Some(Box::new(Val::U32(404)))))),
-        ("small".into(), Val::Flags(vec!["read".into(), "execute".into()])),
-        ("wide".into(), Val::Flags(vec!["w0".into(), "w17".into(), "w31".into()])),
+        (
+            "res".into(),
+            Val::Result(Err(Some(Box::new(Val::U32(404))))),
+        ),
+        (
+            "small".into(),
+            Val::Flags(vec!["read".into(), "execute".into()]),
+        ),
+        (
+            "wide".into(),
+            Val::Flags(vec!["w0".into(), "w17".into(), "w31".into()]),
+        ),
     ])
 }
 
 fn echo(inst: &mut Instance<TestState>, func: &str, v: Val) {
-    let got = inst.call(&format!("{E}{func}"), std::slice::from_ref(&v)).unwrap_or_else(|e| panic!("{func}: {e}"));
+    let got = inst
+        .call(&format!("{E}{func}"), std::slice::from_ref(&v))
+        .unwrap_or_else(|e| panic!("{func}: {e}"));
     assert_eq!(got.len(), 1, "{func}");
-    assert!(got[0].eq_nan_aware(&v), "{func}: sent {v:?}, got {:?}", got[0]);
+    assert!(
+        got[0].eq_nan_aware(&v),
+        "{func}: sent {v:?}, got {:?}",
+        got[0]
+    );
 }
 
 #[test]
@@ -146,11 +191,28 @@ fn compound_types_echo() {
     }
     echo(&mut i, "echo-bytes", bytes(&(0..=255).collect::<Vec<u8>>()));
     echo(&mut i, "echo-bytes", bytes(&[]));
-    echo(&mut i, "echo-strings", Val::List(vec![s("a"), s(""), s("ünïcödé")]));
+    echo(
+        &mut i,
+        "echo-strings",
+        Val::List(vec![s("a"), s(""), s("ünïcödé")]),
+    );
     echo(&mut i, "echo-record", record(1, "rec"));
-    let pairs = Val::List((0..50).map(|k| Val::Record(vec![("key".into(), s(&format!("k{k}"))), ("value".into(), s(&"v".repeat(k)))])).collect());
+    let pairs = Val::List(
+        (0..50)
+            .map(|k| {
+                Val::Record(vec![
+                    ("key".into(), s(&format!("k{k}"))),
+                    ("value".into(), s(&"v".repeat(k))),
+                ])
+            })
+            .collect(),
+    );
     echo(&mut i, "echo-pairs", pairs);
-    echo(&mut i, "echo-tuple", Val::Tuple(vec![Val::U8(7), s("seven"), Val::Float64(7.7)]));
+    echo(
+        &mut i,
+        "echo-tuple",
+        Val::Tuple(vec![Val::U8(7), s("seven"), Val::Float64(7.7)]),
+    );
     for v in variants() {
         echo(&mut i, "echo-variant", v);
     }
@@ -158,19 +220,47 @@ fn compound_types_echo() {
     for c in ["red", "green", "blue", "cyan", "magenta"] {
         echo(&mut i, "echo-enum", Val::Enum(c.into()));
     }
-    for v in [Val::Option(None), some(Val::Option(None)), some(some(Val::U32(u32::MAX)))] {
+    for v in [
+        Val::Option(None),
+        some(Val::Option(None)),
+        some(some(Val::U32(u32::MAX))),
+    ] {
         echo(&mut i, "echo-option-option", v);
     }
-    echo(&mut i, "echo-result", Val::Result(Ok(Some(Box::new(s("fine"))))));
-    echo(&mut i, "echo-result", Val::Result(Err(Some(Box::new(Val::U32(3))))));
+    echo(
+        &mut i,
+        "echo-result",
+        Val::Result(Ok(Some(Box::new(s("fine"))))),
+    );
+    echo(
+        &mut i,
+        "echo-result",
+        Val::Result(Err(Some(Box::new(Val::U32(3))))),
+    );
     echo(&mut i, "echo-result-unit", Val::Result(Ok(None)));
     echo(&mut i, "echo-result-unit", Val::Result(Err(None)));
     echo(&mut i, "echo-result-err", Val::Result(Ok(None)));
-    echo(&mut i, "echo-result-err", Val::Result(Err(Some(Box::new(s("bad"))))));
+    echo(
+        &mut i,
+        "echo-result-err",
+        Val::Result(Err(Some(Box::new(s("bad"))))),
+    );
     echo(&mut i, "echo-small-flags", Val::Flags(vec![]));
-    echo(&mut i, "echo-small-flags", Val::Flags(vec!["read".into(), "write".into(), "execute".into()]));
-    echo(&mut i, "echo-mid-flags", Val::Flags(vec!["m0".into(), "m11".into()]));
-    echo(&mut i, "echo-wide-flags", Val::Flags((0..32).map(|k| format!("w{k}")).collect()));
+    echo(
+        &mut i,
+        "echo-small-flags",
+        Val::Flags(vec!["read".into(), "write".into(), "execute".into()]),
+    );
+    echo(
+        &mut i,
+        "echo-mid-flags",
+        Val::Flags(vec!["m0".into(), "m11".into()]),
+    );
+    echo(
+        &mut i,
+        "echo-wide-flags",
+        Val::Flags((0..32).map(|k| format!("w{k}")).collect()),
+    );
     echo(&mut i, "echo-big", big(5));
     echo(&mut i, "echo-list-big", Val::List(vec![big(1), big(2)]));
 }
@@ -184,19 +274,42 @@ fn values_round_trip_through_host_imports() {
     echo(
         &mut i,
         "roundtrip-via-host-pairs",
-        Val::List(vec![Val::Record(vec![("key".into(), s("a")), ("value".into(), s("b"))])]),
+        Val::List(vec![Val::Record(vec![
+            ("key".into(), s("a")),
+            ("value".into(), s("b")),
+        ])]),
     );
     for v in variants() {
         echo(&mut i, "roundtrip-via-host-variant", v);
     }
-    echo(&mut i, "roundtrip-via-host-option-option", some(Val::Option(None)));
-    echo(&mut i, "roundtrip-via-host-small-flags", Val::Flags(vec!["write".into()]));
-    echo(&mut i, "roundtrip-via-host-wide-flags", Val::Flags(vec!["w31".into(), "w1".into()].into_iter().rev().collect()));
-    echo(&mut i, "roundtrip-via-host-tuple", Val::Tuple(vec![Val::U8(0), s(""), Val::Float64(-0.0)]));
+    echo(
+        &mut i,
+        "roundtrip-via-host-option-option",
+        some(Val::Option(None)),
+    );
+    echo(
+        &mut i,
+        "roundtrip-via-host-small-flags",
+        Val::Flags(vec!["write".into()]),
+    );
+    echo(
+        &mut i,
+        "roundtrip-via-host-wide-flags",
+        Val::Flags(vec!["w31".into(), "w1".into()].into_iter().rev().collect()),
+    );
+    echo(
+        &mut i,
+        "roundtrip-via-host-tuple",
+        Val::Tuple(vec![Val::U8(0), s(""), Val::Float64(-0.0)]),
+    );
     echo(&mut i, "roundtrip-via-host-big", big(77));
     let seventeen: Vec<Val> = (100..117).map(Val::U32).collect();
     echo(&mut i, "roundtrip-via-host-many-u32", Val::List(seventeen));
-    assert!(i.data().calls >= 20, "host-echo was called {} times", i.data().calls);
+    assert!(
+        i.data().calls >= 20,
+        "host-echo was called {} times",
+        i.data().calls
+    );
 }
 
 #[test]
@@ -228,7 +341,10 @@ fn spilled_parameters_and_return_pointers() {
     ];
     let got = i.call(&format!("{E}many-mixed"), &mixed).unwrap();
     assert_eq!(got, vec![Val::Tuple(mixed)]);
-    let made = i.call(&format!("{E}make-big"), &[Val::U32(7)]).unwrap().remove(0);
+    let made = i
+        .call(&format!("{E}make-big"), &[Val::U32(7)])
+        .unwrap()
+        .remove(0);
     echo(&mut i, "echo-big", made);
 }
 
@@ -242,28 +358,59 @@ fn guest_resources_live_and_die_by_handle() {
     };
     assert!(a.own);
     let borrow = |r: Resource| Val::Resource(Resource { own: false, ..r });
-    assert_eq!(i.call(&format!("{E}[method]counter.increment"), &[borrow(a)]).unwrap(), vec![Val::U32(11)]);
-    assert_eq!(i.call(&format!("{E}[method]counter.get"), &[borrow(a)]).unwrap(), vec![Val::U32(11)]);
-    let z = match i.call(&format!("{E}[static]counter.zero"), &[]).unwrap().remove(0) {
+    assert_eq!(
+        i.call(&format!("{E}[method]counter.increment"), &[borrow(a)])
+            .unwrap(),
+        vec![Val::U32(11)]
+    );
+    assert_eq!(
+        i.call(&format!("{E}[method]counter.get"), &[borrow(a)])
+            .unwrap(),
+        vec![Val::U32(11)]
+    );
+    let z = match i
+        .call(&format!("{E}[static]counter.zero"), &[])
+        .unwrap()
+        .remove(0)
+    {
         Val::Resource(r) => r,
         other => panic!("zero returned {other:?}"),
     };
-    assert_eq!(i.call(&format!("{E}sum-counters"), &[borrow(a), borrow(z)]).unwrap(), vec![Val::U32(11)]);
-    let many = match i.call(&format!("{E}make-counters"), &[Val::U32(5)]).unwrap().remove(0) {
+    assert_eq!(
+        i.call(&format!("{E}sum-counters"), &[borrow(a), borrow(z)])
+            .unwrap(),
+        vec![Val::U32(11)]
+    );
+    let many = match i
+        .call(&format!("{E}make-counters"), &[Val::U32(5)])
+        .unwrap()
+        .remove(0)
+    {
         Val::List(v) => v,
         other => panic!("make-counters returned {other:?}"),
     };
     assert_eq!(many.len(), 5);
-    assert_eq!(i.call(&format!("{E}live-counters"), &[]).unwrap(), vec![Val::U32(7)]);
+    assert_eq!(
+        i.call(&format!("{E}live-counters"), &[]).unwrap(),
+        vec![Val::U32(7)]
+    );
     for v in many {
-        let Val::Resource(r) = v else { panic!("not a resource") };
+        let Val::Resource(r) = v else {
+            panic!("not a resource")
+        };
         i.drop_resource(r).unwrap();
     }
     i.drop_resource(z).unwrap();
-    assert_eq!(i.call(&format!("{E}live-counters"), &[]).unwrap(), vec![Val::U32(1)]);
+    assert_eq!(
+        i.call(&format!("{E}live-counters"), &[]).unwrap(),
+        vec![Val::U32(1)]
+    );
     // An own handle given back to the guest is consumed by it.
     i.drop_resource(a).unwrap();
-    assert_eq!(i.call(&format!("{E}live-counters"), &[]).unwrap(), vec![Val::U32(0)]);
+    assert_eq!(
+        i.call(&format!("{E}live-counters"), &[]).unwrap(),
+        vec![Val::U32(0)]
+    );
 }
 
 #[test]
@@ -272,18 +419,38 @@ fn host_resources_are_borrowed_created_and_dropped() {
     i.data_mut().blobs.insert(1000, vec![1, 2, 3]);
     let own = Resource::host_own(blob_ty, 1000);
     let borrowed = Resource::host_borrow(blob_ty, 1000);
-    assert_eq!(i.call(&format!("{E}blob-len"), &[Val::Resource(borrowed)]).unwrap(), vec![Val::U32(3)]);
-    assert_eq!(i.call(&format!("{E}blob-read"), &[Val::Resource(borrowed)]).unwrap(), vec![bytes(&[1, 2, 3])]);
-    assert_eq!(i.live_handles(), 0, "borrows lent for a call are gone after it");
+    assert_eq!(
+        i.call(&format!("{E}blob-len"), &[Val::Resource(borrowed)])
+            .unwrap(),
+        vec![Val::U32(3)]
+    );
+    assert_eq!(
+        i.call(&format!("{E}blob-read"), &[Val::Resource(borrowed)])
+            .unwrap(),
+        vec![bytes(&[1, 2, 3])]
+    );
+    assert_eq!(
+        i.live_handles(),
+        0,
+        "borrows lent for a call are gone after it"
+    );
     // The guest calls the host constructor and hands us the own handle.
-    let made = match i.call(&format!("{E}make-blob"), &[bytes(&[5; 8])]).unwrap().remove(0) {
+    let made = match i
+        .call(&format!("{E}make-blob"), &[bytes(&[5; 8])])
+        .unwrap()
+        .remove(0)
+    {
         Val::Resource(r) => r,
         other => panic!("make-blob returned {other:?}"),
     };
     assert!(made.own);
     assert_eq!(i.data().blobs.get(&made.rep), Some(&vec![5; 8]));
     // Ownership moves into the guest, which drops it: the host destructor runs.
-    assert_eq!(i.call(&format!("{E}consume-blob"), &[Val::Resource(own)]).unwrap(), vec![Val::U32(3)]);
+    assert_eq!(
+        i.call(&format!("{E}consume-blob"), &[Val::Resource(own)])
+            .unwrap(),
+        vec![Val::U32(3)]
+    );
     assert_eq!(i.data().blobs_dropped, 1);
     assert!(!i.data().blobs.contains_key(&1000));
 }
@@ -291,9 +458,13 @@ fn host_resources_are_borrowed_created_and_dropped() {
 #[test]
 fn wrong_argument_shapes_are_refused_without_poisoning() {
     let (mut i, _) = setup();
-    let err = i.call(&format!("{E}echo-u8"), &[s("not a u8")]).unwrap_err();
+    let err = i
+        .call(&format!("{E}echo-u8"), &[s("not a u8")])
+        .unwrap_err();
     assert!(err.to_string().contains("bad arguments"), "{err}");
-    let err = i.call(&format!("{E}echo-enum"), &[Val::Enum("purple".into())]).unwrap_err();
+    let err = i
+        .call(&format!("{E}echo-enum"), &[Val::Enum("purple".into())])
+        .unwrap_err();
     assert!(err.to_string().contains("purple"), "{err}");
     let err = i.call(&format!("{E}echo-u8"), &[]).unwrap_err();
     assert!(err.to_string().contains("expected 1 arguments"), "{err}");
