@@ -11,6 +11,8 @@
 //! * `wasi:clocks` — monotonic and wall clocks; timers block the calling
 //!   thread but never past the call's deadline.
 //! * `wasi:random` — random (OS entropy), insecure, insecure-seed.
+//! * `wasi:logging@0.1.0-draft` — `log` becomes a `tracing` event with the
+//!   component's name, the guest's context and its level.
 //! * `wasi:filesystem` — no preopened directories; every operation is denied
 //!   with `error-code::access`.
 //! * `wasi:sockets` — every operation is denied with
@@ -49,6 +51,8 @@ enum Object {
 pub struct Capture {
     pub stdout: Arc<Mutex<Vec<u8>>>,
     pub stderr: Arc<Mutex<Vec<u8>>>,
+    /// `wasi:logging` records, one `[level] context: message` line each.
+    pub log: Arc<Mutex<Vec<u8>>>,
 }
 
 /// WASI state of one component instance.
@@ -283,6 +287,7 @@ pub fn add_to_linker<T: WasiView + 'static>(linker: &mut Linker<T>) -> WasiTypes
     add_cli(linker, types);
     add_clocks(linker, types);
     add_random(linker);
+    add_logging(linker);
     add_filesystem(linker);
     add_sockets(linker, types);
     types
@@ -648,6 +653,37 @@ fn add_random<T: WasiView + 'static>(linker: &mut Linker<T>) {
             Ok(())
         },
     );
+}
+
+/// The draft logging interface that `wasmcloud-component` guests import.
+pub const LOGGING_INTERFACE: &str = "wasi:logging/logging@0.1.0-draft";
+
+fn add_logging<T: WasiView + 'static>(linker: &mut Linker<T>) {
+    linker
+        .interface(LOGGING_INTERFACE)
+        .func("log", |cx, args, _out| {
+            let (level, context, message) = match args {
+                [Val::Enum(l), Val::String(c), Val::String(m)] => {
+                    (l.as_str(), c.as_str(), m.as_str())
+                }
+                _ => return Err(HostError::new("log: expected (level, context, message)")),
+            };
+            let component = cx.component();
+            match level {
+                "trace" => tracing::trace!(target: "twig::guest", component, context, "{message}"),
+                "debug" => tracing::debug!(target: "twig::guest", component, context, "{message}"),
+                "info" => tracing::info!(target: "twig::guest", component, context, "{message}"),
+                "warn" => tracing::warn!(target: "twig::guest", component, context, "{message}"),
+                _ => tracing::error!(target: "twig::guest", component, context, level, "{message}"),
+            }
+            let line = format!("[{level}] {context}: {message}\n");
+            if let Some(c) = &cx.data_mut().wasi().capture {
+                if let Ok(mut v) = c.log.lock() {
+                    v.extend_from_slice(line.as_bytes());
+                }
+            }
+            Ok(())
+        });
 }
 
 fn add_filesystem<T: WasiView + 'static>(linker: &mut Linker<T>) {

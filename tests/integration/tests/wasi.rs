@@ -48,3 +48,48 @@ fn inspect_lists_wasi_imports_at_mixed_versions() {
     let exports: Vec<String> = c.exports().into_iter().map(|e| e.0).collect();
     assert_eq!(exports, vec!["wasi:cli/run@0.2.0#run".to_string()]);
 }
+
+#[test]
+fn wasmcloud_component_guest_logs_through_wasi_logging() {
+    let engine = Engine::default();
+    let linker = wasi_linker();
+    let c = load(&engine, "wasmcloud");
+    let imports: Vec<String> = c.imports().into_iter().map(|i| i.name).collect();
+    assert!(
+        imports
+            .iter()
+            .any(|n| n == "wasi:logging/logging@0.1.0-draft"),
+        "{imports:?}"
+    );
+    let (mut inst, cap) = instantiate(&linker, &c);
+    let out = inst
+        .call("hello", &[Val::String("twig".into())])
+        .expect("hello");
+    assert_eq!(
+        out,
+        vec![Val::String("Hello, twig, from wasmcloud-component!".into())]
+    );
+    let log = String::from_utf8(cap.log.lock().unwrap().clone()).unwrap();
+    assert!(
+        log.contains("[info]") && log.contains("hello called with name=twig"),
+        "log was: {log}"
+    );
+}
+
+#[test]
+fn wasmcloud_http_guest_links_against_mixed_wasi_versions() {
+    // wasi:http is a provider of a later issue; what matters here is that a
+    // guest mixing wasi:io@0.2.6 with wasi:http/types@0.2.4 gets as far as
+    // naming exactly the one interface this host lacks.
+    let engine = Engine::default();
+    let c = load(&engine, "wasmcloud-http");
+    let err = match twig_component::Instance::new(&wasi_linker(), &c, TestState::default()) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("wasi:http is not provided by the WASI host"),
+    };
+    assert!(err.contains("wasi:http/types@0.2.4"), "{err}");
+    assert!(
+        !err.contains("wasi:io"),
+        "every wasi:io import was satisfied: {err}"
+    );
+}
