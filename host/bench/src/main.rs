@@ -81,12 +81,20 @@ fn linker() -> Linker<TestState> {
     add_types_host(&mut l);
     let fns = l.interface("twig:test/host-fns");
     fns.func("double", |_cx, args, out| {
-        let x = if let Some(Val::U32(x)) = args.first() { *x } else { 0 };
+        let x = if let Some(Val::U32(x)) = args.first() {
+            *x
+        } else {
+            0
+        };
         out.push(Val::U32(x.wrapping_mul(2)));
         Ok(())
     });
     fns.func("shout", |_cx, args, out| {
-        let s = if let Some(Val::String(s)) = args.first() { s.to_uppercase() } else { String::new() };
+        let s = if let Some(Val::String(s)) = args.first() {
+            s.to_uppercase()
+        } else {
+            String::new()
+        };
         out.push(Val::String(s));
         Ok(())
     });
@@ -100,16 +108,41 @@ fn state() -> TestState {
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_else(|| "unknown CPU".into());
-    format!("{} ({}), {} cores", cpu, std::env::consts::ARCH, std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+    format!(
+        "{} ({}), {} cores",
+        cpu,
+        std::env::consts::ARCH,
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    )
 }
 
 fn main() {
     println!("# twig-bench\n\nmachine: {}\ncommand: `cargo run --release -p twig-bench`\nsamples: median of {SAMPLES}\n", machine());
-    let guests = ["hello", "greeter", "wasmcloud", "wasmcloud-http", "types", "misbehave", "compute"];
-    let eager = Engine::new(EngineConfig { compilation: Compilation::Eager, ..Default::default() });
-    let lazy = Engine::new(EngineConfig { compilation: Compilation::LazyTranslation, ..Default::default() });
+    let guests = [
+        "hello",
+        "greeter",
+        "wasmcloud",
+        "wasmcloud-http",
+        "types",
+        "misbehave",
+        "compute",
+    ];
+    let eager = Engine::new(EngineConfig {
+        compilation: Compilation::Eager,
+        ..Default::default()
+    });
+    let lazy = Engine::new(EngineConfig {
+        compilation: Compilation::LazyTranslation,
+        ..Default::default()
+    });
     let l = linker();
 
     println!("## Load and instantiate\n\n| guest | size | load+compile eager | load+compile lazy | instantiate |\n|---|---|---|---|---|");
@@ -129,7 +162,13 @@ fn main() {
                 Instance::new(&l, &c, state()).expect("instantiate");
             }))
         };
-        println!("| {g} | {} KB | {} | {} | {} |", bytes.len() / 1000, fmt(te), fmt(tl), ti);
+        println!(
+            "| {g} | {} KB | {} | {} | {} |",
+            bytes.len() / 1000,
+            fmt(te),
+            fmt(tl),
+            ti
+        );
     }
 
     println!("\n## Calls\n\n| call | median |\n|---|---|");
@@ -139,7 +178,8 @@ fn main() {
         gi.call("add", &[Val::U32(1), Val::U32(2)]).expect("add");
     });
     let double = bench(20_000, || {
-        gi.call("call-double", &[Val::U32(21)]).expect("call-double");
+        gi.call("call-double", &[Val::U32(21)])
+            .expect("call-double");
     });
     let kib = "x".repeat(1024);
     let shout_arg = [Val::String(kib.clone())];
@@ -149,21 +189,47 @@ fn main() {
     let shout = bench(5_000, || {
         gi.call("call-shout", &shout_arg).expect("call-shout");
     });
-    println!("| host → guest export `add(u32, u32) -> u32` | {} |", fmt(plain));
-    println!("| export `call-double(u32)` = export + one guest → host import (u32) | {} |", fmt(double));
-    println!("| **import round trip, u32** (difference) | **{}** |", fmt(double.saturating_sub(plain)));
-    println!("| export `call-shout(1 KiB string)` = export + one import (1 KiB string both ways) | {} |", fmt(shout));
-    println!("| **import round trip, 1 KiB string** (`call-shout` − `call-double`) | **{}** |", fmt(shout.saturating_sub(double)));
+    println!(
+        "| host → guest export `add(u32, u32) -> u32` | {} |",
+        fmt(plain)
+    );
+    println!(
+        "| export `call-double(u32)` = export + one guest → host import (u32) | {} |",
+        fmt(double)
+    );
+    println!(
+        "| **import round trip, u32** (difference) | **{}** |",
+        fmt(double.saturating_sub(plain))
+    );
+    println!(
+        "| export `call-shout(1 KiB string)` = export + one import (1 KiB string both ways) | {} |",
+        fmt(shout)
+    );
+    println!(
+        "| **import round trip, 1 KiB string** (`call-shout` − `call-double`) | **{}** |",
+        fmt(shout.saturating_sub(double))
+    );
     let _ = echo_plain;
 
     println!("\n## Memory per live instance (beyond linear memory)\n\n| guest | heap per instance | linear memory per instance |\n|---|---|---|");
     for g in ["greeter", "hello", "types", "compute"] {
-        let c = Component::with_limits(&lazy, g, &guest_bytes(g), twig_component::Limits { max_instances: 1000, ..Default::default() }).expect("load");
+        let c = Component::with_limits(
+            &lazy,
+            g,
+            &guest_bytes(g),
+            twig_component::Limits {
+                max_instances: 1000,
+                ..Default::default()
+            },
+        )
+        .expect("load");
         // One instance first, so lazily translated code is not counted.
         let first = Instance::new(&l, &c, state()).expect("instantiate");
         let n = 100;
         let before = LIVE.load(Ordering::Relaxed);
-        let v: Vec<_> = (0..n).map(|_| Instance::new(&l, &c, state()).expect("instantiate")).collect();
+        let v: Vec<_> = (0..n)
+            .map(|_| Instance::new(&l, &c, state()).expect("instantiate"))
+            .collect();
         let after = LIVE.load(Ordering::Relaxed);
         let linear = v[0].memory_bytes();
         let per = (after - before) as f64 / n as f64 - linear as f64;
@@ -176,9 +242,29 @@ fn main() {
     let compute = Component::new(&lazy, "compute", &guest_bytes("compute")).expect("load compute");
     let mut ci = Instance::new(&l, &compute, state()).expect("instantiate compute");
     let twig = bench(3, || {
-        ci.call("sha256-zeros", &[Val::U32(1 << 20)]).expect("sha256");
+        ci.call("sha256-zeros", &[Val::U32(1 << 20)])
+            .expect("sha256");
     });
-    println!("| twig (wasmi 2, lazy translation) | {} |", fmt(twig));
+    println!(
+        "| twig (wasmi 2, lazy translation, fuel metering on: the default) | {} |",
+        fmt(twig)
+    );
+    let unmetered = Engine::new(EngineConfig {
+        metering: false,
+        ..Default::default()
+    });
+    let compute_nm =
+        Component::new(&unmetered, "compute", &guest_bytes("compute")).expect("load compute");
+    let mut cnm = Instance::new(&l, &compute_nm, state()).expect("instantiate compute");
+    let twig_nm = bench(3, || {
+        cnm.call("sha256-zeros", &[Val::U32(1 << 20)])
+            .expect("sha256");
+    });
+    println!(
+        "| twig, fuel metering off (no fuel limit, no deadline) | {} (metering costs {:.0} %) |",
+        fmt(twig_nm),
+        (twig.as_secs_f64() / twig_nm.as_secs_f64() - 1.0) * 100.0
+    );
     let zeros = vec![0u8; 1 << 20];
     let native = bench(50, || {
         std::hint::black_box(sha2::Sha256::digest(std::hint::black_box(&zeros)));
@@ -186,7 +272,14 @@ fn main() {
     match std::env::var_os("TWIG_WASMTIME") {
         Some(w) => {
             let cwasm = std::env::temp_dir().join("twig-bench-compute.cwasm");
-            let ok = Command::new(&w).arg("compile").arg(guest_path("compute")).arg("-o").arg(&cwasm).status().map(|s| s.success()).unwrap_or(false);
+            let ok = Command::new(&w)
+                .arg("compile")
+                .arg(guest_path("compute"))
+                .arg("-o")
+                .arg(&cwasm)
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
             if ok {
                 // Process start-up is subtracted: time 64 MiB and 0 bytes.
                 let run = |len: u32| {
@@ -200,9 +293,14 @@ fn main() {
                     assert!(st.status.success());
                     t.elapsed()
                 };
-                let mut per: Vec<Duration> = (0..5).map(|_| run(64 << 20).saturating_sub(run(0)) / 64).collect();
+                let mut per: Vec<Duration> = (0..5)
+                    .map(|_| run(64 << 20).saturating_sub(run(0)) / 64)
+                    .collect();
                 per.sort();
-                println!("| wasmtime 49 CLI (Cranelift, precompiled; start-up subtracted) | {} |", fmt(per[2]));
+                println!(
+                    "| wasmtime 49 CLI (Cranelift, precompiled; start-up subtracted) | {} |",
+                    fmt(per[2])
+                );
             } else {
                 println!("| wasmtime | compile failed, not measured |");
             }

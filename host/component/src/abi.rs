@@ -1151,7 +1151,9 @@ pub(crate) const FUEL_SLICE: u64 = 2_000_000;
 /// makes sure it has fuel to run: nested calls cannot be resumed after
 /// running dry, so they get fuel up front from the call's pool.
 pub(crate) fn top_up_fuel<T>(ctx: &mut Ctx<'_, T>) -> AbiResult<()> {
-    let have = ctx.get_fuel()?;
+    let Ok(have) = ctx.get_fuel() else {
+        return Ok(()); // metering is off
+    };
     if have >= FUEL_SLICE / 2 {
         return Ok(());
     }

@@ -71,6 +71,11 @@ pub struct EngineConfig {
     pub max_recursion_depth: usize,
     /// Limits given to components that are not given their own.
     pub default_limits: Limits,
+    /// Count fuel. Fuel is what enforces both the per-call fuel limit and
+    /// the wall-clock deadline (checked between fuel slices); turning it
+    /// off makes guests faster but unstoppable, so it exists only to
+    /// measure what metering costs.
+    pub metering: bool,
 }
 
 impl Default for EngineConfig {
@@ -79,6 +84,7 @@ impl Default for EngineConfig {
             compilation: Compilation::default(),
             max_recursion_depth: 10_000,
             default_limits: Limits::default(),
+            metering: true,
         }
     }
 }
@@ -93,7 +99,7 @@ pub struct Engine {
 impl Engine {
     pub fn new(config: EngineConfig) -> Engine {
         let mut c = wasmi::Config::default();
-        c.consume_fuel(true);
+        c.consume_fuel(config.metering);
         c.set_max_recursion_depth(config.max_recursion_depth);
         c.compilation_mode(match config.compilation {
             Compilation::Eager => wasmi::CompilationMode::Eager,

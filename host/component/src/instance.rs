@@ -285,9 +285,11 @@ impl<T: 'static> Instance<T> {
         );
         store.limiter(|d| &mut d.limits);
         // Start functions run under the per-call budget too.
-        store
-            .set_fuel(comp.limits.fuel_per_call.unwrap_or(u64::MAX))
-            .map_err(|e| instantiate_err(e.to_string()))?;
+        if comp.engine.config.metering {
+            store
+                .set_fuel(comp.limits.fuel_per_call.unwrap_or(u64::MAX))
+                .map_err(|e| instantiate_err(e.to_string()))?;
+        }
 
         let mut core_instances: Vec<(wasmi::Instance, StaticModuleIndex)> = Vec::new();
         let mut trampolines: HashMap<TrampolineIndex, Func> = HashMap::new();
@@ -770,11 +772,14 @@ impl<T: 'static> Instance<T> {
         let fuel_limit = comp.limits.fuel_per_call.unwrap_or(u64::MAX);
         let deadline = comp.limits.deadline.map(|d| Instant::now() + d);
         self.store.data_mut().rt.call_deadline = deadline;
-        let first = fuel_limit.min(FUEL_SLICE);
-        self.store.data_mut().rt.fuel_pool = fuel_limit - first;
-        self.store
-            .set_fuel(first)
-            .map_err(|e| trap(TrapKind::Wasm(e.to_string())))?;
+        let metering = comp.engine.config.metering;
+        if metering {
+            let first = fuel_limit.min(FUEL_SLICE);
+            self.store.data_mut().rt.fuel_pool = fuel_limit - first;
+            self.store
+                .set_fuel(first)
+                .map_err(|e| trap(TrapKind::Wasm(e.to_string())))?;
+        }
 
         let opts = &comp.info.options[export.options];
         let post_return = opts
@@ -861,8 +866,10 @@ impl<T: 'static> Instance<T> {
             )));
         }
         let rt = &self.store.data().rt;
-        let left = self.store.get_fuel().unwrap_or(0);
-        self.last_fuel = fuel_limit.saturating_sub(rt.fuel_pool).saturating_sub(left);
+        if metering {
+            let left = self.store.get_fuel().unwrap_or(0);
+            self.last_fuel = fuel_limit.saturating_sub(rt.fuel_pool).saturating_sub(left);
+        }
         Ok(results)
     }
 
@@ -923,7 +930,9 @@ impl<T: 'static> Instance<T> {
         let budget = comp.limits.fuel_per_call.unwrap_or(u64::MAX);
         self.store.data_mut().rt.fuel_pool = budget.saturating_sub(FUEL_SLICE);
         self.store.data_mut().rt.call_deadline = comp.limits.deadline.map(|d| Instant::now() + d);
-        self.store.set_fuel(budget.min(FUEL_SLICE)).ok();
+        if comp.engine.config.metering {
+            self.store.set_fuel(budget.min(FUEL_SLICE)).ok();
+        }
         let mut ctx = self.store.as_context_mut();
         drop_rep_in(&mut ctx, r.ty, r.rep).map_err(|e| Error::Trap {
             component: comp.name.clone(),
