@@ -89,15 +89,27 @@ impl Default for EngineConfig {
     }
 }
 
-/// A shared interpreter engine: compiled code and settings.
+/// Engine settings shared by the components loaded with it.
+///
+/// Each component gets a wasmi engine of its own (see
+/// [`Engine::wasmi_engine`]): a wasmi engine keeps the code of every module
+/// it ever compiled until the engine itself is dropped, so one engine per
+/// host would grow with every redeploy. Per component, the code goes away
+/// with the component's last instance.
 #[derive(Clone)]
 pub struct Engine {
-    pub(crate) wasmi: wasmi::Engine,
     pub(crate) config: Arc<EngineConfig>,
 }
 
 impl Engine {
     pub fn new(config: EngineConfig) -> Engine {
+        Engine {
+            config: Arc::new(config),
+        }
+    }
+
+    fn wasmi_engine(&self) -> wasmi::Engine {
+        let config = &self.config;
         let mut c = wasmi::Config::default();
         c.consume_fuel(config.metering);
         c.set_max_recursion_depth(config.max_recursion_depth);
@@ -106,10 +118,7 @@ impl Engine {
             Compilation::LazyTranslation => wasmi::CompilationMode::LazyTranslation,
             Compilation::Lazy => wasmi::CompilationMode::Lazy,
         });
-        Engine {
-            wasmi: wasmi::Engine::new(&c),
-            config: Arc::new(config),
-        }
+        wasmi::Engine::new(&c)
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -139,6 +148,8 @@ pub(crate) struct ComponentInner {
     pub types: ComponentTypes,
     pub modules: PrimaryMap<StaticModuleIndex, CoreModule>,
     pub engine: Engine,
+    /// This component's own wasmi engine, holding its compiled code.
+    pub wasmi: wasmi::Engine,
     pub limits: Limits,
     pub live_instances: AtomicUsize,
 }
@@ -184,10 +195,11 @@ impl Component {
                     reason: format!("{e:#}"),
                 })?;
 
+        let wasmi_engine = engine.wasmi_engine();
         let mut modules = PrimaryMap::new();
         for (index, m) in static_modules.iter() {
             let module =
-                wasmi::Module::new(&engine.wasmi, m.wasm).map_err(|e| Error::InvalidComponent {
+                wasmi::Module::new(&wasmi_engine, m.wasm).map_err(|e| Error::InvalidComponent {
                     component: component.clone(),
                     reason: format!("core module #{} does not compile: {e}", index.as_u32()),
                 })?;
@@ -214,6 +226,7 @@ impl Component {
                 types,
                 modules,
                 engine: engine.clone(),
+                wasmi: wasmi_engine,
                 limits,
                 live_instances: AtomicUsize::new(0),
             }),

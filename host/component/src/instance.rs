@@ -275,7 +275,7 @@ impl<T: 'static> Instance<T> {
             fuel_pool: 0,
         };
         let mut store = Store::new(
-            &comp.engine.wasmi,
+            &comp.wasmi,
             StoreData {
                 user: data,
                 limits,
