@@ -254,11 +254,23 @@ impl WasmValue for Val {
         Ok(Val::Tuple(vals.into_iter().collect()))
     }
 
-    fn make_variant(_ty: &WaveType, case: &str, val: Option<Self>) -> Result<Self, WasmValueError> {
-        Ok(Val::Variant(case.to_string(), val.map(Box::new)))
+    fn make_variant(ty: &WaveType, case: &str, val: Option<Self>) -> Result<Self, WasmValueError> {
+        let payload_ty = ty
+            .variant_cases()
+            .find(|(n, _)| n == case)
+            .map(|(_, t)| t.is_some())
+            .ok_or_else(|| WasmValueError::UnknownCase(case.to_string()))?;
+        match (payload_ty, &val) {
+            (true, None) => Err(WasmValueError::MissingPayload(case.to_string())),
+            (false, Some(_)) => Err(WasmValueError::UnexpectedPayload(case.to_string())),
+            _ => Ok(Val::Variant(case.to_string(), val.map(Box::new))),
+        }
     }
 
-    fn make_enum(_ty: &WaveType, case: &str) -> Result<Self, WasmValueError> {
+    fn make_enum(ty: &WaveType, case: &str) -> Result<Self, WasmValueError> {
+        if !ty.enum_cases().any(|c| c == case) {
+            return Err(WasmValueError::UnknownCase(case.to_string()));
+        }
         Ok(Val::Enum(case.to_string()))
     }
 
