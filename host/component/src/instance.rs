@@ -380,53 +380,41 @@ impl<T: 'static> Instance<T> {
             }
         }
 
-        // Resolve exported functions once, by their user-facing names.
-        let mut exports = HashMap::new();
+        // Resolve exported functions once, by their user-facing names:
+        // `func` at the top level, `interface#func` inside an exported
+        // interface.
+        let mut named = Vec::new();
         for (ename, (idx, _)) in info.exports.raw_iter() {
             match &info.export_items[*idx] {
-                Export::LiftedFunction { ty, func, options } => {
-                    let f = Self::resolve_func(
-                        &mut store,
-                        comp,
-                        &core_instances,
-                        &mut trampolines,
-                        &lowered,
-                        func,
-                    )?;
-                    exports.insert(
-                        ename.to_string(),
-                        ExportFunc {
-                            func: f,
-                            ty: *ty,
-                            options: *options,
-                        },
-                    );
-                }
+                Export::LiftedFunction { .. } => named.push((ename.to_string(), *idx)),
                 Export::Instance { exports: inner, .. } => {
                     for (fname, (fidx, _)) in inner.raw_iter() {
-                        if let Export::LiftedFunction { ty, func, options } =
-                            &info.export_items[*fidx]
-                        {
-                            let f = Self::resolve_func(
-                                &mut store,
-                                comp,
-                                &core_instances,
-                                &mut trampolines,
-                                &lowered,
-                                func,
-                            )?;
-                            exports.insert(
-                                format!("{ename}#{fname}"),
-                                ExportFunc {
-                                    func: f,
-                                    ty: *ty,
-                                    options: *options,
-                                },
-                            );
-                        }
+                        named.push((format!("{ename}#{fname}"), *fidx));
                     }
                 }
                 _ => {}
+            }
+        }
+        let mut exports = HashMap::new();
+        for (name, idx) in named {
+            if let Export::LiftedFunction { ty, func, options } = &info.export_items[idx] {
+                let f = Self::resolve_func(
+                    &mut store,
+                    comp,
+                    &core_instances,
+                    &mut trampolines,
+                    &lowered,
+                    func,
+                )?;
+                let (ty, options) = (*ty, *options);
+                exports.insert(
+                    name,
+                    ExportFunc {
+                        func: f,
+                        ty,
+                        options,
+                    },
+                );
             }
         }
 
