@@ -291,22 +291,19 @@ impl<T: 'static> Instance<T> {
                 .map_err(|e| instantiate_err(e.to_string()))?;
         }
 
-        let mut core_instances: Vec<(wasmi::Instance, StaticModuleIndex)> = Vec::new();
-        let mut trampolines: HashMap<TrampolineIndex, Func> = HashMap::new();
+        let mut resolver = Resolver {
+            comp,
+            lowered,
+            core_instances: Vec::new(),
+            trampolines: HashMap::new(),
+        };
 
         for init in &info.initializers {
             match init {
                 GlobalInitializer::InstantiateModule(InstantiateModule::Static(idx, args), _) => {
                     let mut externs = Vec::with_capacity(args.len());
                     for def in args.iter() {
-                        externs.push(Self::resolve_def(
-                            &mut store,
-                            comp,
-                            &core_instances,
-                            &mut trampolines,
-                            &lowered,
-                            def,
-                        )?);
+                        externs.push(resolver.def(&mut store, def)?);
                     }
                     let module = &comp.modules[*idx].module;
                     let instance =
@@ -317,7 +314,7 @@ impl<T: 'static> Instance<T> {
                                 idx.as_u32()
                             ))
                         })?;
-                    core_instances.push((instance, *idx));
+                    resolver.core_instances.push((instance, *idx));
                 }
                 GlobalInitializer::InstantiateModule(InstantiateModule::Import(..), _) => {
                     return Err(instantiate_err(
@@ -326,37 +323,20 @@ impl<T: 'static> Instance<T> {
                 }
                 GlobalInitializer::LowerImport { .. } => {}
                 GlobalInitializer::ExtractMemory(m) => {
-                    let mem = Self::core_export(
-                        &store,
-                        comp,
-                        &core_instances,
-                        m.export.instance,
-                        &memory_item(&m.export.item),
-                    )?
-                    .into_memory()
-                    .ok_or_else(|| instantiate_err("extracted memory is not a memory".into()))?;
+                    let mem = resolver
+                        .export(&store, m.export.instance, &memory_item(&m.export.item))?
+                        .into_memory()
+                        .ok_or_else(|| {
+                            instantiate_err("extracted memory is not a memory".into())
+                        })?;
                     store.data_mut().rt.memories[m.index.as_u32() as usize] = Some(mem);
                 }
                 GlobalInitializer::ExtractRealloc(r) => {
-                    let f = Self::resolve_func(
-                        &mut store,
-                        comp,
-                        &core_instances,
-                        &mut trampolines,
-                        &lowered,
-                        &r.def,
-                    )?;
+                    let f = resolver.func(&mut store, &r.def)?;
                     store.data_mut().rt.reallocs[r.index.as_u32() as usize] = Some(f);
                 }
                 GlobalInitializer::ExtractPostReturn(r) => {
-                    let f = Self::resolve_func(
-                        &mut store,
-                        comp,
-                        &core_instances,
-                        &mut trampolines,
-                        &lowered,
-                        &r.def,
-                    )?;
+                    let f = resolver.func(&mut store, &r.def)?;
                     store.data_mut().rt.post_returns[r.index.as_u32() as usize] = Some(f);
                 }
                 GlobalInitializer::ExtractCallback(_) => {
@@ -366,14 +346,7 @@ impl<T: 'static> Instance<T> {
                 GlobalInitializer::ExtractTable(_) => {}
                 GlobalInitializer::Resource(r) => {
                     if let Some(dtor) = &r.dtor {
-                        let f = Self::resolve_func(
-                            &mut store,
-                            comp,
-                            &core_instances,
-                            &mut trampolines,
-                            &lowered,
-                            dtor,
-                        )?;
+                        let f = resolver.func(&mut store, dtor)?;
                         store.data_mut().rt.resource_dtors[r.index.as_u32() as usize] = Some(f);
                     }
                 }
@@ -398,14 +371,7 @@ impl<T: 'static> Instance<T> {
         let mut exports = HashMap::new();
         for (name, idx) in named {
             if let Export::LiftedFunction { ty, func, options } = &info.export_items[idx] {
-                let f = Self::resolve_func(
-                    &mut store,
-                    comp,
-                    &core_instances,
-                    &mut trampolines,
-                    &lowered,
-                    func,
-                )?;
+                let f = resolver.func(&mut store, func)?;
                 let (ty, options) = (*ty, *options);
                 exports.insert(
                     name,
@@ -425,89 +391,6 @@ impl<T: 'static> Instance<T> {
             poisoned: None,
             last_fuel: 0,
         })
-    }
-
-    fn core_export(
-        store: &Store<StoreData<T>>,
-        comp: &ComponentInner,
-        core_instances: &[(wasmi::Instance, StaticModuleIndex)],
-        instance: wasmtime_environ::component::RuntimeInstanceIndex,
-        item: &ExportItem<EntityIndex>,
-    ) -> Result<Extern> {
-        let err = |reason: String| Error::Instantiate {
-            component: comp.name.clone(),
-            reason,
-        };
-        let (inst, module) = core_instances
-            .get(instance.as_u32() as usize)
-            .ok_or_else(|| {
-                err(format!(
-                    "core instance #{} used before it exists",
-                    instance.as_u32()
-                ))
-            })?;
-        let name = match item {
-            ExportItem::Name(n) => n.as_str(),
-            ExportItem::Index(i) => comp.modules[*module]
-                .export_names
-                .get(i)
-                .map(|s| s.as_str())
-                .ok_or_else(|| {
-                    err(format!(
-                        "core module #{} does not export item {i:?}",
-                        module.as_u32()
-                    ))
-                })?,
-        };
-        inst.get_export(store, name).ok_or_else(|| {
-            err(format!(
-                "core instance #{} has no export `{name}`",
-                instance.as_u32()
-            ))
-        })
-    }
-
-    fn resolve_func(
-        store: &mut Store<StoreData<T>>,
-        comp: &Arc<ComponentInner>,
-        core_instances: &[(wasmi::Instance, StaticModuleIndex)],
-        trampolines: &mut HashMap<TrampolineIndex, Func>,
-        lowered: &[Option<HostFunc<T>>],
-        def: &CoreDef,
-    ) -> Result<Func> {
-        Self::resolve_def(store, comp, core_instances, trampolines, lowered, def)?
-            .into_func()
-            .ok_or_else(|| Error::Instantiate {
-                component: comp.name.clone(),
-                reason: "a core definition used as a function is not one".into(),
-            })
-    }
-
-    fn resolve_def(
-        store: &mut Store<StoreData<T>>,
-        comp: &Arc<ComponentInner>,
-        core_instances: &[(wasmi::Instance, StaticModuleIndex)],
-        trampolines: &mut HashMap<TrampolineIndex, Func>,
-        lowered: &[Option<HostFunc<T>>],
-        def: &CoreDef,
-    ) -> Result<Extern> {
-        match def {
-            CoreDef::Export(e) => {
-                Self::core_export(store, comp, core_instances, e.instance, &e.item)
-            }
-            CoreDef::Trampoline(t) => {
-                if let Some(f) = trampolines.get(t) {
-                    return Ok(Extern::Func(*f));
-                }
-                let f = Self::make_trampoline(store, comp, *t, lowered)?;
-                trampolines.insert(*t, f);
-                Ok(Extern::Func(f))
-            }
-            other => Err(Error::Unsupported {
-                component: comp.name.clone(),
-                feature: format!("core definition {other:?}"),
-            }),
-        }
     }
 
     /// Creates the host function behind one trampoline.
@@ -932,6 +815,88 @@ impl<T: 'static> Instance<T> {
     /// Live resource handles held by the guest, across its tables.
     pub fn live_handles(&self) -> usize {
         self.store.data().rt.tables.iter().map(|t| t.live()).sum()
+    }
+}
+
+/// What instantiation has built so far, to resolve the core definitions
+/// (`CoreDef`) that initializers and exports refer to.
+struct Resolver<'c, T> {
+    comp: &'c Arc<ComponentInner>,
+    /// Host functions of the lowered imports, by `LoweredIndex`.
+    lowered: Vec<Option<HostFunc<T>>>,
+    /// Core instances in `RuntimeInstanceIndex` order, with their module.
+    core_instances: Vec<(wasmi::Instance, StaticModuleIndex)>,
+    /// Trampolines already created (each is made once and shared).
+    trampolines: HashMap<TrampolineIndex, Func>,
+}
+
+impl<T: 'static> Resolver<'_, T> {
+    fn err(&self, reason: String) -> Error {
+        Error::Instantiate {
+            component: self.comp.name.clone(),
+            reason,
+        }
+    }
+
+    /// An export of an already instantiated core instance.
+    fn export(
+        &self,
+        store: &Store<StoreData<T>>,
+        instance: wasmtime_environ::component::RuntimeInstanceIndex,
+        item: &ExportItem<EntityIndex>,
+    ) -> Result<Extern> {
+        let (inst, module) = self
+            .core_instances
+            .get(instance.as_u32() as usize)
+            .ok_or_else(|| {
+                self.err(format!(
+                    "core instance #{} used before it exists",
+                    instance.as_u32()
+                ))
+            })?;
+        let name = match item {
+            ExportItem::Name(n) => n.as_str(),
+            ExportItem::Index(i) => self.comp.modules[*module]
+                .export_names
+                .get(i)
+                .map(|s| s.as_str())
+                .ok_or_else(|| {
+                    self.err(format!(
+                        "core module #{} does not export item {i:?}",
+                        module.as_u32()
+                    ))
+                })?,
+        };
+        inst.get_export(store, name).ok_or_else(|| {
+            self.err(format!(
+                "core instance #{} has no export `{name}`",
+                instance.as_u32()
+            ))
+        })
+    }
+
+    fn def(&mut self, store: &mut Store<StoreData<T>>, def: &CoreDef) -> Result<Extern> {
+        match def {
+            CoreDef::Export(e) => self.export(store, e.instance, &e.item),
+            CoreDef::Trampoline(t) => {
+                if let Some(f) = self.trampolines.get(t) {
+                    return Ok(Extern::Func(*f));
+                }
+                let f = Instance::make_trampoline(store, self.comp, *t, &self.lowered)?;
+                self.trampolines.insert(*t, f);
+                Ok(Extern::Func(f))
+            }
+            other => Err(Error::Unsupported {
+                component: self.comp.name.clone(),
+                feature: format!("core definition {other:?}"),
+            }),
+        }
+    }
+
+    fn func(&mut self, store: &mut Store<StoreData<T>>, def: &CoreDef) -> Result<Func> {
+        self.def(store, def)?
+            .into_func()
+            .ok_or_else(|| self.err("a core definition used as a function is not one".into()))
     }
 }
 
