@@ -647,37 +647,20 @@ impl Cx<'_> {
         })
     }
 
-    fn table_of(
-        &self,
-        t: TypeResourceTableIndex,
-    ) -> AbiResult<(u32, RuntimeComponentInstanceIndex)> {
-        match &self.types()[t] {
-            TypeResourceTable::Concrete { ty, instance } => Ok((ty.as_u32(), *instance)),
-            TypeResourceTable::Abstract(_) => {
-                bail!("abstract resource types cannot cross at run time")
-            }
-        }
-    }
-
     fn lift_own<T>(
         &self,
         ctx: &mut Ctx<'_, T>,
         t: TypeResourceTableIndex,
         handle: u32,
     ) -> AbiResult<Val> {
-        let (resource, inst) = self.table_of(t)?;
+        let (resource, inst) = resource_table(self.types(), t)?;
         let rt = &mut ctx.data_mut().rt;
-        let want = rt.resource_types[resource as usize];
-        let table = &mut rt.tables[inst.as_u32() as usize];
-        match table.get(handle) {
-            Some(h) if h.own && rt.resource_types[h.resource as usize] == want => {}
-            Some(h) if rt.resource_types[h.resource as usize] != want => {
-                bail!("handle {handle} has the wrong resource type")
-            }
-            Some(_) => bail!("handle {handle} is a borrow, but an own handle is required"),
-            None => bail!("unknown resource handle {handle}"),
+        let h = rt.handle(inst.as_u32() as usize, handle, resource)?;
+        if !h.own {
+            bail!("handle {handle} is a borrow, but an own handle is required");
         }
-        let h = table.remove(handle).expect("checked above");
+        let want = rt.resource_types[resource as usize];
+        rt.tables[inst.as_u32() as usize].remove(handle);
         Ok(Val::Resource(Resource {
             ty: want,
             rep: h.rep,
@@ -691,15 +674,10 @@ impl Cx<'_> {
         t: TypeResourceTableIndex,
         handle: u32,
     ) -> AbiResult<Val> {
-        let (resource, inst) = self.table_of(t)?;
+        let (resource, inst) = resource_table(self.types(), t)?;
         let rt = &ctx.data().rt;
-        let h = rt.tables[inst.as_u32() as usize]
-            .get(handle)
-            .ok_or_else(|| abi_err(format!("unknown resource handle {handle}")))?;
+        let h = rt.handle(inst.as_u32() as usize, handle, resource)?;
         let want = rt.resource_types[resource as usize];
-        if rt.resource_types[h.resource as usize] != want {
-            bail!("handle {handle} has the wrong resource type");
-        }
         Ok(Val::Resource(Resource {
             ty: want,
             rep: h.rep,
@@ -1090,7 +1068,7 @@ impl Cx<'_> {
         t: TypeResourceTableIndex,
         r: &Resource,
     ) -> AbiResult<u32> {
-        let (resource, inst) = self.table_of(t)?;
+        let (resource, inst) = resource_table(self.types(), t)?;
         self.check_resource_type(ctx, resource, r)?;
         if !r.own {
             bail!("a borrowed resource cannot be passed where an own handle is expected");
@@ -1112,7 +1090,7 @@ impl Cx<'_> {
         t: TypeResourceTableIndex,
         r: &Resource,
     ) -> AbiResult<u32> {
-        let (resource, inst) = self.table_of(t)?;
+        let (resource, inst) = resource_table(self.types(), t)?;
         self.check_resource_type(ctx, resource, r)?;
         // A borrow of a resource that this very instance defines is passed as
         // its representation, not as a handle.
@@ -1139,6 +1117,18 @@ impl Cx<'_> {
             .ok_or_else(|| abi_err("resource handle table is full"))?;
         rt.scoped_borrows += 1;
         Ok(idx)
+    }
+}
+
+/// The resource type (a `ResourceIndex`) and the component instance whose
+/// handle table a resource-table type refers to.
+pub(crate) fn resource_table(
+    types: &ComponentTypes,
+    t: TypeResourceTableIndex,
+) -> AbiResult<(u32, RuntimeComponentInstanceIndex)> {
+    match &types[t] {
+        TypeResourceTable::Concrete { ty, instance } => Ok((ty.as_u32(), *instance)),
+        TypeResourceTable::Abstract(_) => bail!("abstract resource types cannot cross at run time"),
     }
 }
 

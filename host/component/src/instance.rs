@@ -25,13 +25,13 @@ use wasmi::{
 use wasmtime_environ::component::{
     CanonicalOptions, CanonicalOptionsDataModel, CoreDef, Export, ExportItem, GlobalInitializer,
     InstantiateModule, InterfaceType, OptionsIndex, Trampoline, TrampolineIndex, TypeFuncIndex,
-    TypeResourceTableIndex, MAX_FLAT_PARAMS, MAX_FLAT_RESULTS,
+    MAX_FLAT_PARAMS, MAX_FLAT_RESULTS,
 };
 use wasmtime_environ::{EntityIndex, StaticModuleIndex, WasmValType};
 
 use crate::abi::{
-    abi_err, abi_info, check_aligned, flat_count, top_up_fuel, AbiResult, Cx, FlatReader,
-    FUEL_SLICE,
+    abi_err, abi_info, check_aligned, flat_count, resource_table, top_up_fuel, AbiResult, Cx,
+    FlatReader, FUEL_SLICE,
 };
 use crate::component::{Component, ComponentInner};
 use crate::error::{AbiError, Error, HostError, Result, TrapKind};
@@ -437,8 +437,9 @@ impl<T: 'static> Instance<T> {
                           params: &[CoreVal],
                           results: &mut [CoreVal]| {
                         let rep = arg_i32(params, 0)? as u32;
-                        let (resource, inst) = table_parts(&caller.data().rt, table)?;
-                        let h = caller.data_mut().rt.tables[inst]
+                        let (resource, inst) =
+                            resource_table(&caller.data().rt.component.types, table)?;
+                        let h = caller.data_mut().rt.tables[inst.as_u32() as usize]
                             .insert(Handle {
                                 rep,
                                 resource,
@@ -461,17 +462,8 @@ impl<T: 'static> Instance<T> {
                           results: &mut [CoreVal]| {
                         let handle = arg_i32(params, 0)? as u32;
                         let rt = &caller.data().rt;
-                        let (resource, inst) = table_parts(rt, table)?;
-                        let h = rt.tables[inst]
-                            .get(handle)
-                            .ok_or_else(|| abi_err(format!("unknown resource handle {handle}")))?;
-                        if rt.resource_types[h.resource as usize]
-                            != rt.resource_types[resource as usize]
-                        {
-                            return Err(abi_err(format!(
-                                "handle {handle} has the wrong resource type"
-                            )));
-                        }
+                        let (resource, inst) = resource_table(&rt.component.types, table)?;
+                        let h = rt.handle(inst.as_u32() as usize, handle, resource)?;
                         results[0] = CoreVal::I32(h.rep as i32);
                         Ok(())
                     },
@@ -486,21 +478,12 @@ impl<T: 'static> Instance<T> {
                           params: &[CoreVal],
                           _results: &mut [CoreVal]| {
                         let handle = arg_i32(params, 0)? as u32;
-                        let (resource, inst) = table_parts(&caller.data().rt, table)?;
+                        let (resource, inst) =
+                            resource_table(&caller.data().rt.component.types, table)?;
                         let rt = &mut caller.data_mut().rt;
+                        let h = rt.handle(inst.as_u32() as usize, handle, resource)?;
                         let want = rt.resource_types[resource as usize];
-                        match rt.tables[inst].get(handle) {
-                            None => {
-                                return Err(abi_err(format!("unknown resource handle {handle}")))
-                            }
-                            Some(h) if rt.resource_types[h.resource as usize] != want => {
-                                return Err(abi_err(format!(
-                                    "handle {handle} has the wrong resource type"
-                                )))
-                            }
-                            Some(_) => {}
-                        }
-                        let h = rt.tables[inst].remove(handle).expect("checked above");
+                        rt.tables[inst.as_u32() as usize].remove(handle);
                         if !h.own {
                             if h.scoped {
                                 rt.scoped_borrows = rt.scoped_borrows.saturating_sub(1);
@@ -911,15 +894,6 @@ fn arg_i32(params: &[CoreVal], i: usize) -> AbiResult<i32> {
     match params.get(i) {
         Some(CoreVal::I32(v)) => Ok(*v),
         _ => Err(abi_err("intrinsic called with the wrong core arguments")),
-    }
-}
-
-fn table_parts(rt: &Runtime, table: TypeResourceTableIndex) -> AbiResult<(u32, usize)> {
-    match &rt.component.types[table] {
-        wasmtime_environ::component::TypeResourceTable::Concrete { ty, instance } => {
-            Ok((ty.as_u32(), instance.as_u32() as usize))
-        }
-        _ => Err(abi_err("abstract resource type at run time")),
     }
 }
 

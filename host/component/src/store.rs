@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use wasmi::{Func, Memory, StoreLimits};
 
+use crate::abi::{abi_err, AbiResult};
 use crate::component::ComponentInner;
 use crate::linker::HostResourceDtor;
 use crate::values::ResourceType;
@@ -94,6 +95,24 @@ pub(crate) struct Runtime {
     /// them; nested calls (realloc, post-return, destructors) draw on the
     /// same pool.
     pub fuel_pool: u64,
+}
+
+impl Runtime {
+    /// Handle `handle` in the table of component instance `inst`, checked to
+    /// denote a resource of the same type as `resource` (a `ResourceIndex`;
+    /// two imports of one host resource at different versions are the same
+    /// type).
+    pub fn handle(&self, inst: usize, handle: u32, resource: u32) -> AbiResult<Handle> {
+        let h = self.tables[inst]
+            .get(handle)
+            .ok_or_else(|| abi_err(format!("unknown resource handle {handle}")))?;
+        if self.resource_types[h.resource as usize] != self.resource_types[resource as usize] {
+            return Err(abi_err(format!(
+                "handle {handle} has the wrong resource type"
+            )));
+        }
+        Ok(*h)
+    }
 }
 
 /// What a wasmi store of a component instance carries.
