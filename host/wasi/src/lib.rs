@@ -36,7 +36,7 @@ pub const WASI_VERSION: &str = "0.2.6";
 const MAX_IO_CHUNK: u64 = 1 << 20;
 
 /// Host-side objects behind WASI resource handles.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 enum Object {
     Stdin,
     Stdout,
@@ -509,28 +509,34 @@ fn add_cli<T: WasiView + 'static>(linker: &mut Linker<T>, ty: WasiTypes) {
         Err(HostError::exit(code))
     });
 
-    let (input, output) = (ty.input_stream, ty.output_stream);
-    linker
-        .interface(&iface("wasi:cli/stdin"))
-        .func("get-stdin", move |cx, _args, out| {
-            let rep = cx.data_mut().wasi().insert(Object::Stdin)?;
-            out.push(Val::Resource(Resource::host_own(input, rep)));
-            Ok(())
-        });
-    linker
-        .interface(&iface("wasi:cli/stdout"))
-        .func("get-stdout", move |cx, _args, out| {
-            let rep = cx.data_mut().wasi().insert(Object::Stdout)?;
-            out.push(Val::Resource(Resource::host_own(output, rep)));
-            Ok(())
-        });
-    linker
-        .interface(&iface("wasi:cli/stderr"))
-        .func("get-stderr", move |cx, _args, out| {
-            let rep = cx.data_mut().wasi().insert(Object::Stderr)?;
-            out.push(Val::Resource(Resource::host_own(output, rep)));
-            Ok(())
-        });
+    for (name, func, object, rtype) in [
+        (
+            "wasi:cli/stdin",
+            "get-stdin",
+            Object::Stdin,
+            ty.input_stream,
+        ),
+        (
+            "wasi:cli/stdout",
+            "get-stdout",
+            Object::Stdout,
+            ty.output_stream,
+        ),
+        (
+            "wasi:cli/stderr",
+            "get-stderr",
+            Object::Stderr,
+            ty.output_stream,
+        ),
+    ] {
+        linker
+            .interface(&iface(name))
+            .func(func, move |cx, _args, out| {
+                let rep = cx.data_mut().wasi().insert(object)?;
+                out.push(Val::Resource(Resource::host_own(rtype, rep)));
+                Ok(())
+            });
+    }
 
     // No terminals on a device: every terminal query answers `none`.
     linker.resource(
