@@ -608,8 +608,8 @@ impl<T: 'static> Instance<T> {
                 name: name.to_string(),
             })?;
         let fty = &comp.types[export.ty];
-        let param_tys = comp.types[fty.params].types.clone();
-        let result_tys = comp.types[fty.results].types.clone();
+        let param_tys = &comp.types[fty.params].types;
+        let result_tys = &comp.types[fty.results].types;
         if args.len() != param_tys.len() {
             return Err(Error::BadArguments {
                 component: comp.name.clone(),
