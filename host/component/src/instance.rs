@@ -651,7 +651,7 @@ impl<T: 'static> Instance<T> {
                 std::marker::PhantomData::<T>,
             );
             let mut ctx = self.store.as_context_mut();
-            let lowered = lower_args(&cx, &mut ctx, &param_tys, args, &mut core_args);
+            let lowered = lower_args(&cx, &mut ctx, param_tys, args, &mut core_args);
             if let Err(e) = lowered {
                 return Err(match e.downcast_ref::<AbiError>() {
                     Some(a)
@@ -695,7 +695,7 @@ impl<T: 'static> Instance<T> {
                 std::marker::PhantomData::<T>,
             );
             let mut ctx = self.store.as_context_mut();
-            lift_results(&cx, &mut ctx, &comp, &result_tys, &core_results)
+            lift_results(&cx, &mut ctx, &comp, result_tys, &core_results)
         };
         let results = match lifted {
             Ok(v) => v,
