@@ -557,13 +557,23 @@ impl<T: 'static> Instance<T> {
         ))
     }
 
-    /// Finds an export by exact name, or by a semver-compatible interface
-    /// version (`wasi:cli/run@0.2.0#run` finds `wasi:cli/run@0.2.6#run`).
+    /// Finds an export by exact name, by a semver-compatible interface
+    /// version (`wasi:cli/run@0.2.0#run` finds `wasi:cli/run@0.2.6#run`),
+    /// or by its bare function name when that is unambiguous.
     fn find_export(&self, name: &str) -> Option<&ExportFunc> {
         if let Some(e) = self.exports.get(name) {
             return Some(e);
         }
-        let (iface, func) = name.split_once('#')?;
+        let Some((iface, func)) = name.split_once('#') else {
+            // A bare function name also finds `iface#name` when exactly one
+            // exported interface has a function of that name.
+            let mut found = self
+                .exports
+                .iter()
+                .filter(|(k, _)| k.rsplit_once('#').is_some_and(|(_, f)| f == name));
+            let first = found.next().map(|(_, v)| v);
+            return if found.next().is_none() { first } else { None };
+        };
         self.exports.iter().find_map(|(k, v)| {
             let (kiface, kfunc) = k.split_once('#')?;
             (kfunc == func && crate::names::compatible(iface, kiface)).then_some(v)

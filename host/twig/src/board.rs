@@ -1,0 +1,205 @@
+//! Board profiles: what the host needs to know about the device it runs on.
+//!
+//! A profile is a TOML file (`boards/NAME/board.toml`); the `sim` profile is
+//! compiled into the binary so `twig up` works with no files. Everything a
+//! board changes lives here rather than in `#[cfg]`s through the host.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use twig_component::Limits;
+
+/// The embedded default profile.
+pub const SIM_PROFILE: &str = include_str!("../../../boards/sim/board.toml");
+
+/// A parsed and checked board profile.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Board {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// Where twig keeps its state; see [`Board::data_dir`].
+    #[serde(default)]
+    data_dir: Option<String>,
+    pub limits: BoardLimits,
+    /// Labels this host advertises (spread requirements match them).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Resource budget of the device.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BoardLimits {
+    /// Components placed on this host at once, over all apps.
+    pub max_components: usize,
+    /// Instances of one component alive at once.
+    pub max_instances: usize,
+    /// Linear memory of one instance, in MiB.
+    pub memory_mib: u64,
+    /// Fuel one call may burn.
+    pub fuel_per_call: u64,
+    /// Wall-clock time one call may take, in milliseconds.
+    pub deadline_ms: u64,
+}
+
+/// A profile that cannot be used, with the file and the field at fault.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {message}")]
+pub struct BoardError {
+    pub file: String,
+    pub message: String,
+}
+
+impl Board {
+    /// The built-in `sim` profile.
+    pub fn sim() -> Board {
+        // The embedded file is checked by a unit test, so this cannot fail
+        // in a released binary.
+        Board::parse(SIM_PROFILE, "<built-in sim profile>")
+            .expect("the built-in sim profile is valid")
+    }
+
+    /// Reads and checks a profile file.
+    pub fn load(path: &Path) -> Result<Board, BoardError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| BoardError {
+            file: file.clone(),
+            message: format!("cannot read board profile: {e}"),
+        })?;
+        Board::parse(&text, &file)
+    }
+
+    /// Parses and checks profile text; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Board, BoardError> {
+        let board: Board = toml::from_str(text).map_err(|e| BoardError {
+            file: file.to_string(),
+            // toml's message names the line, column and key.
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        board.check().map_err(|message| BoardError {
+            file: file.to_string(),
+            message,
+        })?;
+        Ok(board)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        fn range(field: &str, v: u64, lo: u64, hi: u64) -> Result<(), String> {
+            if v < lo || v > hi {
+                return Err(format!("{field}: must be between {lo} and {hi} (got {v})"));
+            }
+            Ok(())
+        }
+        if self.name.trim().is_empty() {
+            return Err("name: must not be empty".into());
+        }
+        let l = &self.limits;
+        range("limits.max_components", l.max_components as u64, 1, 100_000)?;
+        range("limits.max_instances", l.max_instances as u64, 1, 10_000)?;
+        range("limits.memory_mib", l.memory_mib, 1, 65_536)?;
+        range("limits.fuel_per_call", l.fuel_per_call, 1, u64::MAX)?;
+        range("limits.deadline_ms", l.deadline_ms, 1, 24 * 3_600_000)?;
+        if let Some(d) = &self.data_dir {
+            if d.trim().is_empty() {
+                return Err("data_dir: must not be empty (leave it out for the default)".into());
+            }
+        }
+        for key in self.labels.keys() {
+            if key.is_empty() || key.chars().any(|c| c.is_whitespace() || c == '=') {
+                return Err(format!(
+                    "labels: `{key}` is not a valid label key (no spaces or `=`)"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Limits given to each component placed on this board.
+    pub fn component_limits(&self) -> Limits {
+        Limits {
+            fuel_per_call: Some(self.limits.fuel_per_call),
+            deadline: Some(Duration::from_millis(self.limits.deadline_ms)),
+            memory_bytes: (self.limits.memory_mib as usize).saturating_mul(1 << 20),
+            table_elements: 100_000,
+            max_instances: self.limits.max_instances,
+        }
+    }
+
+    /// The data directory this profile asks for, if it names one.
+    pub fn data_dir(&self) -> Option<PathBuf> {
+        self.data_dir.as_deref().map(expand_home)
+    }
+
+    /// The profile's labels plus the ones every host has.
+    pub fn host_labels(&self) -> BTreeMap<String, String> {
+        let mut labels = BTreeMap::new();
+        labels.insert("hostcore.arch".into(), std::env::consts::ARCH.into());
+        labels.insert("hostcore.os".into(), std::env::consts::OS.into());
+        labels.insert("hostcore.osfamily".into(), std::env::consts::FAMILY.into());
+        labels.extend(self.labels.clone());
+        labels
+    }
+}
+
+fn expand_home(p: &str) -> PathBuf {
+    match (p.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => PathBuf::from(p),
+    }
+}
+
+/// Picks the data directory: the flag, then `$TWIG_DATA_DIR` (read by clap
+/// into the flag), then the board's, then the per-user state directory.
+pub fn resolve_data_dir(flag: Option<&Path>, board: Option<&Board>) -> PathBuf {
+    if let Some(p) = flag {
+        return p.to_path_buf();
+    }
+    if let Some(p) = board.and_then(|b| b.data_dir()) {
+        return p;
+    }
+    if let Some(x) = std::env::var_os("XDG_STATE_HOME").filter(|x| !x.is_empty()) {
+        return PathBuf::from(x).join("twig");
+    }
+    if let Some(h) = std::env::var_os("HOME").filter(|x| !x.is_empty()) {
+        return PathBuf::from(h).join(".local/state/twig");
+    }
+    PathBuf::from("twig-data")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sim_profile_is_valid() {
+        let b = Board::sim();
+        assert_eq!(b.name, "sim");
+        assert_eq!(b.limits.max_instances, 16);
+        assert_eq!(b.component_limits().memory_bytes, 64 << 20);
+        let labels = b.host_labels();
+        assert_eq!(labels["board"], "sim");
+        assert_eq!(labels["hostcore.os"], std::env::consts::OS);
+    }
+
+    #[test]
+    fn bad_field_names_file_and_field() {
+        let text = SIM_PROFILE.replace("memory_mib = 64", "memory_mib = 0");
+        let e = Board::parse(&text, "b.toml").unwrap_err().to_string();
+        assert!(
+            e.starts_with("b.toml: limits.memory_mib: must be between"),
+            "{e}"
+        );
+
+        let text = SIM_PROFILE.replace("deadline_ms", "deadline_msec");
+        let e = Board::parse(&text, "b.toml").unwrap_err().to_string();
+        assert!(e.contains("b.toml") && e.contains("deadline_msec"), "{e}");
+
+        let text = SIM_PROFILE.replace("max_instances = 16", "max_instances = \"many\"");
+        let e = Board::parse(&text, "b.toml").unwrap_err().to_string();
+        assert!(e.contains("max_instances") && e.contains("line"), "{e}");
+    }
+}

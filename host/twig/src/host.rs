@@ -1,0 +1,970 @@
+//! The running host: apps placed on this device, their components'
+//! instance pools, and the routing of calls between components.
+//!
+//! A call flows like this: a trigger (today `twig invoke` through the admin
+//! socket) picks a component by id and asks its [`Pool`] for an idle
+//! instance (making one if fewer than the component's `instances` are
+//! alive). The guest runs under its fuel/deadline/memory limits. When it
+//! calls an import, the component's linker answers:
+//!
+//! * WASI 0.2 interfaces and `wasi:logging` from `twig-wasi`;
+//! * `wasi:config/store` and `wasi:config/runtime` from the component's
+//!   config in the manifest ([`crate::capabilities`]);
+//! * an interface named by a `link` trait: the call is forwarded to the
+//!   link's target component (its own pool and limits), and the results come
+//!   back to the caller;
+//! * anything else: an error at call time naming the missing link, as a
+//!   wasmCloud host does for unlinked imports.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use twig_component::{Component, Engine, EngineConfig, HostError, Instance, Limits, Linker, Val};
+use twig_manifest::{ComponentKind, ComponentSpec, Image, Manifest, Scaler};
+use twig_wasi::{WasiCtx, WasiView};
+
+use crate::board::Board;
+use crate::capabilities;
+use crate::state::{Cache, DeployedApp, DesiredState, StateError};
+
+/// Per-instance data of every component instance.
+pub struct InstanceData {
+    pub wasi: WasiCtx,
+    /// The component's config, merged from its manifest `config` entries.
+    pub config: Arc<BTreeMap<String, String>>,
+}
+
+impl WasiView for InstanceData {
+    fn wasi(&mut self) -> &mut WasiCtx {
+        &mut self.wasi
+    }
+}
+
+/// What `twig status` reports for a component.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum State {
+    Starting,
+    Running,
+    Failed,
+    NotPlaced,
+}
+
+/// A component of an app, placed on this host or not.
+pub struct Placed {
+    pub id: String,
+    pub name: String,
+    pub app: String,
+    pub digest: Option<String>,
+    status: Mutex<(State, Option<String>)>,
+    pool: RwLock<Option<Arc<Pool>>>,
+}
+
+impl Placed {
+    fn new(app: &str, spec: &ComponentSpec, digest: Option<String>) -> Arc<Placed> {
+        Arc::new(Placed {
+            id: spec.id.clone(),
+            name: spec.name.clone(),
+            app: app.to_string(),
+            digest,
+            status: Mutex::new((State::Starting, None)),
+            pool: RwLock::new(None),
+        })
+    }
+
+    fn set(&self, state: State, reason: Option<String>) {
+        if let Some(r) = &reason {
+            match state {
+                State::Failed => tracing::error!(component = %self.id, app = %self.app, "{r}"),
+                State::NotPlaced => {
+                    tracing::info!(component = %self.id, app = %self.app, "not placed: {r}")
+                }
+                _ => {}
+            }
+        }
+        *lock(&self.status) = (state, reason);
+    }
+
+    pub fn state(&self) -> (State, Option<String>) {
+        lock(&self.status).clone()
+    }
+
+    fn pool(&self) -> Option<Arc<Pool>> {
+        self.pool.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Locks a mutex, carrying on if a panicking thread poisoned it: the data
+/// behind these locks stays consistent between statements.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Idle instances of one component, and how to make more.
+pub struct Pool {
+    component: Component,
+    linker: Linker<InstanceData>,
+    config: Arc<BTreeMap<String, String>>,
+    idle: Mutex<Vec<Instance<InstanceData>>>,
+    freed: Condvar,
+    max: usize,
+    calls: AtomicU64,
+    failures: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+impl Pool {
+    fn new_instance(&self) -> Result<Instance<InstanceData>, twig_component::Error> {
+        let data = InstanceData {
+            wasi: WasiCtx::new(),
+            config: self.config.clone(),
+        };
+        Instance::new(&self.linker, &self.component, data)
+    }
+
+    /// Runs `f` on an idle instance, making one if the pool may grow, or
+    /// waiting (at most `wait`) for one to come back.
+    fn with_instance<R>(
+        &self,
+        wait: Duration,
+        f: impl FnOnce(&mut Instance<InstanceData>) -> Result<R, String>,
+    ) -> Result<R, String> {
+        let give_up = Instant::now() + wait;
+        let mut inst = loop {
+            let mut idle = lock(&self.idle);
+            if let Some(i) = idle.pop() {
+                break i;
+            }
+            if self.component.live_instances() < self.max {
+                drop(idle);
+                break self.new_instance().map_err(|e| e.to_string())?;
+            }
+            let now = Instant::now();
+            if now >= give_up {
+                return Err(format!(
+                    "{}: all {} instances are busy",
+                    self.component.name(),
+                    self.max
+                ));
+            }
+            let _unused = self
+                .freed
+                .wait_timeout(idle, give_up - now)
+                .unwrap_or_else(|p| p.into_inner());
+        };
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let result = f(&mut inst);
+        if let Err(e) = &result {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+            *lock(&self.last_error) = Some(e.clone());
+        }
+        // A trapped instance is poisoned: drop it, the next call makes a
+        // fresh one. The component itself keeps running.
+        if !inst.is_poisoned() {
+            lock(&self.idle).push(inst);
+        }
+        self.freed.notify_one();
+        result
+    }
+}
+
+/// The running host.
+#[derive(Clone)]
+pub struct Host {
+    inner: Arc<HostInner>,
+}
+
+struct HostInner {
+    engine: Engine,
+    board: Board,
+    labels: BTreeMap<String, String>,
+    data_dir: PathBuf,
+    cache: Cache,
+    /// Serialises apply/delete; holds the desired state as last saved.
+    desired: Mutex<DesiredState>,
+    /// Placed components by id.
+    components: RwLock<HashMap<String, Arc<Placed>>>,
+    /// App name -> ids of its components, in manifest order.
+    apps: RwLock<BTreeMap<String, AppInfo>>,
+}
+
+#[derive(Clone)]
+struct AppInfo {
+    version: Option<String>,
+    source: Option<String>,
+    components: Vec<Arc<Placed>>,
+}
+
+/// A manifest to deploy, with the bytes of its file images if the caller
+/// read them (the admin client does; `twig up --app` lets the host read).
+pub struct ApplyRequest {
+    pub file: Option<PathBuf>,
+    pub text: String,
+    pub images: HashMap<PathBuf, Vec<u8>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ApplyOutcome {
+    pub name: String,
+    pub version: Option<String>,
+    pub warnings: Vec<String>,
+    pub components: Vec<String>,
+}
+
+/// Status of everything, in the shape of `twig status --json`.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub host: HostStatus,
+    pub apps: Vec<AppStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HostStatus {
+    pub version: &'static str,
+    pub board: String,
+    pub data_dir: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AppStatus {
+    pub name: String,
+    pub version: Option<String>,
+    pub source: Option<String>,
+    pub components: Vec<ComponentStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ComponentStatus {
+    pub id: String,
+    pub name: String,
+    pub state: State,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    pub instances: InstanceCounts,
+    pub calls: u64,
+    pub failed_calls: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct InstanceCounts {
+    pub live: usize,
+    pub idle: usize,
+    pub max: usize,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn image_field(i: usize) -> String {
+    format!("spec.components[{i}].properties.image")
+}
+
+impl Host {
+    /// Opens the data directory's cache and desired state. Apps are not
+    /// started until [`Host::start_all`].
+    pub fn open(board: Board, data_dir: &Path) -> Result<Host, StateError> {
+        let cache = Cache::open(data_dir)?;
+        let desired = match DesiredState::load(data_dir) {
+            Ok(d) => d,
+            Err(e @ StateError::BadState { .. }) => {
+                // Keep the damaged file for inspection and start empty
+                // rather than refuse to boot.
+                let path = DesiredState::path(data_dir);
+                let aside = path.with_extension(format!("json.damaged-{}", now_secs()));
+                tracing::error!(
+                    "{e}; moved it to {} and starting with no apps",
+                    aside.display()
+                );
+                let _ = std::fs::rename(&path, &aside);
+                DesiredState::default()
+            }
+            Err(e) => return Err(e),
+        };
+        let engine = Engine::new(EngineConfig {
+            default_limits: board.component_limits(),
+            ..EngineConfig::default()
+        });
+        Ok(Host {
+            inner: Arc::new(HostInner {
+                engine,
+                labels: board.host_labels(),
+                board,
+                data_dir: data_dir.to_path_buf(),
+                cache,
+                desired: Mutex::new(desired),
+                components: RwLock::new(HashMap::new()),
+                apps: RwLock::new(BTreeMap::new()),
+            }),
+        })
+    }
+
+    pub fn board(&self) -> &Board {
+        &self.inner.board
+    }
+
+    /// Starts every app of the desired state. Returns (apps, components
+    /// running).
+    pub fn start_all(&self) -> (usize, usize) {
+        let apps = lock(&self.inner.desired).apps.clone();
+        for app in &apps {
+            self.start_app(app);
+        }
+        let running = self
+            .inner
+            .components
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|p| p.state().0 == State::Running)
+            .count();
+        (apps.len(), running)
+    }
+
+    /// Registers an app's components as `starting`, then places and starts
+    /// each of them.
+    fn start_app(&self, app: &DeployedApp) {
+        let m = &app.manifest;
+        let placed: Vec<Arc<Placed>> = m
+            .components
+            .iter()
+            .map(|c| Placed::new(&m.name, c, app.digests.get(&c.name).cloned()))
+            .collect();
+        {
+            let mut comps = self
+                .inner
+                .components
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
+            for p in &placed {
+                if let Some(other) = comps.get(&p.id) {
+                    if other.app != p.app {
+                        p.set(
+                            State::Failed,
+                            Some(format!(
+                                "component id `{}` is already used by app `{}`",
+                                p.id, other.app
+                            )),
+                        );
+                        continue;
+                    }
+                }
+                comps.insert(p.id.clone(), p.clone());
+            }
+        }
+        self.inner
+            .apps
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                m.name.clone(),
+                AppInfo {
+                    version: m.version.clone(),
+                    source: app.source.clone(),
+                    components: placed.clone(),
+                },
+            );
+        for (spec, p) in m.components.iter().zip(&placed) {
+            if p.state().0 == State::Failed {
+                continue;
+            }
+            match self.place(m, spec) {
+                Err(reason) => p.set(State::NotPlaced, Some(reason)),
+                Ok(instances) => match self.start_component(m, spec, p, instances) {
+                    Ok(pool) => {
+                        *p.pool.write().unwrap_or_else(|e| e.into_inner()) = Some(pool);
+                        p.set(State::Running, None);
+                        tracing::info!(component = %p.id, app = %m.name, instances, "running");
+                    }
+                    Err(reason) => p.set(State::Failed, Some(reason)),
+                },
+            }
+        }
+    }
+
+    /// Decides whether a component runs here and with how many instances,
+    /// following wadm's scalers: no scaler means wadm would not run it; a
+    /// spread whose requirements do not match this host's labels gets no
+    /// instances here.
+    fn place(&self, m: &Manifest, spec: &ComponentSpec) -> Result<usize, String> {
+        if spec.kind == ComponentKind::Capability {
+            let image = match &spec.image {
+                Image::File(p) => p.display().to_string(),
+                Image::Reference(r) => r.clone(),
+            };
+            return Err(format!(
+                "capability provider `{image}`: twig runs providers in-process and has no built-in provider for it yet"
+            ));
+        }
+        let Some(scaler) = &spec.scaler else {
+            return Err(
+                "no spreadscaler or daemonscaler trait, so no instances are asked for".into(),
+            );
+        };
+        let total = scaler.instances() as usize;
+        if total == 0 {
+            return Err("the scaler asks for 0 instances".into());
+        }
+        let spread = scaler.spread();
+        let instances = if spread.is_empty() {
+            total
+        } else {
+            let weight = |s: &twig_manifest::Spread| s.weight.unwrap_or(100) as usize;
+            let total_weight: usize = spread.iter().map(weight).sum::<usize>().max(1);
+            let mut here = 0;
+            let mut unmatched = Vec::new();
+            for s in spread {
+                let missing: Vec<String> = s
+                    .requirements
+                    .iter()
+                    .filter(|(k, v)| self.inner.labels.get(*k) != Some(*v))
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                if missing.is_empty() {
+                    here += match scaler {
+                        Scaler::Daemon { .. } => total,
+                        Scaler::Spread { .. } => (total * weight(s)).div_ceil(total_weight),
+                    };
+                } else {
+                    unmatched.push(format!("spread `{}` needs {}", s.name, missing.join(", ")));
+                }
+            }
+            if here == 0 {
+                return Err(format!(
+                    "this host's labels do not meet any spread requirement ({}); host labels: {}",
+                    unmatched.join("; "),
+                    self.inner
+                        .labels
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+            here.min(total)
+        };
+        let max = self.inner.board.limits.max_instances;
+        if instances > max {
+            tracing::warn!(
+                app = %m.name, component = %spec.name,
+                "asks for {instances} instances; board `{}` allows {max}", self.inner.board.name
+            );
+        }
+        let running = self
+            .inner
+            .components
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|p| p.state().0 == State::Running)
+            .count();
+        if running >= self.inner.board.limits.max_components {
+            return Err(format!(
+                "board `{}` allows {} components and that many are running",
+                self.inner.board.name, self.inner.board.limits.max_components
+            ));
+        }
+        Ok(instances.min(max))
+    }
+
+    fn start_component(
+        &self,
+        m: &Manifest,
+        spec: &ComponentSpec,
+        placed: &Placed,
+        instances: usize,
+    ) -> Result<Arc<Pool>, String> {
+        let digest = placed
+            .digest
+            .as_deref()
+            .ok_or_else(|| "no cached image for this component".to_string())?;
+        let bytes = self.inner.cache.get(digest).map_err(|e| e.to_string())?;
+        let limits = Limits {
+            max_instances: instances,
+            ..self.inner.board.component_limits()
+        };
+        let component = Component::with_limits(&self.inner.engine, &spec.id, &bytes, limits)
+            .map_err(|e| e.to_string())?;
+        let config = Arc::new(capabilities::merged_config(spec));
+        let linker = self.linker_for(m, spec, &component);
+        let pool = Arc::new(Pool {
+            component,
+            linker,
+            config,
+            idle: Mutex::new(Vec::new()),
+            freed: Condvar::new(),
+            max: instances,
+            calls: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+        });
+        // Instantiate one up front: a component whose imports cannot be
+        // satisfied fails now, with the import named, not on its first call.
+        let first = pool.new_instance().map_err(|e| e.to_string())?;
+        lock(&pool.idle).push(first);
+        Ok(pool)
+    }
+
+    /// The linker of one component: WASI, config, its links, and an error
+    /// for every other import.
+    fn linker_for(
+        &self,
+        m: &Manifest,
+        spec: &ComponentSpec,
+        component: &Component,
+    ) -> Linker<InstanceData> {
+        let mut linker = Linker::new();
+        twig_wasi::add_to_linker(&mut linker);
+        capabilities::add_config(&mut linker);
+        let provided: Vec<String> = linker.interface_names().map(str::to_string).collect();
+        for import in component.imports() {
+            if import.kind != "instance"
+                || provided
+                    .iter()
+                    .any(|p| twig_component::names::compatible(&import.name, p))
+            {
+                continue;
+            }
+            let target = find_link(spec, &import.name);
+            let iface = import.name.clone();
+            let source = spec.id.clone();
+            match target {
+                Some((link_name, target_id)) => {
+                    let host = Arc::downgrade(&self.inner);
+                    tracing::debug!(app = %m.name, component = %source, "{iface} -> {target_id} (link `{link_name}`)");
+                    linker
+                        .interface(&iface)
+                        .fallback(move |func, cx, args, out| {
+                            call_link(
+                                &host,
+                                &source,
+                                &target_id,
+                                &iface,
+                                func,
+                                cx.deadline(),
+                                args,
+                                out,
+                            )
+                        });
+                }
+                None => {
+                    linker.interface(&iface).fallback(move |func, _cx, _args, _out| {
+                        Err(HostError::new(format!(
+                            "{source} called `{iface}#{func}`, but no link in its app provides `{iface}` (add a `link` trait naming a target)"
+                        )))
+                    });
+                }
+            }
+        }
+        linker
+    }
+
+    /// Runs an export of a component with WAVE-encoded arguments and returns
+    /// the results in WAVE.
+    pub fn invoke(
+        &self,
+        component: &str,
+        function: &str,
+        args: &[String],
+    ) -> Result<Vec<String>, String> {
+        let placed = self.find_component(component)?;
+        let (state, reason) = placed.state();
+        if state != State::Running {
+            return Err(format!(
+                "component `{}` is {}{}",
+                placed.id,
+                serde_json::to_value(&state)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default(),
+                reason.map(|r| format!(": {r}")).unwrap_or_default()
+            ));
+        }
+        let pool = placed
+            .pool()
+            .ok_or_else(|| format!("component `{}` has no instances", placed.id))?;
+        let wait = self.call_wait();
+        pool.with_instance(wait, |inst| {
+            let types = inst.export_param_types(function).ok_or_else(|| {
+                format!(
+                    "component `{}` has no export `{function}`; its exports are: {}",
+                    placed.id,
+                    inst.export_names().join(", ")
+                )
+            })?;
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            let vals = types
+                .parse(&refs)
+                .map_err(|e| format!("arguments for `{function}`: {e}"))?;
+            let results = inst.call(function, &vals).map_err(|e| e.to_string())?;
+            Ok(results.iter().map(twig_component::wave::to_wave).collect())
+        })
+    }
+
+    fn call_wait(&self) -> Duration {
+        Duration::from_millis(self.inner.board.limits.deadline_ms)
+    }
+
+    fn find_component(&self, key: &str) -> Result<Arc<Placed>, String> {
+        find_component(&self.inner, key)
+    }
+
+    /// Parses, checks and deploys a manifest, replacing an app of the same
+    /// name. The desired state is saved before the app (re)starts, so a
+    /// crash after this point brings it back on the next boot.
+    ///
+    /// With `start` false the app is only recorded (at boot, before
+    /// [`Host::start_all`] starts everything once).
+    pub fn apply(&self, req: ApplyRequest, start: bool) -> Result<ApplyOutcome, String> {
+        let base_dir = req
+            .file
+            .as_deref()
+            .and_then(Path::parent)
+            .map(Path::to_path_buf);
+        let parsed = twig_manifest::parse(
+            &req.text,
+            &twig_manifest::Source {
+                file: req.file.as_deref(),
+                base_dir: base_dir.as_deref(),
+            },
+        )
+        .map_err(|e| e.to_string())?;
+        let file = req
+            .file
+            .as_ref()
+            .map(|f| f.display().to_string())
+            .unwrap_or_else(|| "<manifest>".into());
+        let m = parsed.manifest;
+        let mut digests = BTreeMap::new();
+        let mut blobs = Vec::new();
+        for (i, spec) in m.components.iter().enumerate() {
+            if spec.kind == ComponentKind::Capability {
+                continue;
+            }
+            let bytes = match &spec.image {
+                Image::File(path) => match req.images.get(path) {
+                    Some(b) => b.clone(),
+                    None => std::fs::read(path).map_err(|e| {
+                        format!("{file}: {}: cannot read image {}: {e}", image_field(i), path.display())
+                    })?,
+                },
+                Image::Reference(r) => {
+                    return Err(format!(
+                        "{file}: {}: `{r}` is a registry reference; twig loads component images from files (file:// or a path relative to the manifest) so that it never needs a network to deploy",
+                        image_field(i)
+                    ))
+                }
+            };
+            // Compile it now so a bad image is refused before anything
+            // changes, with the manifest position named.
+            Component::new(&self.inner.engine, &spec.id, &bytes).map_err(|e| {
+                format!(
+                    "{file}: {}: image is not a usable component: {e}",
+                    image_field(i)
+                )
+            })?;
+            blobs.push((spec.name.clone(), bytes));
+        }
+        let mut desired = lock(&self.inner.desired);
+        // Component ids must not clash with another app's.
+        let comps = self
+            .inner
+            .components
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for (i, spec) in m.components.iter().enumerate() {
+            if let Some(other) = comps.get(&spec.id) {
+                if other.app != m.name {
+                    return Err(format!(
+                        "{file}: spec.components[{i}]: component id `{}` is already used by app `{}`",
+                        spec.id, other.app
+                    ));
+                }
+            }
+        }
+        for (name, bytes) in &blobs {
+            let digest = self.inner.cache.put(bytes).map_err(|e| e.to_string())?;
+            digests.insert(name.clone(), digest);
+        }
+        let app = DeployedApp {
+            manifest: m.clone(),
+            digests,
+            source: req.file.as_ref().map(|f| f.display().to_string()),
+            deployed_at: now_secs(),
+        };
+        let unchanged = desired
+            .app(&m.name)
+            .is_some_and(|old| old.manifest == app.manifest && old.digests == app.digests);
+        if !unchanged {
+            let mut next = desired.clone();
+            next.upsert(app.clone());
+            next.save(&self.inner.data_dir).map_err(|e| e.to_string())?;
+            *desired = next;
+        }
+        if start {
+            self.stop_app(&m.name);
+            self.start_app(&app);
+        }
+        let removed = self.inner.cache.collect_garbage(&desired.digests());
+        if removed > 0 {
+            tracing::debug!("removed {removed} unused cache entries");
+        }
+        let warnings: Vec<String> = parsed
+            .warnings
+            .iter()
+            .map(|w| format!("{file}: {w}"))
+            .collect();
+        for w in &warnings {
+            tracing::warn!("{w}");
+        }
+        tracing::info!(app = %m.name, version = m.version.as_deref().unwrap_or("-"), "deployed");
+        Ok(ApplyOutcome {
+            name: m.name.clone(),
+            version: m.version.clone(),
+            warnings,
+            components: m.components.iter().map(|c| c.id.clone()).collect(),
+        })
+    }
+
+    /// Removes an app from the desired state and stops its components.
+    pub fn delete(&self, name: &str) -> Result<(), String> {
+        let mut desired = lock(&self.inner.desired);
+        let mut next = desired.clone();
+        if next.remove(name).is_none() {
+            let names: Vec<&str> = desired
+                .apps
+                .iter()
+                .map(|a| a.manifest.name.as_str())
+                .collect();
+            return Err(format!(
+                "no app named `{name}` (deployed: {})",
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                }
+            ));
+        }
+        next.save(&self.inner.data_dir).map_err(|e| e.to_string())?;
+        *desired = next;
+        self.stop_app(name);
+        self.inner.cache.collect_garbage(&desired.digests());
+        tracing::info!(app = %name, "deleted");
+        Ok(())
+    }
+
+    /// Stops an app's components. Calls in flight hold their instance and
+    /// finish (or reach their deadline); the instances go away after.
+    fn stop_app(&self, name: &str) {
+        let Some(app) = self
+            .inner
+            .apps
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name)
+        else {
+            return;
+        };
+        let mut comps = self
+            .inner
+            .components
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        for p in &app.components {
+            if comps.get(&p.id).is_some_and(|c| Arc::ptr_eq(c, p)) {
+                comps.remove(&p.id);
+            }
+            *p.pool.write().unwrap_or_else(|e| e.into_inner()) = None;
+        }
+    }
+
+    pub fn status(&self) -> Status {
+        let apps = self.inner.apps.read().unwrap_or_else(|p| p.into_inner());
+        Status {
+            host: HostStatus {
+                version: env!("CARGO_PKG_VERSION"),
+                board: self.inner.board.name.clone(),
+                data_dir: self.inner.data_dir.display().to_string(),
+                labels: self.inner.labels.clone(),
+            },
+            apps: apps
+                .iter()
+                .map(|(name, info)| AppStatus {
+                    name: name.clone(),
+                    version: info.version.clone(),
+                    source: info.source.clone(),
+                    components: info
+                        .components
+                        .iter()
+                        .map(|p| component_status(p))
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+}
+
+fn component_status(p: &Placed) -> ComponentStatus {
+    let (state, reason) = p.state();
+    let pool = p.pool();
+    let (instances, calls, failed_calls, last_error) = match &pool {
+        Some(pool) => (
+            InstanceCounts {
+                live: pool.component.live_instances(),
+                idle: lock(&pool.idle).len(),
+                max: pool.max,
+            },
+            pool.calls.load(Ordering::Relaxed),
+            pool.failures.load(Ordering::Relaxed),
+            lock(&pool.last_error).clone(),
+        ),
+        None => (
+            InstanceCounts {
+                live: 0,
+                idle: 0,
+                max: 0,
+            },
+            0,
+            0,
+            None,
+        ),
+    };
+    ComponentStatus {
+        id: p.id.clone(),
+        name: p.name.clone(),
+        state,
+        reason,
+        image: p.digest.as_ref().map(|d| format!("sha256:{d}")),
+        instances,
+        calls,
+        failed_calls,
+        last_error,
+    }
+}
+
+fn find_component(inner: &HostInner, key: &str) -> Result<Arc<Placed>, String> {
+    let comps = inner.components.read().unwrap_or_else(|p| p.into_inner());
+    if let Some(p) = comps.get(key) {
+        return Ok(p.clone());
+    }
+    let by_name: Vec<&Arc<Placed>> = comps.values().filter(|p| p.name == key).collect();
+    match by_name.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => {
+            let mut ids: Vec<&str> = comps.keys().map(String::as_str).collect();
+            ids.sort();
+            Err(format!(
+                "no component `{key}` on this host (components: {})",
+                if ids.is_empty() {
+                    "none".into()
+                } else {
+                    ids.join(", ")
+                }
+            ))
+        }
+        many => Err(format!(
+            "`{key}` names components in several apps; use an id: {}",
+            many.iter()
+                .map(|p| p.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}
+
+/// The link of `spec` that provides interface `import`
+/// (`namespace:package/interface@version`): the one named `default`, else
+/// the only one. Returns (link name, target component id).
+fn find_link(spec: &ComponentSpec, import: &str) -> Option<(String, String)> {
+    let unversioned = import.split('@').next().unwrap_or(import);
+    let (pkg, iface) = unversioned.split_once('/')?;
+    let (ns, package) = pkg.split_once(':')?;
+    let matching: Vec<_> = spec
+        .links
+        .iter()
+        .filter(|l| {
+            l.namespace == ns && l.package == package && l.interfaces.iter().any(|i| i == iface)
+        })
+        .collect();
+    let link = matching
+        .iter()
+        .find(|l| l.name == "default")
+        .or(if matching.len() == 1 {
+            matching.first()
+        } else {
+            None
+        })?;
+    Some((link.name.clone(), link.target_id.clone()))
+}
+
+/// Forwards one imported call to the link's target component.
+#[allow(clippy::too_many_arguments)]
+fn call_link(
+    host: &Weak<HostInner>,
+    source: &str,
+    target_id: &str,
+    iface: &str,
+    func: &str,
+    deadline: Option<Instant>,
+    args: &[Val],
+    out: &mut Vec<Val>,
+) -> Result<(), HostError> {
+    let host = host
+        .upgrade()
+        .ok_or_else(|| HostError::new("the host is shutting down"))?;
+    if args.iter().any(contains_resource) {
+        return Err(HostError::new(format!(
+            "{source} -> {target_id}: `{iface}#{func}` passes a resource; resources cannot cross components yet"
+        )));
+    }
+    let target = find_component(&host, target_id).map_err(HostError::new)?;
+    let pool = target.pool().ok_or_else(|| {
+        let (state, reason) = target.state();
+        HostError::new(format!(
+            "{source} -> {target_id}: link target is {:?}{}",
+            state,
+            reason.map(|r| format!(" ({r})")).unwrap_or_default()
+        ))
+    })?;
+    // Wait for a free target instance no longer than the caller may run.
+    let wait = deadline
+        .map(|d| d.saturating_duration_since(Instant::now()))
+        .unwrap_or(Duration::from_millis(host.board.limits.deadline_ms));
+    let export = format!("{iface}#{func}");
+    let results = pool
+        .with_instance(wait, |inst| {
+            inst.call(&export, args).map_err(|e| e.to_string())
+        })
+        .map_err(|e| HostError::new(format!("{source} -> {target_id}: {e}")))?;
+    if results.iter().any(contains_resource) {
+        return Err(HostError::new(format!(
+            "{source} -> {target_id}: `{export}` returned a resource; resources cannot cross components yet"
+        )));
+    }
+    out.extend(results);
+    Ok(())
+}
+
+fn contains_resource(v: &Val) -> bool {
+    match v {
+        Val::Resource(_) => true,
+        Val::List(vs) | Val::Tuple(vs) => vs.iter().any(contains_resource),
+        Val::Record(fs) => fs.iter().any(|(_, v)| contains_resource(v)),
+        Val::Variant(_, Some(v)) | Val::Option(Some(v)) => contains_resource(v),
+        Val::Result(Ok(Some(v))) | Val::Result(Err(Some(v))) => contains_resource(v),
+        _ => false,
+    }
+}

@@ -1,0 +1,40 @@
+//! # twig: the host
+//!
+//! `twig up` runs WebAssembly components on a device, from apps declared in
+//! wadm manifests, and keeps them running through restarts and power cuts
+//! with no network. This crate is the host process and its CLI; the engine
+//! (`twig-component`), the WASI host (`twig-wasi`) and the manifest parser
+//! (`twig-manifest`) are crates of their own.
+//!
+//! ## Layout
+//!
+//! * [`board`] — the board profile (TOML; `sim` is built in): limits, data
+//!   directory, labels.
+//! * [`state`] — what is on disk: the content-addressed component cache and
+//!   the desired state, both written crash-safely.
+//! * [`host`] — the running host: placing each app's components (scalers,
+//!   spread requirements against the board's labels), one instance pool per
+//!   component, and the routing of imports to WASI, config or a linked
+//!   component.
+//! * [`capabilities`] — what the host answers itself besides WASI
+//!   (`wasi:config` from manifest config).
+//! * [`admin`] — the local admin socket that `twig status|invoke|apply|
+//!   delete` use.
+//! * [`up`] — `twig up`: lock the data dir, restore the desired state,
+//!   apply `--app` files, serve the admin socket, shut down on a signal.
+//!
+//! ## Data flow
+//!
+//! ```text
+//! app.yaml --parse--> Manifest --images read, compiled, hashed--> cache/sha256/…
+//!                        \--------------------------------------> desired.json
+//! boot / apply: desired.json + cache --verify hash--> Component --> Pool (instances)
+//! trigger (admin invoke) --> Pool --> guest --import--> WASI | config | link --> other Pool
+//! ```
+
+pub mod admin;
+pub mod board;
+pub mod capabilities;
+pub mod host;
+pub mod state;
+pub mod up;

@@ -1,0 +1,326 @@
+//! The `twig` command line. See the crate documentation of `twig` (lib.rs)
+//! for how the host is put together.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use twig::admin::{self, Request};
+use twig::board::{resolve_data_dir, Board};
+
+#[derive(Parser)]
+#[command(
+    name = "twig",
+    version,
+    about = "A small-footprint edge host for WebAssembly components",
+    propagate_version = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the host: restore deployed apps, deploy --app files, serve the
+    /// admin socket until SIGTERM/SIGINT.
+    Up {
+        /// Board profile (TOML); the built-in `sim` profile when absent.
+        #[arg(long, value_name = "FILE")]
+        board: Option<PathBuf>,
+        /// App manifest to deploy (repeatable). Deployed apps persist; a
+        /// restart without --app brings them back.
+        #[arg(long = "app", value_name = "FILE")]
+        apps: Vec<PathBuf>,
+        #[arg(long, value_name = "DIR", env = "TWIG_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "human", env = "TWIG_LOG_FORMAT")]
+        log_format: LogFormat,
+    },
+    /// Show every app and component of the running host.
+    Status {
+        #[arg(long, value_name = "DIR", env = "TWIG_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        /// Print JSON: {"apps":[{"name":…,"components":[{"id":…,"state":…}]}]}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Call an export of a running component; arguments and result in WAVE.
+    Invoke {
+        #[arg(long, value_name = "DIR", env = "TWIG_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        /// Component id (or its name in the manifest, if unique).
+        component: String,
+        /// `function` or `namespace:package/interface#function`.
+        function: String,
+        /// Arguments in WAVE, e.g. '"Ada"' 42 '[1, 2]'.
+        args: Vec<String>,
+    },
+    /// Deploy (or replace) an app on the running host.
+    Apply {
+        #[arg(long, value_name = "DIR", env = "TWIG_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        #[arg(value_name = "APP.yaml")]
+        manifest: PathBuf,
+    },
+    /// Remove an app from the running host.
+    Delete {
+        #[arg(long, value_name = "DIR", env = "TWIG_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        /// App name, or the manifest file it was deployed from.
+        #[arg(value_name = "APP.yaml|NAME")]
+        app: String,
+    },
+    /// Check an app manifest (and its images) or a board profile.
+    Validate {
+        #[arg(value_name = "APP.yaml", required_unless_present = "board")]
+        manifest: Option<PathBuf>,
+        #[arg(long, value_name = "BOARD.toml")]
+        board: Option<PathBuf>,
+    },
+    /// Print a component's WIT imports and exports.
+    Inspect {
+        #[arg(value_name = "COMPONENT.wasm")]
+        component: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let started = Instant::now();
+    let cli = Cli::parse();
+    match run(cli, started) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::prelude::*;
+    // TWIG_LOG takes `info`, `debug`, or per-target `info,twig::host=debug`.
+    let filter: Targets = std::env::var("TWIG_LOG")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO));
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => tracing_subscriber::registry()
+            .with(fmt.with_target(false).with_filter(filter))
+            .init(),
+        LogFormat::Json => tracing_subscriber::registry()
+            .with(fmt.json().with_current_span(false).with_filter(filter))
+            .init(),
+    }
+}
+
+fn data_dir(flag: Option<PathBuf>) -> PathBuf {
+    resolve_data_dir(flag.as_deref(), Some(&Board::sim()))
+}
+
+fn run(cli: Cli, started: Instant) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Up {
+            board,
+            apps,
+            data_dir: dir,
+            log_format,
+        } => {
+            init_logging(log_format);
+            let board = match board {
+                Some(path) => Board::load(&path)?,
+                None => Board::sim(),
+            };
+            let data_dir = resolve_data_dir(dir.as_deref(), Some(&board));
+            twig::up::run(twig::up::UpOptions {
+                board,
+                apps,
+                data_dir,
+                started,
+            })?;
+        }
+        Command::Status {
+            data_dir: dir,
+            json,
+        } => {
+            let status = admin::request(&data_dir(dir), &Request::Status)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print_status(&status);
+            }
+        }
+        Command::Invoke {
+            data_dir: dir,
+            component,
+            function,
+            args,
+        } => {
+            let result = admin::request(
+                &data_dir(dir),
+                &Request::Invoke {
+                    component,
+                    function,
+                    args,
+                },
+            )?;
+            for v in result.as_array().into_iter().flatten() {
+                println!("{}", v.as_str().unwrap_or_default());
+            }
+        }
+        Command::Apply {
+            data_dir: dir,
+            manifest,
+        } => {
+            let req = admin::apply_request(&manifest)?;
+            let out = admin::request(&data_dir(dir), &req)?;
+            for w in out["warnings"].as_array().into_iter().flatten() {
+                eprintln!("warning: {}", w.as_str().unwrap_or_default());
+            }
+            println!(
+                "applied {} {} ({} components)",
+                out["name"].as_str().unwrap_or_default(),
+                out["version"].as_str().unwrap_or(""),
+                out["components"].as_array().map_or(0, |c| c.len())
+            );
+        }
+        Command::Delete { data_dir: dir, app } => {
+            let name = if Path::new(&app).is_file() {
+                twig_manifest::parse_file(Path::new(&app))?.manifest.name
+            } else {
+                app
+            };
+            admin::request(&data_dir(dir), &Request::Delete { name: name.clone() })?;
+            println!("deleted {name}");
+        }
+        Command::Validate { manifest, board } => {
+            if let Some(b) = board {
+                let board = Board::load(&b)?;
+                println!("{}: valid board profile `{}`", b.display(), board.name);
+            }
+            if let Some(m) = manifest {
+                validate_manifest(&m)?;
+            }
+        }
+        Command::Inspect { component } => inspect(&component)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Parses a manifest and compiles every file image, as `apply` would.
+fn validate_manifest(path: &Path) -> anyhow::Result<()> {
+    let parsed = twig_manifest::parse_file(path)?;
+    for w in &parsed.warnings {
+        eprintln!("warning: {}: {w}", path.display());
+    }
+    let engine = twig_component::Engine::default();
+    for (i, c) in parsed.manifest.components.iter().enumerate() {
+        if c.kind != twig_manifest::ComponentKind::Component {
+            continue;
+        }
+        let field = format!("spec.components[{i}].properties.image");
+        match &c.image {
+            twig_manifest::Image::File(p) => {
+                let bytes = std::fs::read(p).map_err(|e| {
+                    anyhow::anyhow!("{}: {field}: cannot read image {}: {e}", path.display(), p.display())
+                })?;
+                twig_component::Component::new(&engine, &c.id, &bytes).map_err(|e| {
+                    anyhow::anyhow!("{}: {field}: image is not a usable component: {e}", path.display())
+                })?;
+            }
+            twig_manifest::Image::Reference(r) => anyhow::bail!(
+                "{}: {field}: `{r}` is a registry reference; twig loads component images from files",
+                path.display()
+            ),
+        }
+    }
+    let m = &parsed.manifest;
+    println!(
+        "{}: valid app `{}`{} with {} components: {}",
+        path.display(),
+        m.name,
+        m.version
+            .as_deref()
+            .map(|v| format!(" {v}"))
+            .unwrap_or_default(),
+        m.components.len(),
+        m.components
+            .iter()
+            .map(|c| c.id.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
+}
+
+fn inspect(path: &Path) -> anyhow::Result<()> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let name = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "component".into());
+    let component =
+        twig_component::Component::new(&twig_component::Engine::default(), &name, &bytes)?;
+    println!("{}: {} bytes", path.display(), bytes.len());
+    println!("imports:");
+    for i in component.imports() {
+        println!("  {} {}", i.kind, i.name);
+        for item in &i.items {
+            println!("    {item}");
+        }
+    }
+    println!("exports:");
+    for (name, sig) in component.exports() {
+        println!("  {name}: {sig}");
+    }
+    Ok(())
+}
+
+fn print_status(status: &serde_json::Value) {
+    let host = &status["host"];
+    println!(
+        "twig {} on board {} (data dir {})",
+        host["version"].as_str().unwrap_or("?"),
+        host["board"].as_str().unwrap_or("?"),
+        host["data_dir"].as_str().unwrap_or("?")
+    );
+    let apps = status["apps"].as_array().cloned().unwrap_or_default();
+    if apps.is_empty() {
+        println!("no apps deployed");
+        return;
+    }
+    println!(
+        "{:<20} {:<10} {:<32} {:<11} {:>9}  DETAIL",
+        "APP", "VERSION", "COMPONENT", "STATE", "INSTANCES"
+    );
+    for app in &apps {
+        for c in app["components"].as_array().into_iter().flatten() {
+            let inst = &c["instances"];
+            let detail = c["reason"]
+                .as_str()
+                .or(c["last_error"]
+                    .as_str()
+                    .map(|_| "last call failed (see --json)"))
+                .unwrap_or("");
+            println!(
+                "{:<20} {:<10} {:<32} {:<11} {:>9}  {}",
+                app["name"].as_str().unwrap_or(""),
+                app["version"].as_str().unwrap_or("-"),
+                c["id"].as_str().unwrap_or(""),
+                c["state"].as_str().unwrap_or(""),
+                format!("{}/{}", inst["live"], inst["max"]),
+                detail
+            );
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! `twig up`: the host process.
+//!
+//! Boot never needs a network: the desired state and the component cache
+//! on disk are enough to bring every app back after a power cut. The order
+//! is: take the data-dir lock (one host per data dir), restore the desired
+//! state, record `--app` files into it, bind the admin socket, start every
+//! app, then serve until SIGTERM/SIGINT.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+
+use crate::admin;
+use crate::board::Board;
+use crate::host::{ApplyRequest, Host, State};
+use crate::state::create_private_dir;
+
+pub struct UpOptions {
+    pub board: Board,
+    pub apps: Vec<PathBuf>,
+    pub data_dir: PathBuf,
+    /// When the process started, for the time-to-running log line.
+    pub started: Instant,
+}
+
+pub fn run(opts: UpOptions) -> anyhow::Result<()> {
+    let data_dir = &opts.data_dir;
+    create_private_dir(data_dir)?;
+    // One host per data directory. The lock goes away with the process,
+    // so a host killed with -9 leaves nothing to clean up by hand.
+    let lock_path = data_dir.join("twig.lock");
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&lock_path)
+        .with_context(|| format!("opening {}", lock_path.display()))?;
+    if lock.try_lock().is_err() {
+        anyhow::bail!(
+            "another twig is running with data dir {} (it holds {})",
+            data_dir.display(),
+            lock_path.display()
+        );
+    }
+
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        board = %opts.board.name,
+        data_dir = %data_dir.display(),
+        "twig starting"
+    );
+    let host = Host::open(opts.board.clone(), data_dir)?;
+    for app in &opts.apps {
+        let text = std::fs::read_to_string(app)
+            .with_context(|| format!("{}: cannot read app manifest", app.display()))?;
+        let outcome = host
+            .apply(
+                ApplyRequest {
+                    file: Some(admin::absolute(app)),
+                    text,
+                    images: Default::default(),
+                },
+                false,
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        tracing::info!(app = %outcome.name, "recorded {} from {}", outcome.name, app.display());
+    }
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .max_blocking_threads(opts.board.limits.max_instances.clamp(4, 64))
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async move {
+        let listener = admin::bind(data_dir)?;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let server = tokio::spawn(admin::serve(listener, host.clone(), stop_rx));
+
+        let starter = host.clone();
+        let started = opts.started;
+        tokio::task::spawn_blocking(move || {
+            let (apps, running) = starter.start_all();
+            let status = starter.status();
+            let total: usize = status.apps.iter().map(|a| a.components.len()).sum();
+            let not_running: Vec<String> = status
+                .apps
+                .iter()
+                .flat_map(|a| a.components.iter())
+                .filter(|c| c.state != State::Running)
+                .map(|c| format!("{} ({:?})", c.id, c.state))
+                .collect();
+            tracing::info!(
+                apps,
+                running,
+                components = total,
+                elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+                "twig is up"
+            );
+            if !not_running.is_empty() {
+                tracing::warn!("not running: {}", not_running.join(", "));
+            }
+        })
+        .await
+        .context("starting apps")?;
+
+        wait_for_signal().await?;
+        tracing::info!("shutting down: finishing calls in flight");
+        let _ = stop_tx.send(true);
+        let _ = server.await;
+        let _ = std::fs::remove_file(admin::socket_path(data_dir));
+        tracing::info!("stopped");
+        anyhow::Ok(())
+    })?;
+    drop(lock);
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM"),
+        _ = int.recv() => tracing::info!("SIGINT"),
+    }
+    Ok(())
+}

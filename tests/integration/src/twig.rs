@@ -1,0 +1,246 @@
+//! Driving the real `twig` binary: start `twig up`, run CLI commands
+//! against it, kill it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The `twig` binary cargo built beside this test (`cargo test --workspace`
+/// builds it), or `$TWIG_BIN`.
+pub fn twig_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("TWIG_BIN") {
+        return PathBuf::from(p);
+    }
+    // target/<profile>/deps/<test-binary> -> target/<profile>/twig
+    let exe = std::env::current_exe().expect("current_exe");
+    let p = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .join("twig");
+    assert!(
+        p.exists(),
+        "{} is missing: build it with `cargo build -p twig` (cargo test --workspace does)",
+        p.display()
+    );
+    p
+}
+
+/// A built demo component, `examples/demo/build/NAME.wasm`.
+pub fn demo_path(name: &str) -> PathBuf {
+    let p = repo_root().join(format!("examples/demo/build/{name}.wasm"));
+    assert!(
+        p.exists(),
+        "{} is missing: run examples/demo/build.sh first (the README's test command does)",
+        p.display()
+    );
+    p
+}
+
+/// A fresh, private temporary directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // Short paths: the admin socket lives inside and Unix socket paths
+        // are limited to ~100 bytes.
+        let p = std::env::temp_dir().join(format!("tw-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs `twig ARGS...` to completion.
+pub fn twig(args: &[&str]) -> Output {
+    Command::new(twig_bin())
+        .args(args)
+        .env_remove("TWIG_DATA_DIR")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run twig")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A running `twig up`.
+pub struct Twig {
+    pub child: Option<Child>,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Twig {
+    /// Starts `twig up --data-dir DIR EXTRA...`, logging to DIR/../NAME.log,
+    /// and waits until its admin socket answers.
+    pub fn up(data_dir: &Path, extra: &[&str]) -> Twig {
+        let log = data_dir.with_extension(format!(
+            "log.{}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        let logfile = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(twig_bin())
+            .arg("up")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(extra)
+            .env("TWIG_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(logfile.try_clone().unwrap())
+            .stderr(logfile)
+            .spawn()
+            .expect("spawn twig up");
+        let mut t = Twig {
+            child: Some(child),
+            data_dir: data_dir.to_path_buf(),
+            log,
+        };
+        t.wait_for_socket();
+        t
+    }
+
+    fn wait_for_socket(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "twig up exited early with {status}; log:\n{}",
+                    self.log_text()
+                );
+            }
+            let o = self.cli(&["status", "--json"]);
+            if o.status.success() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "twig up did not answer within 30 s; log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Runs a CLI command against this host (adds `--data-dir`).
+    pub fn cli(&self, args: &[&str]) -> Output {
+        let (cmd, rest) = args.split_first().expect("a command");
+        let mut full = vec![*cmd, "--data-dir", self.data_dir.to_str().unwrap()];
+        full.extend_from_slice(rest);
+        twig(&full)
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        let o = self.cli(&["status", "--json"]);
+        assert!(o.status.success(), "twig status failed: {}", stderr(&o));
+        serde_json::from_slice(&o.stdout).expect("status --json is JSON")
+    }
+
+    /// Waits until no component is `starting`, and returns the status.
+    pub fn settled(&self, apps: usize) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let s = self.status();
+            let arr = s["apps"].as_array().cloned().unwrap_or_default();
+            let starting = arr
+                .iter()
+                .flat_map(|a| a["components"].as_array().cloned().unwrap_or_default())
+                .any(|c| c["state"] == "starting");
+            if arr.len() >= apps && !starting {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "apps did not settle: {s}\nlog:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `state` of component `id`, and its reason.
+    pub fn component_state(status: &serde_json::Value, id: &str) -> (String, String) {
+        for a in status["apps"].as_array().into_iter().flatten() {
+            for c in a["components"].as_array().into_iter().flatten() {
+                if c["id"] == id {
+                    return (
+                        c["state"].as_str().unwrap_or("").to_string(),
+                        c["reason"].as_str().unwrap_or("").to_string(),
+                    );
+                }
+            }
+        }
+        panic!("no component {id} in status {status}");
+    }
+
+    pub fn invoke(&self, component: &str, function: &str, args: &[&str]) -> Output {
+        let mut a = vec!["invoke", component, function];
+        a.extend_from_slice(args);
+        self.cli(&a)
+    }
+
+    /// SIGKILL: no chance to clean up, like a power cut for the process.
+    pub fn kill9(&mut self) {
+        let mut c = self.child.take().expect("running");
+        c.kill().expect("kill -9");
+        c.wait().expect("reap");
+    }
+
+    /// SIGTERM, then wait for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        let ok = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status()
+            .expect("kill -TERM");
+        assert!(ok.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(s) = c.try_wait().unwrap() {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "twig did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Twig {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
