@@ -97,6 +97,25 @@ impl Twig {
     /// Starts `twig up --data-dir DIR EXTRA...`, logging to DIR/../NAME.log,
     /// and waits until its admin socket answers.
     pub fn up(data_dir: &Path, extra: &[&str]) -> Twig {
+        Twig::start(data_dir, extra, false)
+    }
+
+    /// Like [`Twig::up`], but in a new network namespace with no interfaces
+    /// but a down loopback (`unshare -n`), to prove boot needs no network.
+    /// Where namespaces cannot be made, says so and runs without one.
+    pub fn up_offline(data_dir: &Path, extra: &[&str]) -> Twig {
+        let ok = Command::new("unshare")
+            .args(["-n", "true"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("NOTE: `unshare -n` is not permitted here; starting twig without a network namespace");
+        }
+        Twig::start(data_dir, extra, ok)
+    }
+
+    fn start(data_dir: &Path, extra: &[&str], offline: bool) -> Twig {
         let log = data_dir.with_extension(format!(
             "log.{}",
             std::time::SystemTime::now()
@@ -105,7 +124,14 @@ impl Twig {
                 .as_nanos()
         ));
         let logfile = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(twig_bin())
+        let mut cmd = if offline {
+            let mut c = Command::new("unshare");
+            c.arg("-n").arg(twig_bin());
+            c
+        } else {
+            Command::new(twig_bin())
+        };
+        let child = cmd
             .arg("up")
             .arg("--data-dir")
             .arg(data_dir)

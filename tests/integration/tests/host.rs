@@ -323,8 +323,9 @@ fn apps_come_back_after_kill_9_and_corrupt_cache_is_refused() {
     t.settled(2);
     t.kill9();
 
-    // Restart with no --app: both apps come back by themselves.
-    let mut t = Twig::up(&data, &[]);
+    // Restart with no --app and no network: both apps come back by
+    // themselves.
+    let mut t = Twig::up_offline(&data, &[]);
     let s = t.settled(2);
     for id in [DEMO_FRONTEND, DEMO_GREETER, "misbehave-misbehave"] {
         assert_eq!(Twig::component_state(&s, id).0, "running", "{id}: {s}");
@@ -363,7 +364,7 @@ fn apps_come_back_after_kill_9_and_corrupt_cache_is_refused() {
     bytes[mid] ^= 0xff;
     std::fs::write(&entry, &bytes).unwrap();
 
-    let t = Twig::up(&data, &[]);
+    let t = Twig::up_offline(&data, &[]);
     let s = t.settled(1);
     assert_eq!(s["apps"].as_array().unwrap().len(), 1, "{s}");
     let (state, reason) = Twig::component_state(&s, DEMO_GREETER);
@@ -502,4 +503,66 @@ fn hostile_admin_requests_get_errors_and_change_nothing() {
     assert_eq!(stdout(&o).trim(), EXPECTED_WELCOME, "{}", stderr(&o));
     let s = t.status();
     assert_eq!(s["apps"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn sigterm_lets_a_call_in_flight_finish_and_json_logs_parse() {
+    let tmp = TempDir::new("term");
+    let data = tmp.path().join("d");
+    let board = tight_board(&tmp);
+    let misbehave = misbehave_manifest();
+    let mut t = Twig::up(
+        &data,
+        &[
+            "--board",
+            &board,
+            "--app",
+            &misbehave,
+            "--log-format",
+            "json",
+        ],
+    );
+    t.settled(1);
+    // `spin` runs until its fuel (100M units) runs out; SIGTERM arrives
+    // while it runs, and the caller still gets its answer.
+    let bin = twig_integration_tests::twig::twig_bin();
+    let caller = std::process::Command::new(bin)
+        .args([
+            "invoke",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "misbehave-misbehave",
+            "spin",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the host has the call (the component shows one call).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while t.status()["apps"][0]["components"][0]["calls"] != 1 {
+        assert!(std::time::Instant::now() < deadline, "call never started");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let code = t.terminate();
+    let out = caller.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("fuel limit"),
+        "the call in flight was answered: {err}"
+    );
+    assert!(code.success(), "twig exit status {code}");
+    let log = t.log_text();
+    let mut lines = 0;
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"));
+        assert!(v["level"].is_string() && v["fields"].is_object(), "{line}");
+        lines += 1;
+    }
+    assert!(
+        log.contains("twig is up") && log.contains("stopped"),
+        "{log}"
+    );
+    assert!(lines >= 3, "{log}");
 }
