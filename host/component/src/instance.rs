@@ -602,6 +602,34 @@ impl<T: 'static> Instance<T> {
             .sum()
     }
 
+    /// Gives the pages of this instance's linear memories that hold only
+    /// zeros back to the operating system, and returns how many bytes that
+    /// covered.
+    ///
+    /// wasmi zero-fills a new or grown linear memory byte by byte, so every
+    /// page of it becomes resident even if the guest never touches it: a
+    /// Rust guest's 17 initial pages cost 1.1 MB of RSS per instance. Pages
+    /// that are still all zeros are released with `MADV_DONTNEED`; the
+    /// memory stays mapped and reads as zeros again, so the guest cannot
+    /// tell. Worth calling after instantiation and after a call that grew
+    /// memory; it scans the whole memory, about 0.1 ms per MiB.
+    pub fn release_zero_pages(&mut self) -> usize {
+        let memories: Vec<wasmi::Memory> = self
+            .store
+            .data()
+            .rt
+            .memories
+            .iter()
+            .flatten()
+            .copied()
+            .collect();
+        let mut released = 0;
+        for m in memories {
+            released += release_zero_pages(m.data_mut(&mut self.store));
+        }
+        released
+    }
+
     /// Calls an exported function with `args` and returns its results.
     pub fn call(&mut self, name: &str, args: &[Val]) -> Result<Vec<Val>> {
         let comp = self.comp.clone();
@@ -1101,4 +1129,56 @@ fn host_side(e: wasmi::Error) -> wasmi::Error {
         ))),
         _ => e,
     }
+}
+
+/// Releases the all-zero, page-aligned parts of `data` (see
+/// [`Instance::release_zero_pages`]).
+#[cfg(unix)]
+fn release_zero_pages(data: &mut [u8]) -> usize {
+    const PAGE: usize = 4096;
+    let start = data.as_ptr() as usize;
+    let first = start.next_multiple_of(PAGE) - start;
+    let mut released = 0;
+    let mut run_start: Option<usize> = None;
+    let mut offset = first;
+    let flush = |data: &mut [u8], from: usize, to: usize| -> usize {
+        // SAFETY: [from, to) is a page-aligned range inside `data`, which is
+        // private anonymous memory from the global allocator that we hold
+        // exclusively (`&mut`). MADV_DONTNEED on such memory only drops
+        // pages whose content is all zeros (checked by the caller), and the
+        // next access maps a fresh zero page, so the bytes are unchanged.
+        let rc = unsafe {
+            libc::madvise(
+                data.as_mut_ptr().add(from).cast(),
+                to - from,
+                libc::MADV_DONTNEED,
+            )
+        };
+        if rc == 0 {
+            to - from
+        } else {
+            0
+        }
+    };
+    while offset + PAGE <= data.len() {
+        let zero = data[offset..offset + PAGE].iter().all(|b| *b == 0);
+        match (zero, run_start) {
+            (true, None) => run_start = Some(offset),
+            (false, Some(from)) => {
+                released += flush(data, from, offset);
+                run_start = None;
+            }
+            _ => {}
+        }
+        offset += PAGE;
+    }
+    if let Some(from) = run_start {
+        released += flush(data, from, offset);
+    }
+    released
+}
+
+#[cfg(not(unix))]
+fn release_zero_pages(_data: &mut [u8]) -> usize {
+    0
 }

@@ -123,7 +123,11 @@ impl Pool {
             wasi: WasiCtx::new(),
             config: self.config.clone(),
         };
-        Instance::new(&self.linker, &self.component, data)
+        let mut inst = Instance::new(&self.linker, &self.component, data)?;
+        // wasmi makes every page of a new memory resident; give back the
+        // ones the guest has not written (1 MB+ per Rust guest instance).
+        inst.release_zero_pages();
+        Ok(inst)
     }
 
     /// Runs `f` on an idle instance, making one if the pool may grow, or
@@ -157,7 +161,12 @@ impl Pool {
                 .unwrap_or_else(|p| p.into_inner());
         };
         self.calls.fetch_add(1, Ordering::Relaxed);
+        let size_before = inst.memory_bytes();
         let result = f(&mut inst);
+        if inst.memory_bytes() > size_before {
+            // Grown memory was zero-filled (and so made resident) by wasmi.
+            inst.release_zero_pages();
+        }
         if let Err(e) = &result {
             self.failures.fetch_add(1, Ordering::Relaxed);
             *lock(&self.last_error) = Some(e.clone());

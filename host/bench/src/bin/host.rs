@@ -28,7 +28,11 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn spawn(bin: &Path, data: &Path, app: Option<&Path>) -> Child {
     let mut cmd = Command::new(bin);
-    cmd.arg("up").arg("--data-dir").arg(data).arg("--log-format").arg("json");
+    cmd.arg("up")
+        .arg("--data-dir")
+        .arg(data)
+        .arg("--log-format")
+        .arg("json");
     if let Some(a) = app {
         cmd.arg("--app").arg(a);
     }
@@ -56,13 +60,19 @@ fn wait_running(data: &Path, want: usize) {
                 return;
             }
         }
-        assert!(Instant::now() < give_up, "twig did not start the demo in 30 s");
+        assert!(
+            Instant::now() < give_up,
+            "twig did not start the demo in 30 s"
+        );
         std::thread::sleep(Duration::from_micros(200));
     }
 }
 
 fn stop(mut c: Child) {
-    let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(c.id().to_string())
+        .status();
     let _ = c.wait();
 }
 
@@ -79,19 +89,33 @@ fn main() {
     let bin = std::env::var_os("TWIG_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo().join("target/release/twig"));
-    assert!(bin.exists(), "{} missing: cargo build --release -p twig", bin.display());
+    assert!(
+        bin.exists(),
+        "{} missing: cargo build --release -p twig",
+        bin.display()
+    );
     let app = repo().join("examples/demo/app.yaml");
     for c in ["greeter", "frontend"] {
         let p = repo().join(format!("examples/demo/build/{c}.wasm"));
-        assert!(p.exists(), "{} missing: run examples/demo/build.sh", p.display());
+        assert!(
+            p.exists(),
+            "{} missing: run examples/demo/build.sh",
+            p.display()
+        );
     }
     let tmp = std::env::temp_dir().join(format!("twig-hb-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
 
-    println!("# twig-host-bench\n\nbinary: {}\nsamples: median of {SAMPLES}\n", bin.display());
+    println!(
+        "# twig-host-bench\n\nbinary: {}\nsamples: median of {SAMPLES}\n",
+        bin.display()
+    );
     let size = std::fs::metadata(&bin).map(|m| m.len()).unwrap_or(0);
     println!("| figure | median |\n|---|---|");
-    println!("| binary size (release, stripped) | {:.2} MB ({size} bytes) |", size as f64 / 1e6);
+    println!(
+        "| binary size (release, stripped) | {:.2} MB ({size} bytes) |",
+        size as f64 / 1e6
+    );
 
     // First deploy: parse, read images, compile to validate, hash, write
     // cache and desired state (fsync), start.
@@ -104,7 +128,10 @@ fn main() {
         first.push(t.elapsed().as_secs_f64() * 1e3);
         stop(c);
     }
-    println!("| `twig up --app demo` (fresh data dir) to all components running | {:.1} ms |", median(first));
+    println!(
+        "| `twig up --app demo` (fresh data dir) to all components running | {:.1} ms |",
+        median(first)
+    );
 
     // Restart after a power cut: no --app, state from disk.
     let data = tmp.join("restart");
@@ -119,7 +146,10 @@ fn main() {
         restart.push(t.elapsed().as_secs_f64() * 1e3);
         stop(c);
     }
-    println!("| `twig up` restart, no --app (apps from disk) to all running | {:.1} ms |", median(restart));
+    println!(
+        "| `twig up` restart, no --app (apps from disk) to all running | {:.1} ms |",
+        median(restart)
+    );
 
     // Memory and admin round trips on one long-running host.
     let c = spawn(&bin, &data, None);
@@ -157,8 +187,15 @@ fn main() {
     let after = proc_kib(c.id(), "VmRSS:");
     let hwm = proc_kib(c.id(), "VmHWM:");
     stop(c);
-    println!("| idle RSS with the demo running (2 s after start) | {:.1} MB ({idle} KiB) |", idle as f64 / 1024.0);
-    println!("| RSS after {} invokes | {:.1} MB ({after} KiB; peak {hwm} KiB) |", SAMPLES * 100, after as f64 / 1024.0);
+    println!(
+        "| idle RSS with the demo running (2 s after start) | {:.1} MB ({idle} KiB) |",
+        idle as f64 / 1024.0
+    );
+    println!(
+        "| RSS after {} invokes | {:.1} MB ({after} KiB; peak {hwm} KiB) |",
+        SAMPLES * 100,
+        after as f64 / 1024.0
+    );
     println!("| admin `status` round trip (socket, JSON) | {status:.0} µs |");
     println!("| admin `invoke frontend welcome` round trip (frontend → link → greeter → config) | {invoke:.0} µs |");
     let _ = std::fs::remove_dir_all(&tmp);

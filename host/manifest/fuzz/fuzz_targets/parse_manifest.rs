@@ -20,7 +20,10 @@ fuzz_target!(|data: &[u8]| {
             assert!(!m.components.is_empty());
             for c in &m.components {
                 for l in &c.links {
-                    assert!(m.components.iter().any(|t| t.name == l.target && t.id == l.target_id));
+                    assert!(m
+                        .components
+                        .iter()
+                        .any(|t| t.name == l.target && t.id == l.target_id));
                 }
             }
             let json = serde_json::to_string(m).expect("serialize");
