@@ -145,7 +145,15 @@ impl Pool {
             }
             if self.component.live_instances() < self.max {
                 drop(idle);
-                break self.new_instance().map_err(|e| e.to_string())?;
+                match self.new_instance() {
+                    Ok(i) => break i,
+                    // Another thread took the last slot between the check
+                    // and the instantiation: wait like everyone else.
+                    Err(twig_component::Error::InstanceLimit { .. }) => {
+                        idle = lock(&self.idle);
+                    }
+                    Err(e) => return Err(e.to_string()),
+                }
             }
             let now = Instant::now();
             if now >= give_up {

@@ -566,3 +566,44 @@ fn sigterm_lets_a_call_in_flight_finish_and_json_logs_parse() {
     );
     assert!(lines >= 3, "{log}");
 }
+
+#[test]
+fn concurrent_calls_share_the_pool_without_exceeding_instances() {
+    let tmp = TempDir::new("conc");
+    let data = tmp.path().join("d");
+    let demo = demo_manifest();
+    let t = Twig::up(&data, &["--app", &demo]);
+    t.settled(1);
+    let bin = twig_integration_tests::twig::twig_bin();
+    let callers: Vec<_> = (0..16)
+        .map(|i| {
+            std::process::Command::new(&bin)
+                .args([
+                    "invoke",
+                    "--data-dir",
+                    data.to_str().unwrap(),
+                    DEMO_FRONTEND,
+                    "welcome",
+                    &format!("\"caller {i}\""),
+                ])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (i, c) in callers.into_iter().enumerate() {
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "caller {i}: {}", stderr(&o));
+        assert_eq!(
+            stdout(&o).trim(),
+            format!("\"Hello from the edge, caller {i}! (via frontend)\"")
+        );
+    }
+    let s = t.status();
+    for c in s["apps"][0]["components"].as_array().unwrap() {
+        assert_eq!(c["calls"], 16, "{c}");
+        let live = c["instances"]["live"].as_u64().unwrap();
+        assert!((1..=4).contains(&live), "{c}");
+    }
+}
