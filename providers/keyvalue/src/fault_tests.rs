@@ -1,0 +1,324 @@
+//! Disk faults and crashes injected through the storage seam: a write that
+//! fails at every byte offset, failing fsyncs and truncations, and a crash
+//! at every step of a compaction.
+
+use std::sync::Arc;
+
+use crate::io::faulty::FaultyStorage;
+use crate::testutil::{contents, files, TempDir};
+use crate::{CompactionPolicy, Config, Error, FsyncPolicy, Store};
+
+fn config() -> Config {
+    Config {
+        segment_max_bytes: 4096,
+        compaction: CompactionPolicy {
+            auto: false,
+            ..CompactionPolicy::default()
+        },
+        ..Config::default()
+    }
+}
+
+fn open_faulty(dir: &TempDir, cfg: Config) -> (Store, FaultyStorage) {
+    let fs = FaultyStorage::default();
+    let (s, _) = Store::open_with(dir.path(), cfg, Arc::new(fs.clone())).expect("open");
+    (s, fs)
+}
+
+fn seed(s: &Store) {
+    for i in 0..5 {
+        s.set("b", &format!("k{i}"), format!("value {i}").as_bytes())
+            .expect("seed");
+    }
+    s.delete("b", "k3").expect("seed delete");
+}
+
+fn segment_bytes(dir: &TempDir) -> Vec<(String, Vec<u8>)> {
+    files(dir.path())
+        .into_iter()
+        .filter(|f| f.ends_with(".log"))
+        .map(|f| {
+            let b = std::fs::read(dir.path().join(&f)).expect("read");
+            (f, b)
+        })
+        .collect()
+}
+
+/// The disk fills after every possible number of bytes of a record: each
+/// time the write fails with `DiskFull`, the store (in memory, on disk and
+/// after reopening) is exactly as before, and stays writable.
+#[test]
+fn disk_full_at_every_byte_of_an_append_leaves_the_write_absent() {
+    for batch in [false, true] {
+        let dir = TempDir::new("diskfull");
+        let (s, fs) = open_faulty(&dir, config());
+        seed(&s);
+        let before = contents(&s);
+        let files_before = segment_bytes(&dir);
+        let mut budget = 0u64;
+        loop {
+            fs.plan().write_budget = Some(budget);
+            let r = if batch {
+                s.set_many(
+                    "b",
+                    &[
+                        ("n1", &b"first"[..]),
+                        ("n2", &[7u8; 60][..]),
+                        ("k0", &b"changed"[..]),
+                    ],
+                )
+            } else {
+                s.set("b", "new", &[0xC7; 60])
+            };
+            fs.plan().write_budget = None;
+            match r {
+                Ok(()) => break,
+                Err(Error::DiskFull { .. }) => {}
+                Err(e) => panic!("budget {budget}: unexpected error {e}"),
+            }
+            assert_eq!(contents(&s), before, "budget {budget}");
+            assert!(!s.stats().read_only);
+            assert_eq!(
+                segment_bytes(&dir),
+                files_before,
+                "budget {budget}: log not rolled back"
+            );
+            budget += 1;
+        }
+        assert!(
+            budget > 60,
+            "the record was written in one go before the fault"
+        );
+        drop(s);
+        let (s, report) = Store::open(dir.path(), config()).expect("reopen");
+        assert_eq!(report.truncated_tail_bytes, 0);
+        let after = contents(&s);
+        if batch {
+            assert_eq!(
+                after.get(&("b".into(), "n1".into())).map(Vec::as_slice),
+                Some(&b"first"[..])
+            );
+            assert_eq!(
+                after.get(&("b".into(), "k0".into())).map(Vec::as_slice),
+                Some(&b"changed"[..])
+            );
+        } else {
+            assert_eq!(
+                after.get(&("b".into(), "new".into())),
+                Some(&vec![0xC7; 60])
+            );
+        }
+        assert_eq!(after.len(), before.len() + if batch { 2 } else { 1 });
+    }
+}
+
+/// When the disk fills and cutting the partial record away fails too, the
+/// store turns read-only; reopening cuts the torn tail and gives the state
+/// before the write.
+#[test]
+fn unrecoverable_fault_makes_the_store_read_only_and_reopen_repairs_it() {
+    let dir = TempDir::new("readonly");
+    let mut budget = 1u64;
+    loop {
+        let (s, fs) = open_faulty(&dir, config());
+        if budget == 1 {
+            seed(&s);
+        }
+        let before = contents(&s);
+        {
+            let mut p = fs.plan();
+            p.write_budget = Some(budget);
+            p.fail_set_len = true;
+        }
+        let r = s.set("b", "new", b"0123456789abcdef");
+        if r.is_ok() {
+            break;
+        }
+        assert!(matches!(r, Err(Error::DiskFull { .. })), "{r:?}");
+        assert!(s.stats().read_only);
+        {
+            let mut p = fs.plan();
+            p.write_budget = None;
+            p.fail_set_len = false;
+        }
+        let again = s.set("b", "other", b"x");
+        assert!(matches!(again, Err(Error::ReadOnly { .. })), "{again:?}");
+        assert_eq!(
+            contents(&s)
+                .get(&("b".into(), "k0".into()))
+                .map(Vec::as_slice),
+            Some(&b"value 0"[..])
+        );
+        drop(s);
+        let (s, report) = Store::open(dir.path(), config()).expect("reopen");
+        assert_eq!(report.truncated_tail_bytes, budget, "budget {budget}");
+        assert!(report.corrupt_ranges.is_empty());
+        assert_eq!(contents(&s), before, "budget {budget}");
+        budget += 1;
+    }
+    assert!(budget > 16);
+}
+
+/// A failed fsync under `Always`: the write is cut away and reported; the
+/// store is unchanged and keeps working once the disk does. (If the cut
+/// could not be synced either, the store would turn read-only: the record
+/// might otherwise reappear on reopen.)
+#[test]
+fn failed_fsync_rolls_the_write_back() {
+    let dir = TempDir::new("fsync");
+    let (s, fs) = open_faulty(&dir, config());
+    seed(&s);
+    let before = contents(&s);
+    // One fsync fails (the record's); the one after cutting it away works.
+    fs.plan().fail_syncs = 1;
+    let r = s.set("b", "k0", b"lost");
+    assert!(matches!(r, Err(Error::Io { .. })), "{r:?}");
+    assert_eq!(contents(&s), before);
+    assert!(!s.stats().read_only);
+    s.set("b", "k9", b"kept").expect("write after the fault");
+    fs.plan().fail_syncs = 2;
+    assert!(s.set("b", "k0", b"lost too").is_err());
+    assert!(s.stats().read_only, "the cut-back could not be synced");
+    drop(s);
+    let (s, _) = Store::open(dir.path(), config()).expect("reopen");
+    let mut expected = before;
+    expected.insert(("b".into(), "k9".into()), b"kept".to_vec());
+    assert_eq!(contents(&s), expected);
+}
+
+/// Under `Batched`, a failed fsync may have lost acknowledged writes: the
+/// store refuses further writes rather than pretend otherwise.
+#[test]
+fn failed_batched_fsync_makes_the_store_read_only() {
+    let dir = TempDir::new("batchedfsync");
+    let cfg = Config {
+        fsync: FsyncPolicy::Batched {
+            max_delay_ms: 3_600_000,
+            max_bytes: 1 << 30,
+        },
+        ..config()
+    };
+    let (s, fs) = open_faulty(&dir, cfg);
+    s.set("b", "a", b"1").expect("set");
+    assert!(s.stats().unsynced_bytes > 0);
+    fs.plan().fail_syncs = 1;
+    assert!(s.flush().is_err());
+    assert!(matches!(s.set("b", "c", b"3"), Err(Error::ReadOnly { .. })));
+    assert!(matches!(s.flush(), Err(Error::ReadOnly { .. })));
+    // Reads still work.
+    assert_eq!(s.get("b", "a").expect("get").as_deref(), Some(&b"1"[..]));
+}
+
+fn compaction_workload(s: &Store) {
+    for round in 0..6u32 {
+        for i in 0..40u32 {
+            let key = format!("key-{i:03}");
+            if (i + round) % 7 == 0 {
+                s.delete("main", &key).expect("delete");
+            } else {
+                s.set(
+                    "main",
+                    &key,
+                    format!("round {round} value {i} {}", "x".repeat(i as usize)).as_bytes(),
+                )
+                .expect("set");
+            }
+        }
+        s.increment("counters", "rounds", 1).expect("increment");
+    }
+    s.set_many(
+        "other",
+        &[("a", &b"1"[..]), ("b", &b"2"[..]), ("c", &b"3"[..])],
+    )
+    .expect("set_many");
+    s.delete_many("main", &["key-001", "key-002"])
+        .expect("delete_many");
+    // Keys set early and deleted late: their tombstones are in later
+    // segments than their values.
+    s.set("main", "key-001", b"back").expect("set");
+}
+
+/// A crash (the process stopping dead) after every step of a compaction:
+/// writing each output, syncing it, renaming it, syncing the directory,
+/// deleting each old segment. Every time, reopening gives exactly the
+/// contents from before, and a compaction of the reopened store works.
+#[test]
+fn crash_at_every_compaction_step_reopens_to_the_same_contents() {
+    let mut step = 0;
+    let mut saw_both_generations = false;
+    let mut saw_temp = false;
+    loop {
+        let dir = TempDir::new("compactcrash");
+        let (s, _) = Store::open(dir.path(), config()).expect("open");
+        compaction_workload(&s);
+        let expected = contents(&s);
+        assert!(
+            s.stats().segments > 3,
+            "the workload should span several segments"
+        );
+        let old_segments = files(dir.path());
+        s.crash_after_compaction_steps(step);
+        let done = s.compact();
+        drop(s);
+        if done.is_ok() {
+            break;
+        }
+        let on_disk = files(dir.path());
+        saw_temp |= on_disk.iter().any(|f| f.ends_with(".tmp"));
+        saw_both_generations |= on_disk.iter().filter(|f| f.ends_with(".log")).count()
+            > old_segments.len() - 1
+            && on_disk
+                .iter()
+                .any(|f| !old_segments.contains(f) && f.ends_with(".log"));
+        let (s, report) = Store::open(dir.path(), config()).expect("reopen after crash");
+        assert_eq!(contents(&s), expected, "crash after step {step}");
+        assert!(report.corrupt_ranges.is_empty(), "step {step}: {report:?}");
+        assert!(!files(dir.path()).iter().any(|f| f.ends_with(".tmp")));
+        s.compact().expect("compaction after the crash");
+        assert_eq!(contents(&s), expected, "step {step}, compacted again");
+        s.set("main", "after", b"crash")
+            .expect("write after the crash");
+        drop(s);
+        let (s, _) = Store::open(dir.path(), config()).expect("reopen");
+        let mut exp2 = expected.clone();
+        exp2.insert(("main".into(), "after".into()), b"crash".to_vec());
+        assert_eq!(contents(&s), exp2, "step {step}, reopened");
+        step += 1;
+    }
+    assert!(step > 10, "only {step} crash points");
+    assert!(saw_temp, "no crash left a temporary segment");
+    assert!(
+        saw_both_generations,
+        "no crash left old and new segments side by side"
+    );
+}
+
+/// The disk filling during a compaction aborts it cleanly: no temporary
+/// files left, the old segments still the store, nothing lost.
+#[test]
+fn disk_full_during_compaction_leaves_the_store_unchanged() {
+    let dir = TempDir::new("compactfull");
+    let (s, fs) = open_faulty(&dir, config());
+    compaction_workload(&s);
+    let expected = contents(&s);
+    let files_before = files(dir.path());
+    let mut budget = 0;
+    loop {
+        fs.plan().write_budget = Some(budget);
+        let r = s.compact();
+        fs.plan().write_budget = None;
+        if r.is_ok() {
+            break;
+        }
+        assert!(matches!(r, Err(Error::DiskFull { .. })), "{r:?}");
+        assert_eq!(files(dir.path()), files_before, "budget {budget}");
+        assert_eq!(contents(&s), expected);
+        assert!(!s.stats().read_only);
+        budget += 97;
+    }
+    assert!(budget > 0);
+    assert_eq!(contents(&s), expected);
+    drop(s);
+    let (s, _) = Store::open(dir.path(), config()).expect("reopen");
+    assert_eq!(contents(&s), expected);
+}
