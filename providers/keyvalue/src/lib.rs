@@ -162,4 +162,7 @@ pub use store::{
 #[cfg(test)]
 mod fault_tests;
 #[cfg(test)]
+extern crate self as twig_keyvalue;
+#[cfg(test)]
+#[path = "../tests/common/mod.rs"]
 mod testutil;

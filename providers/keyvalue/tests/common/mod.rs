@@ -1,4 +1,6 @@
-//! Helpers shared by the integration tests.
+//! Helpers shared by the integration tests and, through `#[path]` in
+//! lib.rs, by the crate's unit tests (which reach the crate as
+//! `twig_keyvalue` thanks to `extern crate self`).
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -64,6 +66,16 @@ pub fn contents(store: &Store) -> Contents {
 
 pub fn entry(b: &str, k: &str, v: &[u8]) -> ((String, String), Vec<u8>) {
     ((b.to_string(), k.to_string()), v.to_vec())
+}
+
+/// Names of the files in `dir`, sorted.
+pub fn files(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .expect("read dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
 }
 
 /// Sorted names of the segment files in `dir`.
