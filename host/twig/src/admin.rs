@@ -240,13 +240,8 @@ pub fn apply_request(file: &Path) -> anyhow::Result<Request> {
             if c.kind == twig_manifest::ComponentKind::Capability {
                 continue;
             }
-            let bytes = std::fs::read(p).map_err(|e| {
-                anyhow::anyhow!(
-                    "{}: spec.components[{i}].properties.image: cannot read image {}: {e}",
-                    file.display(),
-                    p.display()
-                )
-            })?;
+            let bytes = crate::host::read_image(&file.display().to_string(), i, p)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             images.insert(
                 p.display().to_string(),
                 base64::engine::general_purpose::STANDARD.encode(bytes),

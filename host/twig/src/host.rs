@@ -289,6 +289,55 @@ fn image_field(i: usize) -> String {
     format!("spec.components[{i}].properties.image")
 }
 
+/// Reads the image file of component `index` of manifest `file`.
+pub fn read_image(file: &str, index: usize, path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| {
+        format!(
+            "{file}: {}: cannot read image {}: {e}",
+            image_field(index),
+            path.display()
+        )
+    })
+}
+
+/// The bytes of every component image of `m` (capability providers have
+/// none), each compiled once so that a bad image is refused before anything
+/// changes, with the manifest position named. `provided` holds bytes the
+/// caller already read, by path; other files are read here.
+pub fn load_images(
+    engine: &Engine,
+    m: &Manifest,
+    file: &str,
+    provided: &HashMap<PathBuf, Vec<u8>>,
+) -> Result<Vec<(String, Vec<u8>)>, String> {
+    let mut blobs = Vec::new();
+    for (i, spec) in m.components.iter().enumerate() {
+        if spec.kind == ComponentKind::Capability {
+            continue;
+        }
+        let bytes = match &spec.image {
+            Image::File(path) => match provided.get(path) {
+                Some(b) => b.clone(),
+                None => read_image(file, i, path)?,
+            },
+            Image::Reference(r) => {
+                return Err(format!(
+                    "{file}: {}: `{r}` is a registry reference; twig loads component images from files (file:// or a path relative to the manifest) so that it never needs a network to deploy",
+                    image_field(i)
+                ))
+            }
+        };
+        Component::new(engine, &spec.id, &bytes).map_err(|e| {
+            format!(
+                "{file}: {}: image is not a usable component: {e}",
+                image_field(i)
+            )
+        })?;
+        blobs.push((spec.name.clone(), bytes));
+    }
+    Ok(blobs)
+}
+
 impl Host {
     /// Opens the data directory's cache and desired state. Apps are not
     /// started until [`Host::start_all`].
@@ -664,36 +713,7 @@ impl Host {
             .map(|f| f.display().to_string())
             .unwrap_or_else(|| "<manifest>".into());
         let m = parsed.manifest;
-        let mut digests = BTreeMap::new();
-        let mut blobs = Vec::new();
-        for (i, spec) in m.components.iter().enumerate() {
-            if spec.kind == ComponentKind::Capability {
-                continue;
-            }
-            let bytes = match &spec.image {
-                Image::File(path) => match req.images.get(path) {
-                    Some(b) => b.clone(),
-                    None => std::fs::read(path).map_err(|e| {
-                        format!("{file}: {}: cannot read image {}: {e}", image_field(i), path.display())
-                    })?,
-                },
-                Image::Reference(r) => {
-                    return Err(format!(
-                        "{file}: {}: `{r}` is a registry reference; twig loads component images from files (file:// or a path relative to the manifest) so that it never needs a network to deploy",
-                        image_field(i)
-                    ))
-                }
-            };
-            // Compile it now so a bad image is refused before anything
-            // changes, with the manifest position named.
-            Component::new(&self.inner.engine, &spec.id, &bytes).map_err(|e| {
-                format!(
-                    "{file}: {}: image is not a usable component: {e}",
-                    image_field(i)
-                )
-            })?;
-            blobs.push((spec.name.clone(), bytes));
-        }
+        let blobs = load_images(&self.inner.engine, &m, &file, &req.images)?;
         let mut desired = lock(&self.inner.desired);
         // Component ids must not clash with another app's.
         let comps = self
@@ -712,6 +732,7 @@ impl Host {
                 }
             }
         }
+        let mut digests = BTreeMap::new();
         for (name, bytes) in &blobs {
             let digest = self.inner.cache.put(bytes).map_err(|e| e.to_string())?;
             digests.insert(name.clone(), digest);

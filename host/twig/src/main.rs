@@ -223,27 +223,13 @@ fn validate_manifest(path: &Path) -> anyhow::Result<()> {
     for w in &parsed.warnings {
         eprintln!("warning: {}: {w}", path.display());
     }
-    let engine = twig_component::Engine::default();
-    for (i, c) in parsed.manifest.components.iter().enumerate() {
-        if c.kind != twig_manifest::ComponentKind::Component {
-            continue;
-        }
-        let field = format!("spec.components[{i}].properties.image");
-        match &c.image {
-            twig_manifest::Image::File(p) => {
-                let bytes = std::fs::read(p).map_err(|e| {
-                    anyhow::anyhow!("{}: {field}: cannot read image {}: {e}", path.display(), p.display())
-                })?;
-                twig_component::Component::new(&engine, &c.id, &bytes).map_err(|e| {
-                    anyhow::anyhow!("{}: {field}: image is not a usable component: {e}", path.display())
-                })?;
-            }
-            twig_manifest::Image::Reference(r) => anyhow::bail!(
-                "{}: {field}: `{r}` is a registry reference; twig loads component images from files",
-                path.display()
-            ),
-        }
-    }
+    twig::host::load_images(
+        &twig_component::Engine::default(),
+        &parsed.manifest,
+        &path.display().to_string(),
+        &Default::default(),
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
     let m = &parsed.manifest;
     println!(
         "{}: valid app `{}`{} with {} components: {}",
