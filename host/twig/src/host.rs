@@ -381,22 +381,13 @@ impl Host {
         &self.inner.board
     }
 
-    /// Starts every app of the desired state. Returns (apps, components
-    /// running).
-    pub fn start_all(&self) -> (usize, usize) {
+    /// Starts every app of the desired state; [`Host::status`] tells how
+    /// that went.
+    pub fn start_all(&self) {
         let apps = lock(&self.inner.desired).apps.clone();
         for app in &apps {
             self.start_app(app);
         }
-        let running = self
-            .inner
-            .components
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .filter(|p| p.state().0 == State::Running)
-            .count();
-        (apps.len(), running)
     }
 
     /// Registers an app's components as `starting`, then places and starts

@@ -84,20 +84,18 @@ pub fn run(opts: UpOptions) -> anyhow::Result<()> {
         let starter = host.clone();
         let started = opts.started;
         tokio::task::spawn_blocking(move || {
-            let (apps, running) = starter.start_all();
+            starter.start_all();
             let status = starter.status();
-            let total: usize = status.apps.iter().map(|a| a.components.len()).sum();
-            let not_running: Vec<String> = status
-                .apps
+            let components: Vec<_> = status.apps.iter().flat_map(|a| &a.components).collect();
+            let not_running: Vec<String> = components
                 .iter()
-                .flat_map(|a| a.components.iter())
                 .filter(|c| c.state != State::Running)
                 .map(|c| format!("{} ({:?})", c.id, c.state))
                 .collect();
             tracing::info!(
-                apps,
-                running,
-                components = total,
+                apps = status.apps.len(),
+                running = components.len() - not_running.len(),
+                components = components.len(),
                 elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
                 "twig is up"
             );
