@@ -28,6 +28,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use twig_component::{HostContext, HostError, Linker, Resource, Val};
 
+mod streams;
+pub use streams::{InputStream, OutputStream, StreamError};
+
 /// The WASI version the host implements; any 0.2.x import links to it.
 pub const WASI_VERSION: &str = "0.2.6";
 
@@ -36,14 +39,35 @@ pub const WASI_VERSION: &str = "0.2.6";
 const MAX_IO_CHUNK: u64 = 1 << 20;
 
 /// Host-side objects behind WASI resource handles.
-#[derive(Debug, Clone, Copy)]
 enum Object {
     Stdin,
     Stdout,
     Stderr,
     /// A pollable that is ready at the given instant (`None`: always ready).
     Pollable(Option<Instant>),
+    /// A pollable that is ready when the embedder's stream `rep` is.
+    StreamPollable(u32),
     Network,
+    /// A `wasi:io/error` with its message.
+    Error(String),
+    /// Streams an embedder made (HTTP bodies and the like).
+    Input(Box<dyn InputStream>),
+    Output(Box<dyn OutputStream>),
+}
+
+impl Object {
+    fn describe(&self) -> String {
+        match self {
+            Object::Stdin => "stdin".into(),
+            Object::Stdout => "stdout".into(),
+            Object::Stderr => "stderr".into(),
+            Object::Pollable(_) | Object::StreamPollable(_) => "pollable".into(),
+            Object::Network => "network".into(),
+            Object::Error(m) => m.clone(),
+            Object::Input(_) => "input stream".into(),
+            Object::Output(_) => "output stream".into(),
+        }
+    }
 }
 
 /// Where a guest's standard output and error go.
@@ -143,10 +167,11 @@ impl WasiCtx {
 
     /// Writes guest output: complete lines go to `tracing`, everything to
     /// the capture buffer.
-    fn write_out(&mut self, component: &str, which: &Object, data: &[u8]) {
-        let (buf, name) = match which {
-            Object::Stderr => (&mut self.line_err, "stderr"),
-            _ => (&mut self.line_out, "stdout"),
+    fn write_out(&mut self, component: &str, stderr: bool, data: &[u8]) {
+        let (buf, name) = if stderr {
+            (&mut self.line_err, "stderr")
+        } else {
+            (&mut self.line_out, "stdout")
         };
         if let Some(c) = &self.capture {
             let target = if name == "stderr" {
@@ -298,9 +323,7 @@ fn add_io<T: WasiView + 'static>(linker: &mut Linker<T>, ty: WasiTypes) {
         "[method]error.to-debug-string",
         |cx, args, out| {
             let r = arg_res(args, 0)?;
-            // No operation of this host produces an `error` object, so
-            // any handle the guest holds names some other object.
-            let msg = format!("{:?}", cx.data_mut().wasi().get(r.rep)?);
+            let msg = cx.data_mut().wasi().get(r.rep)?.describe();
             out.push(Val::String(msg));
             Ok(())
         },
@@ -309,22 +332,24 @@ fn add_io<T: WasiView + 'static>(linker: &mut Linker<T>, ty: WasiTypes) {
     let poll = linker.interface(&iface("wasi:io/poll"));
     poll.func("[method]pollable.ready", |cx, args, out| {
         let r = arg_res(args, 0)?;
-        let ready = match cx.data_mut().wasi().get(r.rep)? {
-            Object::Pollable(Some(at)) => Instant::now() >= *at,
-            _ => true,
-        };
+        let ready = cx.data_mut().wasi().pollable_ready(r.rep)?;
         out.push(Val::Bool(ready));
         Ok(())
     });
     poll.func("[method]pollable.block", |cx, args, _out| {
         let r = arg_res(args, 0)?;
-        let at = match cx.data_mut().wasi().get(r.rep)? {
-            Object::Pollable(Some(at)) => Some(*at),
-            _ => None,
-        };
-        match at {
-            Some(at) => sleep_until(cx, at),
-            None => Ok(()),
+        let deadline = cx.deadline();
+        match cx.data_mut().wasi().pollable_kind(r.rep)? {
+            PollKind::At(Some(at)) => sleep_until(cx, at),
+            PollKind::At(None) => Ok(()),
+            PollKind::Stream(s) => {
+                let w = cx.data_mut().wasi();
+                w.wait_stream(s, deadline);
+                if !w.stream_ready(s) && deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Err(HostError::deadline());
+                }
+                Ok(())
+            }
         }
     });
     poll.func("poll", |cx, args, out| {
@@ -336,130 +361,377 @@ fn add_io<T: WasiView + 'static>(linker: &mut Linker<T>, ty: WasiTypes) {
                 ))
             }
         };
-        let mut times = Vec::with_capacity(list.len());
+        let mut reps = Vec::with_capacity(list.len());
         for v in &list {
-            let r = match v {
-                Val::Resource(r) => *r,
+            match v {
+                Val::Resource(r) => reps.push(r.rep),
                 _ => return Err(HostError::new("poll: expected pollables")),
-            };
-            times.push(match cx.data_mut().wasi().get(r.rep)? {
-                Object::Pollable(Some(at)) => *at,
-                _ => Instant::now(),
-            });
+            }
         }
-        let earliest = times.iter().min().copied().unwrap_or_else(Instant::now);
-        sleep_until(cx, earliest)?;
-        let now = Instant::now();
-        let ready = times
-            .iter()
-            .enumerate()
-            .filter(|(_, t)| **t <= now)
-            .map(|(i, _)| Val::U32(i as u32))
-            .collect();
-        out.push(Val::List(ready));
-        Ok(())
+        let deadline = cx.deadline();
+        // Timers and streams cannot be waited on together with one
+        // primitive; check them all, then sleep a little, backing off to
+        // 10 ms, until one is ready (or the call's deadline passes).
+        let mut nap = Duration::from_micros(100);
+        loop {
+            let w = cx.data_mut().wasi();
+            let mut ready = Vec::new();
+            let mut earliest: Option<Instant> = None;
+            for (i, rep) in reps.iter().enumerate() {
+                if w.pollable_ready(*rep)? {
+                    ready.push(Val::U32(i as u32));
+                } else if let PollKind::At(Some(at)) = w.pollable_kind(*rep)? {
+                    earliest = Some(earliest.map_or(at, |e| e.min(at)));
+                }
+            }
+            if !ready.is_empty() {
+                out.push(Val::List(ready));
+                return Ok(());
+            }
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return Err(HostError::deadline());
+            }
+            let mut wake = now + nap;
+            if let Some(e) = earliest {
+                wake = wake.min(e);
+            }
+            if let Some(d) = deadline {
+                wake = wake.min(d);
+            }
+            std::thread::sleep(wake.saturating_duration_since(now));
+            nap = (nap * 2).min(Duration::from_millis(10));
+        }
     });
 
     let streams = linker.interface(&iface("wasi:io/streams"));
-    // Input: stdin is always at end of file on a device.
-    for name in ["read", "blocking-read"] {
-        streams.func(&format!("[method]input-stream.{name}"), |_cx, args, out| {
-            let len = arg_u64(args, 1)?;
-            if len > MAX_IO_CHUNK {
-                // Nothing would be returned anyway; the size is only checked.
-            }
-            out.push(stream_closed());
-            Ok(())
-        });
-    }
-    for name in ["skip", "blocking-skip"] {
+    for (name, blocking) in [("read", false), ("blocking-read", true)] {
         streams.func(
             &format!("[method]input-stream.{name}"),
-            |_cx, _args, out| {
-                out.push(stream_closed());
+            move |cx, args, out| {
+                let r = arg_res(args, 0)?;
+                let len = arg_u64(args, 1)?.min(MAX_IO_CHUNK) as usize;
+                let res = read_input(cx, r.rep, len, blocking)?;
+                out.push(match res {
+                    Ok(bytes) => ok(Some(bytes_val(&bytes))),
+                    Err(e) => stream_error(cx, ty, e)?,
+                });
+                Ok(())
+            },
+        );
+    }
+    for (name, blocking) in [("skip", false), ("blocking-skip", true)] {
+        streams.func(
+            &format!("[method]input-stream.{name}"),
+            move |cx, args, out| {
+                let r = arg_res(args, 0)?;
+                let len = arg_u64(args, 1)?.min(MAX_IO_CHUNK) as usize;
+                let res = read_input(cx, r.rep, len, blocking)?;
+                out.push(match res {
+                    Ok(bytes) => ok(Some(Val::U64(bytes.len() as u64))),
+                    Err(e) => stream_error(cx, ty, e)?,
+                });
                 Ok(())
             },
         );
     }
     let pollable = ty.pollable;
-    streams.func("[method]input-stream.subscribe", move |cx, _args, out| {
-        let rep = cx.data_mut().wasi().insert(Object::Pollable(None))?;
-        out.push(Val::Resource(Resource::host_own(pollable, rep)));
-        Ok(())
-    });
-    streams.func("[method]output-stream.check-write", |_cx, _args, out| {
-        out.push(ok(Some(Val::U64(MAX_IO_CHUNK))));
-        Ok(())
-    });
-    for name in ["write", "blocking-write-and-flush"] {
-        streams.func(&format!("[method]output-stream.{name}"), |cx, args, out| {
-            let r = arg_res(args, 0)?;
-            let data = arg_bytes(args, 1)?;
-            if data.len() as u64 > MAX_IO_CHUNK {
-                return Err(HostError::new(format!(
-                    "write of {} bytes exceeds the permitted {MAX_IO_CHUNK}",
-                    data.len()
-                )));
-            }
-            write_stream(cx, r.rep, &data, out)
-        });
-    }
-    for name in ["write-zeroes", "blocking-write-zeroes-and-flush"] {
-        streams.func(&format!("[method]output-stream.{name}"), |cx, args, out| {
-            let r = arg_res(args, 0)?;
-            let len = arg_u64(args, 1)?;
-            if len > MAX_IO_CHUNK {
-                return Err(HostError::new(format!(
-                    "write of {len} bytes exceeds the permitted {MAX_IO_CHUNK}"
-                )));
-            }
-            write_stream(cx, r.rep, &vec![0u8; len as usize], out)
-        });
-    }
-    for name in ["flush", "blocking-flush"] {
+    for which in ["input-stream", "output-stream"] {
         streams.func(
-            &format!("[method]output-stream.{name}"),
-            |_cx, _args, out| {
-                out.push(ok(None));
+            &format!("[method]{which}.subscribe"),
+            move |cx, args, out| {
+                let r = arg_res(args, 0)?;
+                let w = cx.data_mut().wasi();
+                let obj = match w.get(r.rep)? {
+                    Object::Input(_) | Object::Output(_) => Object::StreamPollable(r.rep),
+                    _ => Object::Pollable(None),
+                };
+                let rep = w.insert(obj)?;
+                out.push(Val::Resource(Resource::host_own(pollable, rep)));
                 Ok(())
             },
         );
     }
-    streams.func("[method]output-stream.subscribe", move |cx, _args, out| {
-        let rep = cx.data_mut().wasi().insert(Object::Pollable(None))?;
-        out.push(Val::Resource(Resource::host_own(pollable, rep)));
+    streams.func("[method]output-stream.check-write", move |cx, args, out| {
+        let r = arg_res(args, 0)?;
+        let res = match cx.data_mut().wasi().get_mut(r.rep)? {
+            Object::Output(s) => s.check_write(),
+            Object::Stdout | Object::Stderr => Ok(MAX_IO_CHUNK),
+            _ => Err(StreamError::Closed),
+        };
+        out.push(match res {
+            Ok(n) => ok(Some(Val::U64(n.min(MAX_IO_CHUNK)))),
+            Err(e) => stream_error(cx, ty, e)?,
+        });
         Ok(())
     });
-    for name in ["splice", "blocking-splice"] {
-        // The only input stream is stdin, which is at end of file.
+    for (name, blocking) in [("write", false), ("blocking-write-and-flush", true)] {
         streams.func(
             &format!("[method]output-stream.{name}"),
-            |_cx, _args, out| {
-                out.push(stream_closed());
+            move |cx, args, out| {
+                let r = arg_res(args, 0)?;
+                let data = arg_bytes(args, 1)?;
+                if data.len() as u64 > MAX_IO_CHUNK {
+                    return Err(HostError::new(format!(
+                        "write of {} bytes exceeds the permitted {MAX_IO_CHUNK}",
+                        data.len()
+                    )));
+                }
+                write_stream(cx, ty, r.rep, &data, blocking, out)
+            },
+        );
+    }
+    for (name, blocking) in [
+        ("write-zeroes", false),
+        ("blocking-write-zeroes-and-flush", true),
+    ] {
+        streams.func(
+            &format!("[method]output-stream.{name}"),
+            move |cx, args, out| {
+                let r = arg_res(args, 0)?;
+                let len = arg_u64(args, 1)?;
+                if len > MAX_IO_CHUNK {
+                    return Err(HostError::new(format!(
+                        "write of {len} bytes exceeds the permitted {MAX_IO_CHUNK}"
+                    )));
+                }
+                write_stream(cx, ty, r.rep, &vec![0u8; len as usize], blocking, out)
+            },
+        );
+    }
+    for name in ["flush", "blocking-flush"] {
+        streams.func(
+            &format!("[method]output-stream.{name}"),
+            move |cx, args, out| {
+                let r = arg_res(args, 0)?;
+                let res = match cx.data_mut().wasi().get_mut(r.rep)? {
+                    Object::Output(s) => s.flush(),
+                    _ => Ok(()),
+                };
+                out.push(match res {
+                    Ok(()) => ok(None),
+                    Err(e) => stream_error(cx, ty, e)?,
+                });
+                Ok(())
+            },
+        );
+    }
+    for (name, blocking) in [("splice", false), ("blocking-splice", true)] {
+        streams.func(
+            &format!("[method]output-stream.{name}"),
+            move |cx, args, out| {
+                let dst = arg_res(args, 0)?;
+                let src = arg_res(args, 1)?;
+                let len = arg_u64(args, 2)?.min(MAX_IO_CHUNK) as usize;
+                // Take no more than the output accepts now, so nothing read
+                // is ever dropped.
+                let room = match cx.data_mut().wasi().get_mut(dst.rep)? {
+                    Object::Output(s) => s.check_write(),
+                    Object::Stdout | Object::Stderr => Ok(MAX_IO_CHUNK),
+                    _ => Err(StreamError::Closed),
+                };
+                let room = match room {
+                    Ok(n) => n as usize,
+                    Err(e) => {
+                        out.push(stream_error(cx, ty, e)?);
+                        return Ok(());
+                    }
+                };
+                let want = len.min(room.max(if blocking { 1 } else { 0 }));
+                let data = match read_input(cx, src.rep, want, blocking)? {
+                    Ok(d) => d,
+                    Err(e) => {
+                        out.push(stream_error(cx, ty, e)?);
+                        return Ok(());
+                    }
+                };
+                let n = data.len() as u64;
+                let mut scratch = Vec::new();
+                write_stream(cx, ty, dst.rep, &data, blocking, &mut scratch)?;
+                out.push(match scratch.pop() {
+                    Some(Val::Result(Ok(_))) => ok(Some(Val::U64(n))),
+                    Some(other) => other,
+                    None => ok(Some(Val::U64(n))),
+                });
                 Ok(())
             },
         );
     }
 }
 
-fn write_stream<T: WasiView>(
+/// What a pollable waits for.
+enum PollKind {
+    At(Option<Instant>),
+    Stream(u32),
+}
+
+impl WasiCtx {
+    fn get_mut(&mut self, rep: u32) -> Result<&mut Object, HostError> {
+        self.objects
+            .get_mut(&rep)
+            .ok_or_else(|| HostError::new(format!("unknown WASI object {rep}")))
+    }
+
+    fn pollable_kind(&self, rep: u32) -> Result<PollKind, HostError> {
+        Ok(match self.get(rep)? {
+            Object::Pollable(at) => PollKind::At(*at),
+            Object::StreamPollable(s) => PollKind::Stream(*s),
+            _ => PollKind::At(None),
+        })
+    }
+
+    fn pollable_ready(&mut self, rep: u32) -> Result<bool, HostError> {
+        Ok(match self.pollable_kind(rep)? {
+            PollKind::At(Some(at)) => Instant::now() >= at,
+            PollKind::At(None) => true,
+            PollKind::Stream(s) => self.stream_ready(s),
+        })
+    }
+
+    /// Whether stream `rep` is ready; a stream that is gone is (its
+    /// pollable must not hang the guest).
+    fn stream_ready(&mut self, rep: u32) -> bool {
+        match self.objects.get_mut(&rep) {
+            Some(Object::Input(s)) => s.is_ready(),
+            Some(Object::Output(s)) => s.is_ready(),
+            _ => true,
+        }
+    }
+
+    fn wait_stream(&mut self, rep: u32, until: Option<Instant>) {
+        match self.objects.get_mut(&rep) {
+            Some(Object::Input(s)) => s.wait(until),
+            Some(Object::Output(s)) => s.wait(until),
+            _ => {}
+        }
+    }
+
+    /// Adds an embedder's input stream; the result is the `rep` of a
+    /// `wasi:io/streams.input-stream` handle ([`WasiTypes::input_stream`]).
+    pub fn push_input_stream(&mut self, s: Box<dyn InputStream>) -> Result<u32, HostError> {
+        self.insert(Object::Input(s))
+    }
+
+    /// Adds an embedder's output stream; the result is the `rep` of a
+    /// `wasi:io/streams.output-stream` handle ([`WasiTypes::output_stream`]).
+    pub fn push_output_stream(&mut self, s: Box<dyn OutputStream>) -> Result<u32, HostError> {
+        self.insert(Object::Output(s))
+    }
+
+    /// Whether the guest still holds the stream `rep` (it has not dropped
+    /// the handle). Providers use it to enforce WASI's rule that a child
+    /// stream is dropped before its parent is finished.
+    pub fn has_stream(&self, rep: u32) -> bool {
+        matches!(
+            self.objects.get(&rep),
+            Some(Object::Input(_) | Object::Output(_))
+        )
+    }
+}
+
+/// The `stream-error` value for `e`: `closed`, or `last-operation-failed`
+/// with a new `wasi:io/error` carrying the message.
+fn stream_error<T: WasiView>(
+    cx: &mut HostContext<'_, T>,
+    ty: WasiTypes,
+    e: StreamError,
+) -> Result<Val, HostError> {
+    Ok(match e {
+        StreamError::Closed => stream_closed(),
+        StreamError::Failed(msg) => {
+            let rep = cx.data_mut().wasi().insert(Object::Error(msg))?;
+            err(Val::Variant(
+                "last-operation-failed".into(),
+                Some(Box::new(Val::Resource(Resource::host_own(ty.error, rep)))),
+            ))
+        }
+    })
+}
+
+/// Reads up to `len` bytes from input stream `rep`; with `blocking`, waits
+/// for at least one byte (or the end) but never past the call's deadline.
+fn read_input<T: WasiView>(
     cx: &mut HostContext<'_, T>,
     rep: u32,
+    len: usize,
+    blocking: bool,
+) -> Result<Result<Vec<u8>, StreamError>, HostError> {
+    let deadline = cx.deadline();
+    let w = cx.data_mut().wasi();
+    loop {
+        let res = match w.get_mut(rep)? {
+            // stdin is always at end of file on a device.
+            Object::Stdin => Err(StreamError::Closed),
+            Object::Input(s) => s.read(len),
+            _ => Err(StreamError::Closed),
+        };
+        match res {
+            Ok(bytes) if bytes.is_empty() && blocking && len > 0 => {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Err(HostError::deadline());
+                }
+                w.wait_stream(rep, deadline);
+            }
+            other => return Ok(other),
+        }
+    }
+}
+
+fn write_stream<T: WasiView>(
+    cx: &mut HostContext<'_, T>,
+    ty: WasiTypes,
+    rep: u32,
     data: &[u8],
+    blocking: bool,
     out: &mut Vec<Val>,
 ) -> Result<(), HostError> {
     let component = cx.component().to_string();
+    let deadline = cx.deadline();
     let w = cx.data_mut().wasi();
-    let which = match w.get(rep)? {
-        Object::Stdout => Object::Stdout,
-        Object::Stderr => Object::Stderr,
-        _ => {
-            out.push(stream_closed());
-            return Ok(());
+    let res = match w.get_mut(rep)? {
+        Object::Stdout => {
+            w.write_out(&component, false, data);
+            Ok(())
         }
+        Object::Stderr => {
+            w.write_out(&component, true, data);
+            Ok(())
+        }
+        Object::Output(s) if !blocking => s.write(data),
+        Object::Output(_) => {
+            // Write in the pieces the stream accepts, waiting for room.
+            let mut rest = data;
+            loop {
+                let Some(Object::Output(s)) = w.objects.get_mut(&rep) else {
+                    break Err(StreamError::Closed);
+                };
+                if rest.is_empty() {
+                    break s.flush();
+                }
+                match s.check_write() {
+                    Err(e) => break Err(e),
+                    Ok(0) => {
+                        if deadline.is_some_and(|d| Instant::now() >= d) {
+                            return Err(HostError::deadline());
+                        }
+                        s.wait(deadline);
+                    }
+                    Ok(n) => {
+                        let n = (n as usize).min(rest.len());
+                        if let Err(e) = s.write(&rest[..n]) {
+                            break Err(e);
+                        }
+                        rest = &rest[n..];
+                    }
+                }
+            }
+        }
+        _ => Err(StreamError::Closed),
     };
-    w.write_out(&component, &which, data);
-    out.push(ok(None));
+    out.push(match res {
+        Ok(()) => ok(None),
+        Err(e) => stream_error(cx, ty, e)?,
+    });
     Ok(())
 }
 
@@ -509,29 +781,19 @@ fn add_cli<T: WasiView + 'static>(linker: &mut Linker<T>, ty: WasiTypes) {
         Err(HostError::exit(code))
     });
 
-    for (name, func, object, rtype) in [
-        (
-            "wasi:cli/stdin",
-            "get-stdin",
-            Object::Stdin,
-            ty.input_stream,
-        ),
-        (
-            "wasi:cli/stdout",
-            "get-stdout",
-            Object::Stdout,
-            ty.output_stream,
-        ),
-        (
-            "wasi:cli/stderr",
-            "get-stderr",
-            Object::Stderr,
-            ty.output_stream,
-        ),
+    for (name, func, which, rtype) in [
+        ("wasi:cli/stdin", "get-stdin", 0, ty.input_stream),
+        ("wasi:cli/stdout", "get-stdout", 1, ty.output_stream),
+        ("wasi:cli/stderr", "get-stderr", 2, ty.output_stream),
     ] {
         linker
             .interface(&iface(name))
             .func(func, move |cx, _args, out| {
+                let object = match which {
+                    0 => Object::Stdin,
+                    1 => Object::Stdout,
+                    _ => Object::Stderr,
+                };
                 let rep = cx.data_mut().wasi().insert(object)?;
                 out.push(Val::Resource(Resource::host_own(rtype, rep)));
                 Ok(())
