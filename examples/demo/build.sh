@@ -1,44 +1,4 @@
 #!/usr/bin/env bash
-# Builds the demo app's components (examples/demo/components) for
-# wasm32-wasip2 (release) and copies them to examples/demo/build/, where
-# examples/demo/app.yaml expects them. Callable from any directory.
-#
-# CARGO_TARGET_DIR defaults to <repo>/target/guests, a build directory shared
-# with other guest builds, so rebuilding is cheap.
-set -euo pipefail
-
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-repo="$(cd "$here/../.." && pwd)"
-target="wasm32-wasip2"
-out="$here/build"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$repo/target/guests}"
-# Output name -> cargo crate name (cdylibs are written with '-' as '_').
-declare -A crates=([greeter]=twig-demo-greeter [frontend]=twig-demo-frontend)
-
-echo "==> rustup target add $target"
-rustup target add "$target"
-
-echo "==> cargo build --release --target $target --locked (in $here/components, target dir $CARGO_TARGET_DIR)"
-start=$(date +%s)
-cargo build --manifest-path "$here/components/Cargo.toml" --release --target "$target" --locked
-echo "==> cargo build finished in $(( $(date +%s) - start )) s"
-
-mkdir -p "$out"
-for name in greeter frontend; do
-    crate="${crates[$name]}"
-    src="$CARGO_TARGET_DIR/$target/release/${crate//-/_}.wasm"
-    if [[ ! -f "$src" ]]; then
-        echo "error: no output for '$crate' at $src" >&2
-        exit 1
-    fi
-    # A component starts with "\0asm" then version 0x0d 0x00, layer 0x01 0x00
-    # (a core module would have 0x01 0x00 0x00 0x00).
-    magic="$(head -c 8 "$src" | od -An -tx1 | tr -d ' \n')"
-    if [[ "$magic" != "0061736d0d000100" ]]; then
-        echo "error: $src is not a component (header $magic)" >&2
-        exit 1
-    fi
-    cp "$src" "$out/$name.wasm"
-    echo "==> build/$name.wasm ($(wc -c < "$out/$name.wasm") bytes)"
-done
-echo "==> done: run it with: twig up --app ${out%/build}/app.yaml"
+# Kept for old instructions: every example component is built by
+# examples/build.sh now (into examples/build/).
+exec "$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/build.sh" "$@"

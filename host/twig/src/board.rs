@@ -28,6 +28,26 @@ pub struct Board {
     /// Labels this host advertises (spread requirements match them).
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Provider images of manifests written for wasmCloud (registry path
+    /// without tag, e.g. `ghcr.io/wasmcloud/http-server`) and the built-in
+    /// provider that stands in for each (`twig:http-server`).
+    #[serde(default = "default_provider_images")]
+    pub provider_images: BTreeMap<String, String>,
+}
+
+/// wasmCloud's well-known providers and their twig stand-ins, used when a
+/// profile has no `[provider_images]` table.
+pub fn default_provider_images() -> BTreeMap<String, String> {
+    [
+        ("ghcr.io/wasmcloud/http-server", "twig:http-server"),
+        ("ghcr.io/wasmcloud/keyvalue-nats", "twig:keyvalue"),
+        ("ghcr.io/wasmcloud/keyvalue-redis", "twig:keyvalue"),
+        ("ghcr.io/wasmcloud/keyvalue-vault", "twig:keyvalue"),
+        ("ghcr.io/wasmcloud/messaging-nats", "twig:messaging"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
 }
 
 /// Resource budget of the device.
@@ -106,6 +126,19 @@ impl Board {
         if let Some(d) = &self.data_dir {
             if d.trim().is_empty() {
                 return Err("data_dir: must not be empty (leave it out for the default)".into());
+            }
+        }
+        for (image, provider) in &self.provider_images {
+            if crate::providers::ProviderKind::from_reference(provider).is_none() {
+                return Err(format!(
+                    "provider_images.\"{image}\": `{provider}` is not a built-in provider (known: {})",
+                    crate::providers::ProviderKind::references().join(", ")
+                ));
+            }
+            if crate::providers::strip_tag(image) != image || image.trim().is_empty() {
+                return Err(format!(
+                    "provider_images.\"{image}\": give the image without a tag, e.g. ghcr.io/wasmcloud/http-server"
+                ));
             }
         }
         for key in self.labels.keys() {

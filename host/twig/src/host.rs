@@ -24,11 +24,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use twig_component::{Component, Engine, EngineConfig, HostError, Instance, Limits, Linker, Val};
+use twig_keyvalue::component::{KeyValueCtx, KeyValueView};
 use twig_manifest::{ComponentKind, ComponentSpec, Image, Manifest, Scaler};
 use twig_wasi::{WasiCtx, WasiView};
 
 use crate::board::Board;
 use crate::capabilities;
+use crate::providers::{self, Provider, ProviderKind};
 use crate::state::{Cache, DeployedApp, DesiredState, StateError};
 
 /// Per-instance data of every component instance.
@@ -36,6 +38,109 @@ pub struct InstanceData {
     pub wasi: WasiCtx,
     /// The component's config, merged from its manifest `config` entries.
     pub config: Arc<BTreeMap<String, String>>,
+    /// The component's links and the way back to the host.
+    pub links: Arc<Links>,
+    /// `ns:pkg/iface` -> link name chosen by `wasmcloud:bus/lattice`
+    /// `set-link-name` during the current call (absent: `default`).
+    pub link_names: BTreeMap<String, String>,
+    /// `wasmcloud:bus/lattice` call-target-interface handles.
+    pub call_targets: HashMap<u32, String>,
+    pub keyvalue: KeyValueCtx,
+}
+
+impl KeyValueView for InstanceData {
+    fn keyvalue(&mut self) -> &mut KeyValueCtx {
+        &mut self.keyvalue
+    }
+
+    fn resolve_store(&mut self) -> Result<Arc<twig_keyvalue::Store>, String> {
+        let name = self.link_name("wasi:keyvalue/store");
+        let target = self.links.target("wasi", "keyvalue", "store", &name)?;
+        let host = self
+            .links
+            .host
+            .upgrade()
+            .ok_or_else(|| "the host is shutting down".to_string())?;
+        let placed = find_component(&host, &target)?;
+        match placed.provider().as_deref() {
+            Some(Provider::KeyValue(store)) => Ok(store.clone()),
+            Some(_) => Err(format!(
+                "link `{name}` of {} for wasi:keyvalue names `{target}`, which is not a key-value provider",
+                self.links.source
+            )),
+            None => {
+                let (state, reason) = placed.state();
+                Err(format!(
+                    "link `{name}` of {} for wasi:keyvalue names `{target}`, which is {}{}",
+                    self.links.source,
+                    state.as_str(),
+                    reason.map(|r| format!(": {r}")).unwrap_or_default()
+                ))
+            }
+        }
+    }
+}
+
+impl InstanceData {
+    /// The link name in force for interface `ns:pkg/iface`.
+    pub fn link_name(&self, iface: &str) -> String {
+        self.link_names
+            .get(iface)
+            .cloned()
+            .unwrap_or_else(|| "default".to_string())
+    }
+}
+
+/// A component's links, as its instances resolve them at call time.
+pub struct Links {
+    /// The component's id.
+    pub source: String,
+    pub links: Vec<twig_manifest::Link>,
+    host: Weak<HostInner>,
+}
+
+impl Links {
+    /// Whether a link named `name` provides `ns:pkg/iface`.
+    pub fn has(&self, ns: &str, pkg: &str, iface: &str, name: &str) -> bool {
+        self.links.iter().any(|l| {
+            l.namespace == ns
+                && l.package == pkg
+                && l.name == name
+                && l.interfaces.iter().any(|i| i == iface)
+        })
+    }
+
+    /// The target id of the link named `name` that provides `ns:pkg/iface`.
+    /// For `default`, a component with exactly one link for the interface
+    /// uses it whatever its name.
+    pub fn target(&self, ns: &str, pkg: &str, iface: &str, name: &str) -> Result<String, String> {
+        let matching: Vec<&twig_manifest::Link> = self
+            .links
+            .iter()
+            .filter(|l| {
+                l.namespace == ns && l.package == pkg && l.interfaces.iter().any(|i| i == iface)
+            })
+            .collect();
+        let found = matching.iter().find(|l| l.name == name).or(
+            if name == "default" && matching.len() == 1 {
+                matching.first()
+            } else {
+                None
+            },
+        );
+        match found {
+            Some(l) => Ok(l.target_id.clone()),
+            None if matching.is_empty() => Err(format!(
+                "{} uses `{ns}:{pkg}/{iface}`, but no link in its app provides it (add a `link` trait naming a target)",
+                self.source
+            )),
+            None => Err(format!(
+                "{} has no link named `{name}` for `{ns}:{pkg}/{iface}` (its links: {})",
+                self.source,
+                matching.iter().map(|l| l.name.as_str()).collect::<Vec<_>>().join(", ")
+            )),
+        }
+    }
 }
 
 impl WasiView for InstanceData {
@@ -54,6 +159,17 @@ pub enum State {
     NotPlaced,
 }
 
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Starting => "starting",
+            State::Running => "running",
+            State::Failed => "failed",
+            State::NotPlaced => "not-placed",
+        }
+    }
+}
+
 /// A component of an app, placed on this host or not.
 pub struct Placed {
     pub id: String,
@@ -62,6 +178,10 @@ pub struct Placed {
     pub digest: Option<String>,
     status: Mutex<(State, Option<String>)>,
     pool: RwLock<Option<Arc<Pool>>>,
+    /// Set for a running capability provider.
+    provider: RwLock<Option<Arc<Provider>>>,
+    /// The built-in provider a capability component runs as.
+    provider_kind: Mutex<Option<ProviderKind>>,
 }
 
 impl Placed {
@@ -73,6 +193,8 @@ impl Placed {
             digest,
             status: Mutex::new((State::Starting, None)),
             pool: RwLock::new(None),
+            provider: RwLock::new(None),
+            provider_kind: Mutex::new(None),
         })
     }
 
@@ -96,6 +218,13 @@ impl Placed {
     fn pool(&self) -> Option<Arc<Pool>> {
         self.pool.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
+
+    fn provider(&self) -> Option<Arc<Provider>> {
+        self.provider
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
 }
 
 /// Locks a mutex, carrying on if a panicking thread poisoned it: the data
@@ -109,6 +238,7 @@ pub struct Pool {
     component: Component,
     linker: Linker<InstanceData>,
     config: Arc<BTreeMap<String, String>>,
+    links: Arc<Links>,
     idle: Mutex<Vec<Instance<InstanceData>>>,
     freed: Condvar,
     max: usize,
@@ -122,6 +252,10 @@ impl Pool {
         let data = InstanceData {
             wasi: WasiCtx::new(),
             config: self.config.clone(),
+            links: self.links.clone(),
+            link_names: BTreeMap::new(),
+            call_targets: HashMap::new(),
+            keyvalue: KeyValueCtx::default(),
         };
         let mut inst = Instance::new(&self.linker, &self.component, data)?;
         // wasmi makes every page of a new memory resident; give back the
@@ -169,6 +303,9 @@ impl Pool {
                 .unwrap_or_else(|p| p.into_inner());
         };
         self.calls.fetch_add(1, Ordering::Relaxed);
+        // Link names chosen with set-link-name last for one call, as on
+        // wasmCloud, where every call gets a fresh instance.
+        inst.data_mut().link_names.clear();
         let size_before = inst.memory_bytes();
         let result = f(&mut inst);
         if inst.memory_bytes() > size_before {
@@ -207,6 +344,8 @@ struct HostInner {
     components: RwLock<HashMap<String, Arc<Placed>>>,
     /// App name -> ids of its components, in manifest order.
     apps: RwLock<BTreeMap<String, AppInfo>>,
+    /// Key-value stores by provider id, while anything holds them.
+    kv_stores: Mutex<HashMap<String, Weak<twig_keyvalue::Store>>>,
 }
 
 #[derive(Clone)]
@@ -264,6 +403,9 @@ pub struct ComponentStatus {
     pub reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// For a capability: the built-in provider it runs as.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider: Option<&'static str>,
     pub instances: InstanceCounts,
     pub calls: u64,
     pub failed_calls: u64,
@@ -373,6 +515,7 @@ impl Host {
                 desired: Mutex::new(desired),
                 components: RwLock::new(HashMap::new()),
                 apps: RwLock::new(BTreeMap::new()),
+                kv_stores: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -437,6 +580,16 @@ impl Host {
             if p.state().0 == State::Failed {
                 continue;
             }
+            if spec.kind == ComponentKind::Capability {
+                match self
+                    .place(m, spec)
+                    .and_then(|_| self.start_provider(m, spec, p))
+                {
+                    Ok(()) => p.set(State::Running, None),
+                    Err(reason) => p.set(State::NotPlaced, Some(reason)),
+                }
+                continue;
+            }
             match self.place(m, spec) {
                 Err(reason) => p.set(State::NotPlaced, Some(reason)),
                 Ok(instances) => match self.start_component(m, spec, p, instances) {
@@ -449,6 +602,63 @@ impl Host {
                 },
             }
         }
+        // Providers that call components start serving once those run.
+        for (spec, p) in m.components.iter().zip(&placed) {
+            if let Some(Provider::HttpServer(_)) = p.provider().as_deref() {
+                if let Err(reason) = self.start_listeners(m, spec, p) {
+                    p.set(State::Failed, Some(reason));
+                }
+            }
+        }
+    }
+
+    /// Starts the built-in provider a capability component names.
+    fn start_provider(&self, m: &Manifest, spec: &ComponentSpec, p: &Placed) -> Result<(), String> {
+        let (kind, note) = providers::resolve(spec, &self.inner.board)?;
+        if let Some(note) = note {
+            tracing::info!(app = %m.name, provider = %spec.id, "{note}");
+        }
+        *lock(&p.provider_kind) = Some(kind);
+        let provider = match kind {
+            ProviderKind::KeyValue => {
+                // A store stays open while anything holds it (an instance's
+                // open bucket, a call in flight): reuse it rather than
+                // fail on its lock when the app is applied again.
+                let mut stores = lock(&self.inner.kv_stores);
+                match stores.get(&spec.id).and_then(Weak::upgrade) {
+                    Some(store) => Provider::KeyValue(store),
+                    None => {
+                        let provider = providers::open_keyvalue(spec, &self.inner.data_dir)?;
+                        if let Provider::KeyValue(store) = &provider {
+                            stores.insert(spec.id.clone(), Arc::downgrade(store));
+                        }
+                        provider
+                    }
+                }
+            }
+            ProviderKind::HttpServer => Provider::HttpServer(Mutex::new(Vec::new())),
+            ProviderKind::Messaging | ProviderKind::Sensors => {
+                return Err(format!(
+                    "provider {} is not available in this build yet",
+                    kind.reference()
+                ))
+            }
+        };
+        *p.provider.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(provider));
+        tracing::info!(app = %m.name, provider = %spec.id, kind = kind.reference(), "provider running");
+        Ok(())
+    }
+
+    /// Starts one listener per `wasi:http/incoming-handler` link of an HTTP
+    /// server provider.
+    fn start_listeners(
+        &self,
+        m: &Manifest,
+        spec: &ComponentSpec,
+        p: &Placed,
+    ) -> Result<(), String> {
+        let _ = (m, spec, p);
+        Err("the HTTP server provider is not available in this build yet".into())
     }
 
     /// Decides whether a component runs here and with how many instances,
@@ -456,16 +666,11 @@ impl Host {
     /// spread whose requirements do not match this host's labels gets no
     /// instances here.
     fn place(&self, m: &Manifest, spec: &ComponentSpec) -> Result<usize, String> {
-        if spec.kind == ComponentKind::Capability {
-            let image = match &spec.image {
-                Image::File(p) => p.display().to_string(),
-                Image::Reference(r) => r.clone(),
-            };
-            return Err(format!(
-                "capability provider `{image}`: twig runs providers in-process and has no built-in provider for it yet"
-            ));
-        }
         let Some(scaler) = &spec.scaler else {
+            if spec.kind == ComponentKind::Capability {
+                // wadm gives a provider without a scaler one instance.
+                return Ok(1);
+            }
             return Err(
                 "no spreadscaler or daemonscaler trait, so no instances are asked for".into(),
             );
@@ -556,10 +761,16 @@ impl Host {
             .map_err(|e| e.to_string())?;
         let config = Arc::new(capabilities::merged_config(spec));
         let linker = self.linker_for(m, spec, &component);
+        let links = Arc::new(Links {
+            source: spec.id.clone(),
+            links: spec.links.clone(),
+            host: Arc::downgrade(&self.inner),
+        });
         let pool = Arc::new(Pool {
             component,
             linker,
             config,
+            links,
             idle: Mutex::new(Vec::new()),
             freed: Condvar::new(),
             max: instances,
@@ -574,8 +785,10 @@ impl Host {
         Ok(pool)
     }
 
-    /// The linker of one component: WASI, config, its links, and an error
-    /// for every other import.
+    /// The linker of one component: WASI, config, the lattice bus, the
+    /// providers' interfaces, and for every other import a forwarder to the
+    /// component its link names (resolved at call time, since
+    /// `set-link-name` can switch links) or an error naming the missing link.
     fn linker_for(
         &self,
         m: &Manifest,
@@ -585,6 +798,14 @@ impl Host {
         let mut linker = Linker::new();
         twig_wasi::add_to_linker(&mut linker);
         capabilities::add_config(&mut linker);
+        capabilities::add_lattice(&mut linker);
+        if component
+            .imports()
+            .iter()
+            .any(|i| i.name.starts_with("wasi:keyvalue/"))
+        {
+            twig_keyvalue::component::add_to_linker(&mut linker);
+        }
         let provided: Vec<String> = linker.interface_names().map(str::to_string).collect();
         for import in component.imports() {
             if import.kind != "instance"
@@ -594,36 +815,34 @@ impl Host {
             {
                 continue;
             }
-            let target = find_link(spec, &import.name);
             let iface = import.name.clone();
+            let unversioned = iface.split('@').next().unwrap_or(&iface).to_string();
+            let Some((ns, pkg, name)) = split_interface(&unversioned) else {
+                tracing::debug!(app = %m.name, component = %spec.id, "import `{iface}` is not an interface name");
+                continue;
+            };
+            let host = Arc::downgrade(&self.inner);
             let source = spec.id.clone();
-            match target {
-                Some((link_name, target_id)) => {
-                    let host = Arc::downgrade(&self.inner);
-                    tracing::debug!(app = %m.name, component = %source, "{iface} -> {target_id} (link `{link_name}`)");
-                    linker
-                        .interface(&iface)
-                        .fallback(move |func, cx, args, out| {
-                            call_link(
-                                &host,
-                                &source,
-                                &target_id,
-                                &iface,
-                                func,
-                                cx.deadline(),
-                                args,
-                                out,
-                            )
-                        });
-                }
-                None => {
-                    linker.interface(&iface).fallback(move |func, _cx, _args, _out| {
-                        Err(HostError::new(format!(
-                            "{source} called `{iface}#{func}`, but no link in its app provides `{iface}` (add a `link` trait naming a target)"
-                        )))
-                    });
-                }
-            }
+            linker
+                .interface(&iface)
+                .fallback(move |func, cx, args, out| {
+                    let data = cx.data();
+                    let link = data.link_name(&unversioned);
+                    let target = data
+                        .links
+                        .target(&ns, &pkg, &name, &link)
+                        .map_err(|e| HostError::new(format!("{e} (calling `{iface}#{func}`)")))?;
+                    call_link(
+                        &host,
+                        &source,
+                        &target,
+                        &iface,
+                        func,
+                        cx.deadline(),
+                        args,
+                        out,
+                    )
+                });
         }
         linker
     }
@@ -817,6 +1036,7 @@ impl Host {
                 comps.remove(&p.id);
             }
             *p.pool.write().unwrap_or_else(|e| e.into_inner()) = None;
+            *p.provider.write().unwrap_or_else(|e| e.into_inner()) = None;
         }
     }
 
@@ -872,6 +1092,7 @@ fn component_status(p: &Placed) -> ComponentStatus {
         ),
     };
     ComponentStatus {
+        provider: lock(&p.provider_kind).map(ProviderKind::reference),
         id: p.id.clone(),
         name: p.name.clone(),
         state,
@@ -914,29 +1135,11 @@ fn find_component(inner: &HostInner, key: &str) -> Result<Arc<Placed>, String> {
     }
 }
 
-/// The link of `spec` that provides interface `import`
-/// (`namespace:package/interface@version`): the one named `default`, else
-/// the only one. Returns (link name, target component id).
-fn find_link(spec: &ComponentSpec, import: &str) -> Option<(String, String)> {
-    let unversioned = import.split('@').next().unwrap_or(import);
-    let (pkg, iface) = unversioned.split_once('/')?;
+/// Splits `ns:pkg/iface` into its parts.
+pub fn split_interface(name: &str) -> Option<(String, String, String)> {
+    let (pkg, iface) = name.split_once('/')?;
     let (ns, package) = pkg.split_once(':')?;
-    let matching: Vec<_> = spec
-        .links
-        .iter()
-        .filter(|l| {
-            l.namespace == ns && l.package == package && l.interfaces.iter().any(|i| i == iface)
-        })
-        .collect();
-    let link = matching
-        .iter()
-        .find(|l| l.name == "default")
-        .or(if matching.len() == 1 {
-            matching.first()
-        } else {
-            None
-        })?;
-    Some((link.name.clone(), link.target_id.clone()))
+    Some((ns.to_string(), package.to_string(), iface.to_string()))
 }
 
 /// Forwards one imported call to the link's target component.
@@ -961,10 +1164,16 @@ fn call_link(
     }
     let target = find_component(&host, target_id).map_err(HostError::new)?;
     let pool = target.pool().ok_or_else(|| {
+        if let Some(kind) = *lock(&target.provider_kind) {
+            return HostError::new(format!(
+                "{source} -> {target_id}: the link targets provider {}, which does not provide `{iface}`",
+                kind.reference()
+            ));
+        }
         let (state, reason) = target.state();
         HostError::new(format!(
-            "{source} -> {target_id}: link target is {:?}{}",
-            state,
+            "{source} -> {target_id}: link target is {}{}",
+            state.as_str(),
             reason.map(|r| format!(" ({r})")).unwrap_or_default()
         ))
     })?;

@@ -17,7 +17,11 @@
 //!   component, and the routing of imports to WASI, config or a linked
 //!   component.
 //! * [`capabilities`] — what the host answers itself besides WASI
-//!   (`wasi:config` from manifest config).
+//!   (`wasi:config` from manifest config, `wasmcloud:bus/lattice`
+//!   `set-link-name`).
+//! * [`providers`] — the built-in capability providers a manifest's
+//!   `type: capability` components name (`twig:keyvalue`, …, or a
+//!   wasmCloud provider image the board maps to one).
 //! * [`admin`] — the local admin socket that `twig status|invoke|apply|
 //!   delete` use.
 //! * [`up`] — `twig up`: lock the data dir, restore the desired state,
@@ -29,12 +33,14 @@
 //! app.yaml --parse--> Manifest --images read, compiled, hashed--> cache/sha256/…
 //!                        \--------------------------------------> desired.json
 //! boot / apply: desired.json + cache --verify hash--> Component --> Pool (instances)
-//! trigger (admin invoke) --> Pool --> guest --import--> WASI | config | link --> other Pool
+//! trigger (admin invoke, HTTP request) --> Pool --> guest --import--> WASI | config
+//!                                                   | link --> other Pool | provider (KV store)
 //! ```
 
 pub mod admin;
 pub mod board;
 pub mod capabilities;
 pub mod host;
+pub mod providers;
 pub mod state;
 pub mod up;

@@ -292,11 +292,13 @@ fn print_status(status: &serde_json::Value) {
     for app in &apps {
         for c in app["components"].as_array().into_iter().flatten() {
             let inst = &c["instances"];
+            let provider = c["provider"].as_str().map(|p| format!("provider {p}"));
             let detail = c["reason"]
                 .as_str()
                 .or(c["last_error"]
                     .as_str()
                     .map(|_| "last call failed (see --json)"))
+                .or(provider.as_deref())
                 .unwrap_or("");
             println!(
                 "{:<20} {:<10} {:<32} {:<11} {:>9}  {}",
@@ -304,7 +306,11 @@ fn print_status(status: &serde_json::Value) {
                 app["version"].as_str().unwrap_or("-"),
                 c["id"].as_str().unwrap_or(""),
                 c["state"].as_str().unwrap_or(""),
-                format!("{}/{}", inst["live"], inst["max"]),
+                if provider.is_some() {
+                    "-".to_string()
+                } else {
+                    format!("{}/{}", inst["live"], inst["max"])
+                },
                 detail
             );
         }

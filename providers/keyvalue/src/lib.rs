@@ -147,6 +147,8 @@
 #![forbid(unsafe_code)]
 extern crate alloc;
 
+#[cfg(feature = "component")]
+pub mod component;
 pub mod config;
 mod error;
 pub mod format;

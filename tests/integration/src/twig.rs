@@ -31,12 +31,12 @@ pub fn twig_bin() -> PathBuf {
     p
 }
 
-/// A built demo component, `examples/demo/build/NAME.wasm`.
+/// A built demo component, `examples/build/NAME.wasm`.
 pub fn demo_path(name: &str) -> PathBuf {
-    let p = repo_root().join(format!("examples/demo/build/{name}.wasm"));
+    let p = repo_root().join(format!("examples/build/{name}.wasm"));
     assert!(
         p.exists(),
-        "{} is missing: run examples/demo/build.sh first (the README's test command does)",
+        "{} is missing: run examples/build.sh first (the README's test command does)",
         p.display()
     );
     p

@@ -188,11 +188,11 @@ fn demo_text_with_abs_images() -> String {
     std::fs::read_to_string(demo_manifest())
         .unwrap()
         .replace(
-            "./build/greeter.wasm",
+            "../build/greeter.wasm",
             demo_path("greeter").to_str().unwrap(),
         )
         .replace(
-            "./build/frontend.wasm",
+            "../build/frontend.wasm",
             demo_path("frontend").to_str().unwrap(),
         )
 }

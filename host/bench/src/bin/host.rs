@@ -3,7 +3,7 @@
 //! stripped binary's size. Prints Markdown for BENCHMARKS.md.
 //!
 //! ```text
-//! examples/demo/build.sh && cargo build --release -p twig \
+//! examples/build.sh && cargo build --release -p twig \
 //!   && cargo run --release -p twig-bench --bin twig-host-bench
 //! ```
 //!
@@ -96,10 +96,10 @@ fn main() {
     );
     let app = repo().join("examples/demo/app.yaml");
     for c in ["greeter", "frontend"] {
-        let p = repo().join(format!("examples/demo/build/{c}.wasm"));
+        let p = repo().join(format!("examples/build/{c}.wasm"));
         assert!(
             p.exists(),
-            "{} missing: run examples/demo/build.sh",
+            "{} missing: run examples/build.sh",
             p.display()
         );
     }

@@ -6,7 +6,7 @@
 
 wit_bindgen::generate!({
     world: "greeter-component",
-    path: "../../wit",
+    path: "../../demo/wit",
 });
 
 use exports::twig::demo::greeter::Guest;
