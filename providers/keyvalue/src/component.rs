@@ -85,17 +85,17 @@ pub fn check_bucket_name(name: &str) -> Result<(), String> {
             crate::MAX_BUCKET_NAME_BYTES
         ));
     }
-    if name.starts_with('.') {
-        return Err(format!(
-            "invalid bucket name {name:?}: must not start with '.'"
-        ));
-    }
     if let Some(c) = name
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
     {
         return Err(format!(
             "invalid bucket name {name:?}: {c:?} is not allowed (only letters, digits, '-', '_' and '.'; no path separators)"
+        ));
+    }
+    if name.starts_with('.') {
+        return Err(format!(
+            "invalid bucket name {name:?}: must not start with '.'"
         ));
     }
     Ok(())
