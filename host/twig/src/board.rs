@@ -33,6 +33,20 @@ pub struct Board {
     /// provider that stands in for each (`twig:http-server`).
     #[serde(default = "default_provider_images")]
     pub provider_images: BTreeMap<String, String>,
+    /// Sensors the `twig:sensors` provider offers (`[[sensors]]` tables;
+    /// format in `providers/sensors/README.md`).
+    #[serde(default)]
+    pub sensors: Vec<twig_sensors::SensorConfig>,
+    /// Where sysfs is mounted (hwmon, thermal, IIO sensors); `/sys`.
+    #[serde(default)]
+    pub sysfs_root: Option<PathBuf>,
+    /// Where device nodes are (GPIO chips); `/dev`.
+    #[serde(default)]
+    pub dev_root: Option<PathBuf>,
+    /// The profile file's directory: relative paths in it (CSV replays)
+    /// are resolved against it.
+    #[serde(skip)]
+    base_dir: Option<PathBuf>,
 }
 
 /// wasmCloud's well-known providers and their twig stand-ins, used when a
@@ -93,13 +107,18 @@ impl Board {
         Board::parse(&text, &file)
     }
 
-    /// Parses and checks profile text; `file` names it in errors.
+    /// Parses and checks profile text; `file` names it in errors (and, if
+    /// it is a path, relative paths in the profile are resolved against its
+    /// directory).
     pub fn parse(text: &str, file: &str) -> Result<Board, BoardError> {
-        let board: Board = toml::from_str(text).map_err(|e| BoardError {
+        let mut board: Board = toml::from_str(text).map_err(|e| BoardError {
             file: file.to_string(),
             // toml's message names the line, column and key.
             message: e.to_string().trim_end().to_string(),
         })?;
+        if !file.starts_with('<') {
+            board.base_dir = Path::new(file).parent().map(Path::to_path_buf);
+        }
         board.check().map_err(|message| BoardError {
             file: file.to_string(),
             message,
@@ -128,6 +147,11 @@ impl Board {
                 return Err("data_dir: must not be empty (leave it out for the default)".into());
             }
         }
+        // Builds the sensors once to check them (names, fields, CSV files),
+        // so a bad profile fails here with the sensor and field named.
+        self.sensors_config()
+            .and_then(|c| twig_sensors::Sensors::new(c).map(drop))
+            .map_err(|e| e.to_string())?;
         for (image, provider) in &self.provider_images {
             if crate::providers::ProviderKind::from_reference(provider).is_none() {
                 return Err(format!(
@@ -165,6 +189,21 @@ impl Board {
     /// The data directory this profile asks for, if it names one.
     pub fn data_dir(&self) -> Option<PathBuf> {
         self.data_dir.as_deref().map(expand_home)
+    }
+
+    /// The configuration of the `twig:sensors` provider on this board.
+    pub fn sensors_config(&self) -> Result<twig_sensors::SensorsConfig, twig_sensors::ConfigError> {
+        let mut c = twig_sensors::SensorsConfig::new(self.sensors.clone());
+        if let Some(r) = &self.sysfs_root {
+            c = c.sysfs_root(r.clone());
+        }
+        if let Some(r) = &self.dev_root {
+            c = c.dev_root(r.clone());
+        }
+        if let Some(d) = &self.base_dir {
+            c = c.base_dir(d.clone());
+        }
+        Ok(c)
     }
 
     /// The profile's labels plus the ones every host has.

@@ -46,6 +46,24 @@ pub struct InstanceData {
     /// `wasmcloud:bus/lattice` call-target-interface handles.
     pub call_targets: HashMap<u32, String>,
     pub keyvalue: KeyValueCtx,
+    /// The bus, when the component links `wasmcloud:messaging` to a
+    /// messaging provider.
+    pub messaging: Option<Arc<twig_messaging::Bus>>,
+    /// The board's sensors, when the component links `twig:sensors` to the
+    /// sensors provider.
+    pub sensors: Option<Arc<twig_sensors::Sensors>>,
+}
+
+impl twig_messaging::MessagingView for InstanceData {
+    fn messaging(&self) -> Option<&Arc<twig_messaging::Bus>> {
+        self.messaging.as_ref()
+    }
+}
+
+impl twig_sensors::SensorsView for InstanceData {
+    fn sensors(&self) -> Option<&Arc<twig_sensors::Sensors>> {
+        self.sensors.as_ref()
+    }
 }
 
 impl KeyValueView for InstanceData {
@@ -239,6 +257,8 @@ pub struct Pool {
     linker: Linker<InstanceData>,
     config: Arc<BTreeMap<String, String>>,
     links: Arc<Links>,
+    messaging: Option<Arc<twig_messaging::Bus>>,
+    sensors: Option<Arc<twig_sensors::Sensors>>,
     idle: Mutex<Vec<Instance<InstanceData>>>,
     freed: Condvar,
     max: usize,
@@ -256,6 +276,8 @@ impl Pool {
             link_names: BTreeMap::new(),
             call_targets: HashMap::new(),
             keyvalue: KeyValueCtx::default(),
+            messaging: self.messaging.clone(),
+            sensors: self.sensors.clone(),
         };
         let mut inst = Instance::new(&self.linker, &self.component, data)?;
         // wasmi makes every page of a new memory resident; give back the
@@ -346,6 +368,10 @@ struct HostInner {
     apps: RwLock<BTreeMap<String, AppInfo>>,
     /// Key-value stores by provider id, while anything holds them.
     kv_stores: Mutex<HashMap<String, Weak<twig_keyvalue::Store>>>,
+    /// The in-process message bus, made when a messaging provider starts.
+    bus: std::sync::OnceLock<Arc<twig_messaging::Bus>>,
+    /// The board's sensors, or why they cannot be read.
+    sensors: Result<Arc<twig_sensors::Sensors>, String>,
 }
 
 #[derive(Clone)]
@@ -501,6 +527,11 @@ impl Host {
             }
             Err(e) => return Err(e),
         };
+        let sensors = board
+            .sensors_config()
+            .and_then(twig_sensors::Sensors::new)
+            .map(Arc::new)
+            .map_err(|e| format!("board `{}`: {e}", board.name));
         let engine = Engine::new(EngineConfig {
             default_limits: board.component_limits(),
             ..EngineConfig::default()
@@ -516,6 +547,8 @@ impl Host {
                 components: RwLock::new(HashMap::new()),
                 apps: RwLock::new(BTreeMap::new()),
                 kv_stores: Mutex::new(HashMap::new()),
+                bus: std::sync::OnceLock::new(),
+                sensors,
             }),
         })
     }
@@ -602,14 +635,98 @@ impl Host {
                 },
             }
         }
-        // Providers that call components start serving once those run.
+        // Providers that call components start once those run.
         for (spec, p) in m.components.iter().zip(&placed) {
-            if let Some(Provider::HttpServer(_)) = p.provider().as_deref() {
-                if let Err(reason) = self.start_listeners(m, spec, p) {
-                    p.set(State::Failed, Some(reason));
+            let Some(provider) = p.provider() else {
+                continue;
+            };
+            let started = match &*provider {
+                Provider::HttpServer(_) => self.start_listeners(m, spec, p),
+                Provider::Messaging { bus, subscriptions } => {
+                    self.subscribe_handlers(spec, bus, subscriptions)
                 }
+                Provider::Sensors { sensors, sampler } => {
+                    self.start_sampler(spec, sensors, sampler)
+                }
+                Provider::KeyValue(_) => Ok(()),
+            };
+            if let Err(reason) = started {
+                p.set(State::Failed, Some(reason));
             }
         }
+    }
+
+    /// The host's message bus, made on first use.
+    fn bus(&self) -> Result<Arc<twig_messaging::Bus>, String> {
+        if let Some(b) = self.inner.bus.get() {
+            return Ok(b.clone());
+        }
+        let bus = twig_messaging::Bus::new(twig_messaging::BusConfig::default())
+            .map_err(|e| format!("cannot start the message bus: {e}"))?;
+        Ok(self.inner.bus.get_or_init(|| Arc::new(bus)).clone())
+    }
+
+    /// Subscribes, for each `wasmcloud:messaging` `handler` link of a
+    /// messaging provider, the link's target component to the subjects in
+    /// the link's source config `subscriptions` (as wasmCloud's NATS
+    /// messaging provider reads it: `a.b,c.>,d|queue-group`).
+    fn subscribe_handlers(
+        &self,
+        spec: &ComponentSpec,
+        bus: &Arc<twig_messaging::Bus>,
+        subscriptions: &Mutex<Vec<twig_messaging::SubscriptionId>>,
+    ) -> Result<(), String> {
+        for link in handler_links(spec) {
+            let config = merged_properties(&link.source_config);
+            let Some(subs) = config.get(twig_messaging::CONFIG_SUBSCRIPTIONS) else {
+                tracing::warn!(provider = %spec.id, target = %link.target_id, "handler link has no `subscriptions` in its source config; nothing is delivered to it");
+                continue;
+            };
+            let specs = twig_messaging::parse_subscriptions(subs).map_err(|e| {
+                format!(
+                    "link to `{}`: source config `subscriptions`: {e}",
+                    link.target
+                )
+            })?;
+            let subscriber: Arc<dyn twig_messaging::Subscriber> = Arc::new(HandlerSubscriber {
+                name: link.target_id.clone(),
+                host: Arc::downgrade(&self.inner),
+            });
+            for s in specs {
+                let id = bus
+                    .subscribe(&s.pattern, s.queue_group.clone(), subscriber.clone())
+                    .map_err(|e| format!("link to `{}`: {e}", link.target))?;
+                tracing::info!(provider = %spec.id, target = %link.target_id, subject = %s.pattern, "subscribed");
+                lock(subscriptions).push(id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts delivering periodic readings to the components the sensors
+    /// provider's `wasmcloud:messaging` `handler` links name.
+    fn start_sampler(
+        &self,
+        spec: &ComponentSpec,
+        sensors: &Arc<twig_sensors::Sensors>,
+        sampler: &Mutex<Option<providers::Sampler>>,
+    ) -> Result<(), String> {
+        let targets: Vec<String> = handler_links(spec).map(|l| l.target_id.clone()).collect();
+        if targets.is_empty() || sensors.sampling().is_empty() {
+            return Ok(());
+        }
+        let host = Arc::downgrade(&self.inner);
+        let deliver: providers::Deliver = Arc::new(move |target, subject, body| {
+            let msg = twig_messaging::Message::new(subject.to_string(), body.to_vec());
+            deliver_message(&host, target, &msg)
+        });
+        *lock(sampler) = Some(providers::Sampler::start(
+            &spec.id,
+            sensors.clone(),
+            targets,
+            deliver,
+        )?);
+        Ok(())
     }
 
     /// Starts the built-in provider a capability component names.
@@ -637,12 +754,14 @@ impl Host {
                 }
             }
             ProviderKind::HttpServer => Provider::HttpServer(Mutex::new(Vec::new())),
-            ProviderKind::Messaging | ProviderKind::Sensors => {
-                return Err(format!(
-                    "provider {} is not available in this build yet",
-                    kind.reference()
-                ))
-            }
+            ProviderKind::Messaging => Provider::Messaging {
+                bus: self.bus()?,
+                subscriptions: Mutex::new(Vec::new()),
+            },
+            ProviderKind::Sensors => Provider::Sensors {
+                sensors: self.inner.sensors.clone()?,
+                sampler: Mutex::new(None),
+            },
         };
         *p.provider.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(provider));
         tracing::info!(app = %m.name, provider = %spec.id, kind = kind.reference(), "provider running");
@@ -761,6 +880,30 @@ impl Host {
             .map_err(|e| e.to_string())?;
         let config = Arc::new(capabilities::merged_config(spec));
         let linker = self.linker_for(m, spec, &component);
+        let messaging = if links_to_provider(
+            m,
+            spec,
+            &self.inner.board,
+            "wasmcloud",
+            "messaging",
+            ProviderKind::Messaging,
+        ) {
+            Some(self.bus()?)
+        } else {
+            None
+        };
+        let sensors = if links_to_provider(
+            m,
+            spec,
+            &self.inner.board,
+            "twig",
+            "sensors",
+            ProviderKind::Sensors,
+        ) {
+            Some(self.inner.sensors.clone()?)
+        } else {
+            None
+        };
         let links = Arc::new(Links {
             source: spec.id.clone(),
             links: spec.links.clone(),
@@ -771,6 +914,8 @@ impl Host {
             linker,
             config,
             links,
+            messaging,
+            sensors,
             idle: Mutex::new(Vec::new()),
             freed: Condvar::new(),
             max: instances,
@@ -799,12 +944,18 @@ impl Host {
         twig_wasi::add_to_linker(&mut linker);
         capabilities::add_config(&mut linker);
         capabilities::add_lattice(&mut linker);
-        if component
-            .imports()
-            .iter()
-            .any(|i| i.name.starts_with("wasi:keyvalue/"))
-        {
+        let imports = component.imports();
+        if imports.iter().any(|i| i.name.starts_with("wasi:keyvalue/")) {
             twig_keyvalue::component::add_to_linker(&mut linker);
+        }
+        if imports
+            .iter()
+            .any(|i| i.name.starts_with("wasmcloud:messaging/consumer@"))
+        {
+            twig_messaging::add_to_linker(&mut linker);
+        }
+        if imports.iter().any(|i| i.name.starts_with("twig:sensors/")) {
+            twig_sensors::add_to_linker(&mut linker);
         }
         let provided: Vec<String> = linker.interface_names().map(str::to_string).collect();
         for import in component.imports() {
@@ -1204,5 +1355,93 @@ fn contains_resource(v: &Val) -> bool {
         Val::Variant(_, Some(v)) | Val::Option(Some(v)) => contains_resource(v),
         Val::Result(Ok(Some(v))) | Val::Result(Err(Some(v))) => contains_resource(v),
         _ => false,
+    }
+}
+
+/// The `wasmcloud:messaging` `handler` links of a provider: the components
+/// it delivers messages to.
+fn handler_links(spec: &ComponentSpec) -> impl Iterator<Item = &twig_manifest::Link> {
+    spec.links.iter().filter(|l| {
+        l.namespace == "wasmcloud"
+            && l.package == "messaging"
+            && l.interfaces.iter().any(|i| i == "handler")
+    })
+}
+
+fn merged_properties(configs: &[twig_manifest::ConfigRef]) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for c in configs {
+        out.extend(c.properties.clone());
+    }
+    out
+}
+
+/// Whether `spec` has a link for package `ns:pkg` whose target, in the
+/// same manifest, is a capability running as built-in provider `kind`.
+fn links_to_provider(
+    m: &Manifest,
+    spec: &ComponentSpec,
+    board: &Board,
+    ns: &str,
+    pkg: &str,
+    kind: ProviderKind,
+) -> bool {
+    spec.links
+        .iter()
+        .filter(|l| l.namespace == ns && l.package == pkg)
+        .any(|l| {
+            m.components.iter().any(|c| {
+                c.id == l.target_id
+                    && c.kind == ComponentKind::Capability
+                    && providers::resolve(c, board).is_ok_and(|(k, _)| k == kind)
+            })
+        })
+}
+
+/// Delivers a message to a component's `wasmcloud:messaging/handler`
+/// export, on one of its instances.
+fn deliver_message(
+    host: &Weak<HostInner>,
+    target_id: &str,
+    msg: &twig_messaging::Message,
+) -> Result<(), String> {
+    let host = host
+        .upgrade()
+        .ok_or_else(|| "the host is shutting down".to_string())?;
+    let target = find_component(&host, target_id)?;
+    let pool = target
+        .pool()
+        .ok_or_else(|| format!("`{target_id}` is {}", target.state().0.as_str()))?;
+    let wait = Duration::from_millis(host.board.limits.deadline_ms);
+    let arg = twig_messaging::message_to_val(msg);
+    pool.with_instance(wait, |inst| {
+        let export = inst
+            .export_names()
+            .into_iter()
+            .find(|n| {
+                n.starts_with("wasmcloud:messaging/handler@0.2") && n.ends_with("#handle-message")
+            })
+            .map(str::to_string)
+            .ok_or_else(|| {
+                format!("`{target_id}` does not export wasmcloud:messaging/handler.handle-message")
+            })?;
+        let results = inst.call(&export, &[arg]).map_err(|e| e.to_string())?;
+        twig_messaging::handler_result(&results)
+    })
+}
+
+/// Delivers bus messages to one component's handler.
+struct HandlerSubscriber {
+    name: String,
+    host: Weak<HostInner>,
+}
+
+impl twig_messaging::Subscriber for HandlerSubscriber {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn deliver(&self, msg: twig_messaging::Message) -> Result<(), String> {
+        deliver_message(&self.host, &self.name, &msg)
     }
 }

@@ -88,11 +88,13 @@ pub fn resolve(
 ) -> Result<(ProviderKind, Option<String>), String> {
     let image = match &spec.image {
         Image::Reference(r) => r.as_str(),
-        Image::File(p) => return Err(format!(
+        Image::File(p) => {
+            return Err(format!(
             "capability provider image {} is a file; twig runs its providers in-process (use {})",
             p.display(),
             ProviderKind::references().join(", ")
-        )),
+        ))
+        }
     };
     if let Some(kind) = ProviderKind::from_reference(image) {
         return Ok((kind, None));
@@ -120,6 +122,129 @@ pub enum Provider {
     /// Listeners are started once the app's components run
     /// ([`crate::host::Host`] fills this in).
     HttpServer(std::sync::Mutex<Vec<Box<dyn std::any::Any + Send>>>),
+    /// The host's message bus (one per host, shared by every messaging
+    /// provider), and this provider's subscriptions for its handler links.
+    Messaging {
+        bus: Arc<twig_messaging::Bus>,
+        subscriptions: std::sync::Mutex<Vec<twig_messaging::SubscriptionId>>,
+    },
+    /// The board's sensors, and the sampler delivering readings to the
+    /// components this provider links to (if it links to any).
+    Sensors {
+        sensors: Arc<twig_sensors::Sensors>,
+        sampler: std::sync::Mutex<Option<Sampler>>,
+    },
+}
+
+/// Where the sampler sends a reading: (target component id, subject,
+/// JSON body) -> the handler's answer.
+pub type Deliver = Arc<dyn Fn(&str, &str, &[u8]) -> Result<(), String> + Send + Sync>;
+
+/// A thread reading sensors at their `interval_ms` and delivering each
+/// reading as a message on `twig.sensors.NAME` to linked components.
+/// Stops when dropped.
+pub struct Sampler {
+    stop: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Sampler {
+    pub fn start(
+        provider: &str,
+        sensors: Arc<twig_sensors::Sensors>,
+        targets: Vec<String>,
+        deliver: Deliver,
+    ) -> Result<Sampler, String> {
+        let stop = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+        let schedule = sensors.sampling();
+        let provider = provider.to_string();
+        let stop2 = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("sampler {provider}"))
+            .spawn(move || {
+                let start = std::time::Instant::now();
+                let mut due: Vec<(String, std::time::Duration, std::time::Instant)> = schedule
+                    .into_iter()
+                    .map(|(name, every)| (name, every, start))
+                    .collect();
+                // The last error per (sensor, target), so a failing sensor
+                // or handler logs once per change rather than every tick.
+                let mut last_err: BTreeMap<String, String> = BTreeMap::new();
+                let mut note = |key: String, err: Option<String>| match err {
+                    Some(e) => {
+                        if last_err.get(&key) != Some(&e) {
+                            tracing::warn!(provider = %provider, "{key}: {e}");
+                            last_err.insert(key, e);
+                        }
+                    }
+                    None => {
+                        if last_err.remove(&key).is_some() {
+                            tracing::info!(provider = %provider, "{key}: working again");
+                        }
+                    }
+                };
+                loop {
+                    let now = std::time::Instant::now();
+                    for (name, every, next) in due.iter_mut() {
+                        if *next > now {
+                            continue;
+                        }
+                        // Skip missed ticks rather than bunch them up.
+                        while *next <= now {
+                            *next += *every;
+                        }
+                        match sensors.read(name) {
+                            Ok(reading) => {
+                                note(format!("sensor {name}"), None);
+                                let subject = twig_sensors::subject(name);
+                                let body = reading.to_json();
+                                for t in &targets {
+                                    let r = deliver(t, &subject, &body);
+                                    note(format!("delivering {subject} to {t}"), r.err());
+                                }
+                            }
+                            Err(e) => note(format!("sensor {name}"), Some(e.to_string())),
+                        }
+                    }
+                    let wake = due.iter().map(|d| d.2).min();
+                    let (lock, cvar) = &*stop2;
+                    let mut stopped = lock.lock().unwrap_or_else(|p| p.into_inner());
+                    if *stopped {
+                        return;
+                    }
+                    let wait = wake
+                        .map(|w| w.saturating_duration_since(std::time::Instant::now()))
+                        .unwrap_or(std::time::Duration::from_secs(3600));
+                    stopped = cvar
+                        .wait_timeout(stopped, wait)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                    if *stopped {
+                        return;
+                    }
+                }
+            })
+            .map_err(|e| format!("cannot start the sampler thread: {e}"))?;
+        Ok(Sampler {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        let (lock, cvar) = &*self.stop;
+        *lock.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        cvar.notify_all();
+        if let Some(t) = self.thread.take() {
+            // The sampler may be dropped from inside a delivery (an app
+            // deleted by a component's own call); never join oneself.
+            if t.thread().id() != std::thread::current().id() {
+                let _ = t.join();
+            }
+        }
+    }
 }
 
 /// The provider's config: its manifest `config` properties merged.
@@ -176,6 +301,20 @@ pub fn open_keyvalue(spec: &ComponentSpec, data_dir: &Path) -> Result<Provider, 
     // The store logs what it repaired itself (torn tail, corrupt ranges).
     tracing::debug!(provider = %spec.id, keys = report.live_keys, dir = %dir.display(), "key-value store open");
     Ok(Provider::KeyValue(Arc::new(store)))
+}
+
+impl Drop for Provider {
+    fn drop(&mut self) {
+        if let Provider::Messaging { bus, subscriptions } = self {
+            for id in subscriptions
+                .get_mut()
+                .unwrap_or_else(|p| p.into_inner())
+                .drain(..)
+            {
+                bus.unsubscribe(id);
+            }
+        }
+    }
 }
 
 #[cfg(test)]
