@@ -52,6 +52,14 @@ pub struct InstanceData {
     /// The board's sensors, when the component links `twig:sensors` to the
     /// sensors provider.
     pub sensors: Option<Arc<twig_sensors::Sensors>>,
+    /// `wasi:http` objects of the request being handled.
+    pub http: twig_http_server::HttpCtx,
+}
+
+impl twig_http_server::HttpView for InstanceData {
+    fn http(&mut self) -> &mut twig_http_server::HttpCtx {
+        &mut self.http
+    }
 }
 
 impl twig_messaging::MessagingView for InstanceData {
@@ -259,6 +267,8 @@ pub struct Pool {
     links: Arc<Links>,
     messaging: Option<Arc<twig_messaging::Bus>>,
     sensors: Option<Arc<twig_sensors::Sensors>>,
+    /// Set when the component imports `wasi:http` (an HTTP handler).
+    http_types: Option<twig_http_server::HttpTypes>,
     idle: Mutex<Vec<Instance<InstanceData>>>,
     freed: Condvar,
     max: usize,
@@ -278,6 +288,7 @@ impl Pool {
             keyvalue: KeyValueCtx::default(),
             messaging: self.messaging.clone(),
             sensors: self.sensors.clone(),
+            http: twig_http_server::HttpCtx::new(),
         };
         let mut inst = Instance::new(&self.linker, &self.component, data)?;
         // wasmi makes every page of a new memory resident; give back the
@@ -641,7 +652,7 @@ impl Host {
                 continue;
             };
             let started = match &*provider {
-                Provider::HttpServer(_) => self.start_listeners(m, spec, p),
+                Provider::HttpServer(listeners) => self.start_listeners(m, spec, listeners),
                 Provider::Messaging { bus, subscriptions } => {
                     self.subscribe_handlers(spec, bus, subscriptions)
                 }
@@ -774,10 +785,26 @@ impl Host {
         &self,
         m: &Manifest,
         spec: &ComponentSpec,
-        p: &Placed,
+        listeners: &Mutex<Vec<twig_http_server::HttpServer>>,
     ) -> Result<(), String> {
-        let _ = (m, spec, p);
-        Err("the HTTP server provider is not available in this build yet".into())
+        let links = spec.links.iter().filter(|l| {
+            l.namespace == "wasi"
+                && l.package == "http"
+                && l.interfaces.iter().any(|i| i == "incoming-handler")
+        });
+        for link in links {
+            let config = merged_properties(&link.source_config);
+            let cfg = twig_http_server::ServerConfig::from_link_config(&config)
+                .map_err(|e| format!("link to `{}`: source config: {e}", link.target))?;
+            let dispatch = Arc::new(HttpDispatch {
+                target: link.target_id.clone(),
+                host: Arc::downgrade(&self.inner),
+            });
+            let server = twig_http_server::HttpServer::start(cfg, &link.target_id, dispatch)?;
+            tracing::info!(app = %m.name, provider = %spec.id, target = %link.target_id, address = %server.local_addr(), "serving HTTP");
+            lock(listeners).push(server);
+        }
+        Ok(())
     }
 
     /// Decides whether a component runs here and with how many instances,
@@ -879,7 +906,7 @@ impl Host {
         let component = Component::with_limits(&self.inner.engine, &spec.id, &bytes, limits)
             .map_err(|e| e.to_string())?;
         let config = Arc::new(capabilities::merged_config(spec));
-        let linker = self.linker_for(m, spec, &component);
+        let (linker, http_types) = self.linker_for(m, spec, &component);
         let messaging = if links_to_provider(
             m,
             spec,
@@ -916,6 +943,7 @@ impl Host {
             links,
             messaging,
             sensors,
+            http_types,
             idle: Mutex::new(Vec::new()),
             freed: Condvar::new(),
             max: instances,
@@ -939,9 +967,9 @@ impl Host {
         m: &Manifest,
         spec: &ComponentSpec,
         component: &Component,
-    ) -> Linker<InstanceData> {
+    ) -> (Linker<InstanceData>, Option<twig_http_server::HttpTypes>) {
         let mut linker = Linker::new();
-        twig_wasi::add_to_linker(&mut linker);
+        let wasi_types = twig_wasi::add_to_linker(&mut linker);
         capabilities::add_config(&mut linker);
         capabilities::add_lattice(&mut linker);
         let imports = component.imports();
@@ -957,6 +985,10 @@ impl Host {
         if imports.iter().any(|i| i.name.starts_with("twig:sensors/")) {
             twig_sensors::add_to_linker(&mut linker);
         }
+        let http_types = imports
+            .iter()
+            .any(|i| i.name.starts_with("wasi:http/"))
+            .then(|| twig_http_server::add_to_linker(&mut linker, wasi_types));
         let provided: Vec<String> = linker.interface_names().map(str::to_string).collect();
         for import in component.imports() {
             if import.kind != "instance"
@@ -995,7 +1027,7 @@ impl Host {
                     )
                 });
         }
-        linker
+        (linker, http_types)
     }
 
     /// Runs an export of a component with WAVE-encoded arguments and returns
@@ -1443,5 +1475,39 @@ impl twig_messaging::Subscriber for HandlerSubscriber {
 
     fn deliver(&self, msg: twig_messaging::Message) -> Result<(), String> {
         deliver_message(&self.host, &self.name, &msg)
+    }
+}
+
+/// Runs HTTP requests on a component's `wasi:http/incoming-handler`.
+struct HttpDispatch {
+    target: String,
+    host: Weak<HostInner>,
+}
+
+impl twig_http_server::Dispatch for HttpDispatch {
+    fn dispatch(
+        &self,
+        req: twig_http_server::IncomingRequest,
+        out: twig_http_server::ResponseOutparam,
+    ) -> Result<(), String> {
+        // Dropping `out` unanswered makes the server answer 500.
+        let host = self
+            .host
+            .upgrade()
+            .ok_or_else(|| "the host is shutting down".to_string())?;
+        let target = find_component(&host, &self.target)?;
+        let pool = target
+            .pool()
+            .ok_or_else(|| format!("`{}` is {}", self.target, target.state().0.as_str()))?;
+        let types = pool.http_types.ok_or_else(|| {
+            format!(
+                "`{}` does not use wasi:http, so it cannot handle HTTP requests",
+                self.target
+            )
+        })?;
+        let wait = Duration::from_millis(host.board.limits.deadline_ms);
+        pool.with_instance(wait, |inst| {
+            twig_http_server::call_handler(inst, &types, req, out)
+        })
     }
 }
