@@ -1,0 +1,694 @@
+//! The HTTP/1.1 listener: hyper on a current-thread tokio runtime of its
+//! own, guests on the runtime's blocking threads.
+//!
+//! ```text
+//!  "twig-http" thread (async)                         blocking thread (≤ max_concurrent)
+//!  accept ─► connection task (hyper http1)
+//!              request ─► content-length > max? 413
+//!                       ─► no free slot? 503
+//!                       ─► pump task: Incoming ─► Pipe ───────► guest reads input-stream
+//!                       ─► spawn_blocking ───────────────────► Dispatch::dispatch ─► call_handler
+//!              wait for: outcome (oneshot) ◄──────────────────── response-outparam.set
+//!                        | body over limit (413) | request_timeout (504)
+//!              response head ─► socket
+//!              ResponseBody ◄── Pipe ◄──────────────────────── guest writes output-stream
+//! ```
+//!
+//! One thread and one small runtime per server keep the server independent
+//! of how the host runs its own async work, and `stop` can shut it down
+//! without touching anything else. The guest never runs on the async
+//! thread: a slow guest cannot stall other connections.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::future::poll_fn;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hyper::body::{Body, Incoming};
+use hyper::http::{header, HeaderValue, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::sync::{watch, Semaphore};
+
+use crate::body::{End, Pipe, ResponseBody};
+use crate::request::{IncomingRequest, Outcome, ResponseOutparam};
+
+/// wasmCloud's http-server provider listens here when no `address` is
+/// given (`wasmcloud_core::http::default_listen_address`).
+pub const DEFAULT_ADDRESS: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 8000));
+
+/// Largest request head (and socket read buffer) per connection.
+const MAX_BUF: usize = 64 * 1024;
+/// How long an idle or slow client may take to send a request head.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long `stop` lets in-flight requests finish.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+/// How long a request waits for a free slot before it gets 503.
+const SLOT_WAIT: Duration = Duration::from_millis(100);
+/// After answering 413, the rest of the body is read and dropped (this
+/// much, this long at most) so the client reads the answer instead of a
+/// connection reset.
+const DRAIN_BYTES: u64 = 4 << 20;
+const DRAIN_TIME: Duration = Duration::from_secs(1);
+
+/// How a server listens and what it allows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Where to listen (`address`; default [`DEFAULT_ADDRESS`]).
+    pub address: SocketAddr,
+    /// How long a guest may take to set its response (`timeout_ms`); then
+    /// the client gets 504. Default 30 s.
+    pub request_timeout: Duration,
+    /// Largest request body in bytes (`max_request_body`); beyond it the
+    /// guest's stream fails and, if no response started yet, the client
+    /// gets 413. Default 16 MiB.
+    pub max_request_body: u64,
+    /// Requests handled at once, i.e. blocking threads running guests
+    /// (`max_concurrent`); a request that finds no slot free within 100 ms
+    /// gets 503. Default 8.
+    pub max_concurrent: usize,
+    /// Open connections (`max_connections`); more wait in the listen
+    /// backlog. Default 64.
+    pub max_connections: usize,
+    /// Keep connections open between requests (`disable_keepalive=true`
+    /// turns it off, as in wasmCloud). Default on.
+    pub keep_alive: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            address: DEFAULT_ADDRESS,
+            request_timeout: Duration::from_secs(30),
+            max_request_body: 16 << 20,
+            max_concurrent: 8,
+            max_connections: 64,
+            keep_alive: true,
+        }
+    }
+}
+
+/// wasmCloud http-server settings twig does not implement; accepted with a
+/// warning so one manifest serves both.
+const WASMCLOUD_UNSUPPORTED: &[&str] = &[
+    "cache_control",
+    "readonly_mode",
+    "cors_allowed_origins",
+    "cors_allowed_headers",
+    "cors_allowed_methods",
+    "cors_exposed_headers",
+    "cors_max_age_secs",
+    "tls_cert_file",
+    "tls_priv_key_file",
+    "config_b64",
+    "config_json",
+    "routing_mode",
+    "default_address",
+    "path",
+    "host",
+    "header",
+];
+
+impl ServerConfig {
+    /// Reads a link's configuration, with wasmCloud's key names: `address`
+    /// (or the older `port`, meaning 127.0.0.1:PORT), `timeout_ms`,
+    /// `disable_keepalive`, and twig's own `max_request_body`,
+    /// `max_concurrent`, `max_connections`. Keys are case-insensitive as in
+    /// wasmCloud. Other keys are ignored with a warning; a bad value is an
+    /// error naming its key.
+    pub fn from_link_config(cfg: &BTreeMap<String, String>) -> Result<ServerConfig, String> {
+        let mut c = ServerConfig::default();
+        let mut address = None;
+        let mut port = None;
+        for (key, value) in cfg {
+            let k = key.to_ascii_lowercase();
+            let v = value.trim();
+            let bad = |what: &str| {
+                format!("http server config `{key}`: invalid value `{value}` ({what})")
+            };
+            match k.as_str() {
+                "address" => {
+                    address = Some(
+                        v.parse::<SocketAddr>()
+                            .map_err(|_| bad("expected a socket address such as 0.0.0.0:8000"))?,
+                    )
+                }
+                "port" => {
+                    port = Some(
+                        v.parse::<u16>()
+                            .map_err(|_| bad("expected a port number"))?,
+                    )
+                }
+                "timeout_ms" => {
+                    let ms = v
+                        .parse::<u64>()
+                        .ok()
+                        .filter(|ms| *ms > 0)
+                        .ok_or_else(|| bad("expected milliseconds > 0"))?;
+                    c.request_timeout = Duration::from_millis(ms);
+                }
+                "max_request_body" => {
+                    c.max_request_body = v.parse().map_err(|_| bad("expected a number of bytes"))?
+                }
+                "max_concurrent" => {
+                    c.max_concurrent = v
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|n| (1..=1024).contains(n))
+                        .ok_or_else(|| bad("expected 1 to 1024"))?
+                }
+                "max_connections" => {
+                    c.max_connections = v
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|n| (1..=65536).contains(n))
+                        .ok_or_else(|| bad("expected 1 to 65536"))?
+                }
+                "disable_keepalive" => {
+                    c.keep_alive = !v
+                        .to_ascii_lowercase()
+                        .parse::<bool>()
+                        .map_err(|_| bad("expected true or false"))?
+                }
+                k if WASMCLOUD_UNSUPPORTED.contains(&k) || k.starts_with("cors_") => {
+                    tracing::warn!(target: "twig::http", key = %key, "http server config key is not supported by twig; ignored")
+                }
+                _ => {
+                    tracing::warn!(target: "twig::http", key = %key, "unknown http server config key; ignored")
+                }
+            }
+        }
+        if let Some(a) = address {
+            c.address = a;
+        } else if let Some(p) = port {
+            c.address = SocketAddr::from((Ipv4Addr::LOCALHOST, p));
+        }
+        Ok(c)
+    }
+}
+
+/// Runs one request on the target component; implemented by the host.
+pub trait Dispatch: Send + Sync + 'static {
+    /// Called on a blocking thread: run the target component's
+    /// `wasi:http/incoming-handler.handle` on one of its instances (usually
+    /// with [`crate::call_handler`]). An `Err` is logged with the
+    /// component's name; if no response was set the client gets 500.
+    fn dispatch(&self, req: IncomingRequest, out: ResponseOutparam) -> Result<(), String>;
+}
+
+/// What every connection of a server shares.
+struct Shared {
+    cfg: ServerConfig,
+    target: String,
+    dispatch: Arc<dyn Dispatch>,
+    /// One permit per request being handled by a guest.
+    slots: Arc<Semaphore>,
+}
+
+/// A running HTTP server for one component. Stops on [`HttpServer::stop`]
+/// or drop.
+pub struct HttpServer {
+    addr: SocketAddr,
+    target: String,
+    stop_tx: Option<watch::Sender<bool>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl HttpServer {
+    /// Binds `cfg.address` (errors, e.g. address in use, are returned
+    /// here) and serves requests to `target_name` through `dispatch` on a
+    /// thread of its own.
+    pub fn start(
+        cfg: ServerConfig,
+        target_name: &str,
+        dispatch: Arc<dyn Dispatch>,
+    ) -> Result<HttpServer, String> {
+        if cfg.max_concurrent == 0 || cfg.max_connections == 0 {
+            return Err(
+                "http server: max_concurrent and max_connections must be at least 1".into(),
+            );
+        }
+        let std_listener = std::net::TcpListener::bind(cfg.address)
+            .map_err(|e| format!("{target_name}: cannot listen on {}: {e}", cfg.address))?;
+        std_listener
+            .set_nonblocking(true)
+            .map_err(|e| format!("{target_name}: listener: {e}"))?;
+        let addr = std_listener
+            .local_addr()
+            .map_err(|e| format!("{target_name}: listener: {e}"))?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            // Guests run on blocking threads; the slot semaphore keeps
+            // their number at max_concurrent, this is a backstop.
+            .max_blocking_threads(cfg.max_concurrent)
+            .thread_name("twig-http-guest")
+            .build()
+            .map_err(|e| format!("{target_name}: cannot start the HTTP runtime: {e}"))?;
+        let listener = {
+            let _enter = rt.enter();
+            tokio::net::TcpListener::from_std(std_listener)
+                .map_err(|e| format!("{target_name}: listener: {e}"))?
+        };
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            slots: Arc::new(Semaphore::new(cfg.max_concurrent)),
+            cfg,
+            target: target_name.to_string(),
+            dispatch,
+        });
+        let thread = std::thread::Builder::new()
+            .name("twig-http".into())
+            .spawn(move || {
+                rt.block_on(serve(listener, shared, stop_rx));
+                // Connections past the grace period are cut; guests still
+                // running finish on their own (their writes then fail).
+                rt.shutdown_timeout(Duration::from_millis(100));
+            })
+            .map_err(|e| format!("{target_name}: cannot start the HTTP thread: {e}"))?;
+        tracing::info!(target: "twig::http", component = %target_name, %addr, "HTTP server listening");
+        Ok(HttpServer {
+            addr,
+            target: target_name.to_string(),
+            stop_tx: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops listening, lets requests in flight finish for up to 2 s, then
+    /// closes every connection. Returns once the server thread has ended.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(tx) = self.stop_tx.take() {
+            let _ = tx.send(true);
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+            tracing::info!(target: "twig::http", component = %self.target, addr = %self.addr, "HTTP server stopped");
+        }
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+async fn serve(
+    listener: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let conns = Arc::new(Semaphore::new(shared.cfg.max_connections));
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1
+        .keep_alive(shared.cfg.keep_alive)
+        .max_buf_size(MAX_BUF)
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT);
+    loop {
+        let permit = tokio::select! {
+            _ = stop.changed() => break,
+            p = conns.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let stream = tokio::select! {
+            _ = stop.changed() => break,
+            r = listener.accept() => match r {
+                Ok((s, _peer)) => s,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off
+                    // rather than spin.
+                    tracing::warn!(target: "twig::http", component = %shared.target, "accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        // Responses are written in whole frames; do not let Nagle hold the
+        // last one back.
+        let _ = stream.set_nodelay(true);
+        let shared = shared.clone();
+        let mut stop = stop.clone();
+        let conn_builder = http1.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let svc_shared = shared.clone();
+            let svc = hyper::service::service_fn(move |req| handle(svc_shared.clone(), req));
+            let conn = conn_builder.serve_connection(TokioIo::new(stream), svc);
+            tokio::pin!(conn);
+            let res = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = stop.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = res {
+                tracing::debug!(target: "twig::http", component = %shared.target, "connection ended: {e}");
+            }
+        });
+    }
+    drop(listener);
+    // Every connection holds a permit: all permits back means all closed.
+    let all = shared.cfg.max_connections.min(u32::MAX as usize) as u32;
+    let _ = tokio::time::timeout(STOP_GRACE, conns.acquire_many(all)).await;
+}
+
+async fn handle(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let resp = respond(&shared, req).await;
+    tracing::debug!(
+        target: "twig::http",
+        component = %shared.target,
+        method = %method,
+        path = %path,
+        status = resp.status().as_u16(),
+        ms = start.elapsed().as_secs_f64() * 1000.0,
+        "request"
+    );
+    Ok(resp)
+}
+
+fn text(status: StatusCode, msg: impl Into<String>) -> Response<ResponseBody> {
+    let mut msg = msg.into();
+    msg.push('\n');
+    let mut r = Response::new(ResponseBody::text(msg));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// How the wait for a guest's response ended.
+enum Waited {
+    Outcome(Outcome),
+    /// The response slot was dropped without an outcome (the embedder's
+    /// dispatch failed before the guest ran, or panicked).
+    Dropped,
+    BodyTooLarge,
+    Timeout,
+}
+
+async fn respond(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<ResponseBody> {
+    let cfg = &shared.cfg;
+    let too_large = || {
+        text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body larger than {} bytes", cfg.max_request_body),
+        )
+    };
+    if req
+        .body()
+        .size_hint()
+        .exact()
+        .is_some_and(|n| n > cfg.max_request_body)
+    {
+        return too_large();
+    }
+    // A slot frees a moment after its client got the last byte (the guest
+    // call still has to return), so a client sending its next request at
+    // once would be refused spuriously: wait a little before saying 503.
+    let slot = tokio::time::timeout(SLOT_WAIT, shared.slots.clone().acquire_owned()).await;
+    let Ok(Ok(permit)) = slot else {
+        let mut r = text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("busy: {} requests in progress", cfg.max_concurrent),
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return r;
+    };
+
+    let (parts, incoming) = req.into_parts();
+    let is_head = parts.method == hyper::http::Method::HEAD;
+    let pipe = Pipe::new();
+    let request = IncomingRequest::new(&parts, pipe.clone());
+    let (out, mut outcome_rx) = ResponseOutparam::new();
+    let mut pump = tokio::spawn(pump_body(incoming, pipe, cfg.max_request_body));
+
+    let dispatch = shared.dispatch.clone();
+    let target = shared.target.clone();
+    tokio::task::spawn_blocking(move || {
+        // The slot is held until the guest is really done, even if the
+        // client was answered (504) or went away long before.
+        let _permit = permit;
+        if let Err(e) = dispatch.dispatch(request, out) {
+            tracing::warn!(target: "twig::http", component = %target, "HTTP handler failed: {e}");
+        }
+    });
+
+    let timeout = tokio::time::sleep(cfg.request_timeout);
+    tokio::pin!(timeout);
+    let mut pumping = true;
+    let waited = loop {
+        tokio::select! {
+            biased;
+            o = &mut outcome_rx => break match o {
+                Ok(o) => Waited::Outcome(o),
+                Err(_) => Waited::Dropped,
+            },
+            end = &mut pump, if pumping => {
+                pumping = false;
+                if let Ok(PumpEnd::TooLarge) = end {
+                    break Waited::BodyTooLarge;
+                }
+            }
+            _ = &mut timeout => break Waited::Timeout,
+        }
+    };
+
+    let target = &shared.target;
+    match waited {
+        Waited::Outcome(Outcome::Response {
+            status,
+            headers,
+            body,
+        }) => {
+            // Wrapped first: on every path below, dropping it closes the
+            // pipe, so the guest's writes end rather than block.
+            let body = match body {
+                Some(pipe) => ResponseBody::stream(pipe),
+                None => ResponseBody::empty(),
+            };
+            let Ok(status) = StatusCode::from_u16(status).map_err(|_| ()).and_then(|s| {
+                if s.is_informational() {
+                    Err(())
+                } else {
+                    Ok(s)
+                }
+            }) else {
+                tracing::warn!(target: "twig::http", component = %target, status, "the component set a non-final status code");
+                return text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the component sent an invalid response",
+                );
+            };
+            if let Err(e) = headers.content_length() {
+                tracing::warn!(target: "twig::http", component = %target, "the component sent a bad response header: {e}");
+                return text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the component sent an invalid response",
+                );
+            }
+            // No body goes out for HEAD; dropping it ends the guest's writes.
+            let body = if is_head { ResponseBody::empty() } else { body };
+            let mut r = Response::new(body);
+            *r.status_mut() = status;
+            let h = r.headers_mut();
+            for (k, v) in headers.entries() {
+                h.append(k.clone(), v.clone());
+            }
+            r
+        }
+        Waited::Outcome(Outcome::GuestError(code)) => {
+            tracing::warn!(target: "twig::http", component = %target, "the component answered with an error: {code}");
+            text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the component reported an error: {code}"),
+            )
+        }
+        Waited::Outcome(Outcome::NoResponse) => {
+            tracing::warn!(target: "twig::http", component = %target, "the component returned without setting a response");
+            text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the component returned without sending a response",
+            )
+        }
+        // Logged at warn with the full error by the blocking task; the
+        // client gets no internals.
+        Waited::Outcome(Outcome::Failed(msg)) => {
+            tracing::debug!(target: "twig::http", component = %target, "failed before responding: {msg}");
+            text(StatusCode::INTERNAL_SERVER_ERROR, "the component failed")
+        }
+        Waited::Dropped => text(StatusCode::INTERNAL_SERVER_ERROR, "the component failed"),
+        Waited::Outcome(Outcome::Reject { status, reason }) => text(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            reason,
+        ),
+        Waited::BodyTooLarge => too_large(),
+        Waited::Timeout => {
+            tracing::warn!(target: "twig::http", component = %target, "no response within {} ms", cfg.request_timeout.as_millis());
+            text(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!(
+                    "the component did not respond within {} ms",
+                    cfg.request_timeout.as_millis()
+                ),
+            )
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum PumpEnd {
+    Done,
+    TooLarge,
+    Failed,
+    ReaderGone,
+}
+
+/// Moves the request body from hyper into the guest's pipe, waiting for
+/// room before reading more so a slow guest slows the client down.
+async fn pump_body(mut body: Incoming, pipe: Arc<Pipe>, max: u64) -> PumpEnd {
+    let mut total: u64 = 0;
+    loop {
+        if !pipe.wait_room().await {
+            return PumpEnd::ReaderGone;
+        }
+        match poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+            None => {
+                pipe.end(End::Done);
+                return PumpEnd::Done;
+            }
+            Some(Err(e)) => {
+                pipe.end(End::Failed(format!("reading the request body failed: {e}")));
+                return PumpEnd::Failed;
+            }
+            Some(Ok(frame)) => {
+                // Request trailers are not passed on (see future-trailers).
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                total += data.len() as u64;
+                if total > max {
+                    pipe.end(End::Failed(format!(
+                        "request body exceeds the limit of {max} bytes"
+                    )));
+                    tokio::spawn(drain(body));
+                    return PumpEnd::TooLarge;
+                }
+                if pipe.push(data).is_err() {
+                    return PumpEnd::ReaderGone;
+                }
+            }
+        }
+    }
+}
+
+/// Reads and drops what is left of a refused body, within bounds.
+async fn drain(mut body: Incoming) {
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        let mut n = 0u64;
+        while let Some(Ok(frame)) = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+            n += frame.data_ref().map_or(0, |d| d.len() as u64);
+            if n > DRAIN_BYTES {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(pairs: &[(&str, &str)]) -> Result<ServerConfig, String> {
+        ServerConfig::from_link_config(
+            &pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn defaults_match_wasmcloud() {
+        let c = cfg(&[]).unwrap();
+        assert_eq!(c.address, "0.0.0.0:8000".parse().unwrap());
+        assert_eq!(c, ServerConfig::default());
+    }
+
+    #[test]
+    fn keys_are_read_case_insensitively() {
+        let c = cfg(&[
+            ("ADDRESS", "127.0.0.1:9000"),
+            ("timeout_ms", "1500"),
+            ("max_request_body", "1024"),
+            ("Max_Concurrent", "2"),
+            ("max_connections", "10"),
+            ("disable_keepalive", "true"),
+            ("cors_allowed_origins", "[]"),
+            ("something_else", "x"),
+        ])
+        .unwrap();
+        assert_eq!(c.address, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(c.request_timeout, Duration::from_millis(1500));
+        assert_eq!(c.max_request_body, 1024);
+        assert_eq!(c.max_concurrent, 2);
+        assert_eq!(c.max_connections, 10);
+        assert!(!c.keep_alive);
+    }
+
+    #[test]
+    fn port_means_localhost_and_address_wins() {
+        assert_eq!(
+            cfg(&[("port", "8081")]).unwrap().address,
+            "127.0.0.1:8081".parse().unwrap()
+        );
+        assert_eq!(
+            cfg(&[("port", "8081"), ("address", "0.0.0.0:1")])
+                .unwrap()
+                .address,
+            "0.0.0.0:1".parse().unwrap()
+        );
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        for (k, v) in [
+            ("address", "nowhere"),
+            ("timeout_ms", "0"),
+            ("timeout_ms", "soon"),
+            ("max_request_body", "-1"),
+            ("max_concurrent", "0"),
+            ("disable_keepalive", "maybe"),
+            ("port", "99999"),
+        ] {
+            let e = cfg(&[(k, v)]).unwrap_err();
+            assert!(e.contains(&format!("`{k}`")), "{e}");
+        }
+    }
+}
