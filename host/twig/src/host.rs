@@ -1490,24 +1490,47 @@ impl twig_http_server::Dispatch for HttpDispatch {
         req: twig_http_server::IncomingRequest,
         out: twig_http_server::ResponseOutparam,
     ) -> Result<(), String> {
-        // Dropping `out` unanswered makes the server answer 500.
-        let host = self
-            .host
-            .upgrade()
-            .ok_or_else(|| "the host is shutting down".to_string())?;
-        let target = find_component(&host, &self.target)?;
-        let pool = target
-            .pool()
-            .ok_or_else(|| format!("`{}` is {}", self.target, target.state().0.as_str()))?;
-        let types = pool.http_types.ok_or_else(|| {
-            format!(
-                "`{}` does not use wasi:http, so it cannot handle HTTP requests",
-                self.target
-            )
-        })?;
+        // A request that never reaches the component (host stopping,
+        // component not running, every instance busy) gets 503, so the
+        // client knows to retry; one the component failed gets 500.
+        let unavailable = |out: twig_http_server::ResponseOutparam, why: String| {
+            out.reject(503, &why);
+            Err(why)
+        };
+        let Some(host) = self.host.upgrade() else {
+            return unavailable(out, "the host is shutting down".into());
+        };
+        let pool = match find_component(&host, &self.target) {
+            Ok(target) => match target.pool() {
+                Some(pool) => pool,
+                None => {
+                    let why = format!("`{}` is {}", self.target, target.state().0.as_str());
+                    return unavailable(out, why);
+                }
+            },
+            Err(e) => return unavailable(out, e),
+        };
+        let Some(types) = pool.http_types else {
+            return unavailable(
+                out,
+                format!(
+                    "`{}` does not use wasi:http, so it cannot handle HTTP requests",
+                    self.target
+                ),
+            );
+        };
         let wait = Duration::from_millis(host.board.limits.deadline_ms);
-        pool.with_instance(wait, |inst| {
+        let slot = std::cell::RefCell::new(Some((req, out)));
+        let result = pool.with_instance(wait, |inst| {
+            let (req, out) = slot
+                .borrow_mut()
+                .take()
+                .ok_or_else(|| "request already handled".to_string())?;
             twig_http_server::call_handler(inst, &types, req, out)
-        })
+        });
+        match (result, slot.into_inner()) {
+            (Err(why), Some((_req, out))) => unavailable(out, why),
+            (result, _) => result,
+        }
     }
 }

@@ -97,11 +97,7 @@ fn main() {
     let app = repo().join("examples/demo/app.yaml");
     for c in ["greeter", "frontend"] {
         let p = repo().join(format!("examples/build/{c}.wasm"));
-        assert!(
-            p.exists(),
-            "{} missing: run examples/build.sh",
-            p.display()
-        );
+        assert!(p.exists(), "{} missing: run examples/build.sh", p.display());
     }
     let tmp = std::env::temp_dir().join(format!("twig-hb-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
