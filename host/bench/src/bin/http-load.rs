@@ -1,0 +1,210 @@
+//! HTTP load on the counter app (`examples/counter/app.yaml`): requests per
+//! second and latency percentiles of `twig up` serving wasmCloud's HTTP
+//! counter component (each request: HTTP/1.1 parse, a component call on
+//! the interpreter, `set-link-name`, `wasi:keyvalue` open + increment with
+//! the store's fsync policy, the response).
+//!
+//! ```text
+//! examples/build.sh && cargo build --release -p twig \
+//!   && cargo run --release -p twig-bench --bin http-load [-- --seconds 10 --connections 1,4,16]
+//! ```
+//!
+//! Runs `target/release/twig` (or `$TWIG_BIN`) with a copy of the manifest
+//! on a free port, once with the provider's default `fsync: always` and
+//! once with `fsync: batched`. The load generator is written here (plain
+//! threads, keep-alive connections, one request in flight per connection),
+//! so the figures need nothing installed.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Reads one HTTP/1.1 response (content-length or chunked) and returns
+/// its status.
+fn read_response(r: &mut BufReader<TcpStream>) -> Result<u16> {
+    let mut line = String::new();
+    r.read_line(&mut line)?;
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("bad status line {line:?}"))?;
+    let (mut len, mut chunked) = (None, false);
+    loop {
+        line.clear();
+        r.read_line(&mut line)?;
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        let lower = l.to_ascii_lowercase();
+        if let Some(v) = lower.strip_prefix("content-length:") {
+            len = v.trim().parse::<usize>().ok();
+        } else if lower.starts_with("transfer-encoding:") && lower.contains("chunked") {
+            chunked = true;
+        }
+    }
+    if chunked {
+        loop {
+            line.clear();
+            r.read_line(&mut line)?;
+            let n = usize::from_str_radix(line.trim(), 16).context("chunk size")?;
+            let mut buf = vec![0; n + 2];
+            r.read_exact(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+        }
+    } else if let Some(n) = len {
+        let mut buf = vec![0; n];
+        r.read_exact(&mut buf)?;
+    }
+    Ok(status)
+}
+
+/// `conns` clients, each sending GET requests on one keep-alive
+/// connection for `dur`; returns (requests done, errors, latencies in µs).
+fn load(port: u16, conns: usize, dur: Duration) -> Result<(usize, usize, Vec<f64>)> {
+    let end = Instant::now() + dur;
+    let mut threads = Vec::new();
+    for c in 0..conns {
+        threads.push(std::thread::spawn(move || -> Result<(usize, usize, Vec<f64>)> {
+            let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+            stream.set_nodelay(true)?;
+            let mut reader = BufReader::new(stream.try_clone()?);
+            let (mut done, mut errors, mut lat) = (0, 0, Vec::new());
+            let mut i = 0u64;
+            while Instant::now() < end {
+                // 16 paths per connection: 16 counters being incremented.
+                let req = format!(
+                    "GET /c{c}-{} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+                    i % 16
+                );
+                i += 1;
+                let t = Instant::now();
+                stream.write_all(req.as_bytes())?;
+                match read_response(&mut reader)? {
+                    200 => done += 1,
+                    _ => errors += 1,
+                }
+                lat.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+            Ok((done, errors, lat))
+        }));
+    }
+    let (mut done, mut errors, mut lat) = (0, 0, Vec::new());
+    for t in threads {
+        let (d, e, l) = t.join().map_err(|_| anyhow::anyhow!("client thread panicked"))??;
+        done += d;
+        errors += e;
+        lat.extend(l);
+    }
+    lat.sort_by(|a, b| a.total_cmp(b));
+    Ok((done, errors, lat))
+}
+
+fn pct(v: &[f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+fn start(bin: &Path, data: &Path, app: &Path, port: u16) -> Result<Child> {
+    let child = Command::new(bin)
+        .args(["up", "--data-dir"])
+        .arg(data)
+        .arg("--app")
+        .arg(app)
+        .env("TWIG_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("spawn {}", bin.display()))?;
+    let give_up = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > give_up {
+            bail!("twig did not listen on port {port} within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(child)
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let flag = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1).cloned())
+    };
+    let seconds: u64 = flag("--seconds").map_or(Ok(10), |s| s.parse())?;
+    let conns: Vec<usize> = flag("--connections")
+        .unwrap_or_else(|| "1,4,16".into())
+        .split(',')
+        .map(|s| s.trim().parse())
+        .collect::<Result<_, _>>()?;
+    let bin = std::env::var_os("TWIG_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target/release/twig"));
+    let counter = repo().join("examples/build/counter.wasm");
+    if !bin.exists() || !counter.exists() {
+        bail!(
+            "need {} and {}: run examples/build.sh && cargo build --release -p twig",
+            bin.display(),
+            counter.display()
+        );
+    }
+    let manifest = std::fs::read_to_string(repo().join("examples/counter/app.yaml"))?;
+    let tmp = std::env::temp_dir().join(format!("twig-http-load-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp)?;
+    println!(
+        "twig HTTP load: counter app, {seconds} s per run, one request in flight per connection"
+    );
+    println!();
+    println!("| fsync | connections | requests/s | p50 | p99 | errors |");
+    println!("|---|---|---|---|---|---|");
+    for fsync in ["always", "batched"] {
+        for &c in &conns {
+            let port = free_port()?;
+            let mut text = manifest
+                .replace("../build/counter.wasm", counter.to_str().context("path")?)
+                .replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"));
+            // The keyvalue provider's fsync policy, as provider config.
+            text = text.replace(
+                "        image: ghcr.io/wasmcloud/keyvalue-redis:0.30.0\n",
+                &format!("        image: ghcr.io/wasmcloud/keyvalue-redis:0.30.0\n        config:\n          - name: kv\n            properties:\n              fsync: {fsync}\n"),
+            );
+            let app = tmp.join(format!("app-{fsync}-{c}.yaml"));
+            std::fs::write(&app, text)?;
+            let data = tmp.join(format!("d-{fsync}-{c}"));
+            let mut child = start(&bin, &data, &app, port)?;
+            // Warm up: instances made, store open.
+            load(port, c, Duration::from_millis(500))?;
+            let (done, errors, lat) = load(port, c, Duration::from_secs(seconds))?;
+            let _ = child.kill();
+            let _ = child.wait();
+            println!(
+                "| {fsync} | {c} | {:.0} | {:.0} µs | {:.0} µs | {errors} |",
+                done as f64 / seconds as f64,
+                pct(&lat, 0.5),
+                pct(&lat, 0.99)
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+    Ok(())
+}
