@@ -28,7 +28,9 @@ fn repo() -> PathBuf {
 }
 
 fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// Reads one HTTP/1.1 response (content-length or chunked) and returns
@@ -80,33 +82,34 @@ fn load(port: u16, conns: usize, dur: Duration) -> Result<(usize, usize, Vec<f64
     let end = Instant::now() + dur;
     let mut threads = Vec::new();
     for c in 0..conns {
-        threads.push(std::thread::spawn(move || -> Result<(usize, usize, Vec<f64>)> {
-            let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-            stream.set_nodelay(true)?;
-            let mut reader = BufReader::new(stream.try_clone()?);
-            let (mut done, mut errors, mut lat) = (0, 0, Vec::new());
-            let mut i = 0u64;
-            while Instant::now() < end {
-                // 16 paths per connection: 16 counters being incremented.
-                let req = format!(
-                    "GET /c{c}-{} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
-                    i % 16
-                );
-                i += 1;
-                let t = Instant::now();
-                stream.write_all(req.as_bytes())?;
-                match read_response(&mut reader)? {
-                    200 => done += 1,
-                    _ => errors += 1,
+        threads.push(std::thread::spawn(
+            move || -> Result<(usize, usize, Vec<f64>)> {
+                let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+                stream.set_nodelay(true)?;
+                let mut reader = BufReader::new(stream.try_clone()?);
+                let (mut done, mut errors, mut lat) = (0, 0, Vec::new());
+                let mut i = 0u64;
+                while Instant::now() < end {
+                    // 16 paths per connection: 16 counters being incremented.
+                    let req = format!("GET /c{c}-{} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", i % 16);
+                    i += 1;
+                    let t = Instant::now();
+                    stream.write_all(req.as_bytes())?;
+                    match read_response(&mut reader)? {
+                        200 => done += 1,
+                        _ => errors += 1,
+                    }
+                    lat.push(t.elapsed().as_secs_f64() * 1e6);
                 }
-                lat.push(t.elapsed().as_secs_f64() * 1e6);
-            }
-            Ok((done, errors, lat))
-        }));
+                Ok((done, errors, lat))
+            },
+        ));
     }
     let (mut done, mut errors, mut lat) = (0, 0, Vec::new());
     for t in threads {
-        let (d, e, l) = t.join().map_err(|_| anyhow::anyhow!("client thread panicked"))??;
+        let (d, e, l) = t
+            .join()
+            .map_err(|_| anyhow::anyhow!("client thread panicked"))??;
         done += d;
         errors += e;
         lat.extend(l);
