@@ -281,6 +281,14 @@ fn build_sim(config: &SensorsConfig, sim: &Sim, at: &At<'_>) -> Result<Driver, C
         } => {
             finite("source.sim.sine.amplitude", *amplitude)?;
             finite("source.sim.sine.offset", *offset)?;
+            // Values range over offset ± amplitude; each finite alone can
+            // still sum past f64::MAX, and a reading must be finite.
+            if !(offset.abs() + amplitude.abs()).is_finite() {
+                return Err(at.err(
+                    "source.sim.sine.amplitude",
+                    "offset ± amplitude is out of the range of finite numbers",
+                ));
+            }
             if *period_ms == 0 {
                 return Err(at.err("source.sim.sine.period_ms", "must be at least 1"));
             }

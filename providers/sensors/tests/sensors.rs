@@ -786,3 +786,18 @@ fn sensors_is_shareable() {
     shared::<Sensors>();
     shared::<Arc<Sensors>>();
 }
+
+/// Found by the `config_and_values` fuzz target: two finite settings whose
+/// sum overflows would have made a sine sensor report `inf` as a reading.
+#[test]
+fn a_sine_that_could_overflow_is_refused_at_load() {
+    let cfg: SensorsConfig = toml::from_str(
+        "[[sensors]]\nname = \"s\"\nsource.sim.sine = { amplitude = 1e308, period_ms = 4, offset = 1e308 }\n",
+    )
+    .unwrap();
+    let e = Sensors::new(cfg).err().expect("refused").to_string();
+    assert!(
+        e.contains("source.sim.sine.amplitude") && e.contains("finite"),
+        "{e}"
+    );
+}
