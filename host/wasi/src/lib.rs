@@ -618,6 +618,22 @@ impl WasiCtx {
         self.insert(Object::Output(s))
     }
 
+    /// Removes the embedder stream `rep` if it is still there, whether or
+    /// not the guest dropped its handle; returns whether it was. Providers
+    /// call it when the request a stream belongs to is over, so a guest
+    /// that never drops a body stream cannot fill a pooled instance's
+    /// object table; a later use of the stale handle is an error, a later
+    /// drop a no-op.
+    pub fn remove_stream(&mut self, rep: u32) -> bool {
+        match self.objects.get(&rep) {
+            Some(Object::Input(_) | Object::Output(_)) => {
+                self.objects.remove(&rep);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Whether the guest still holds the stream `rep` (it has not dropped
     /// the handle). Providers use it to enforce WASI's rule that a child
     /// stream is dropped before its parent is finished.
@@ -1011,5 +1027,36 @@ fn add_sockets<T: WasiView + 'static>(linker: &mut Linker<T>, ty: WasiTypes) {
         "wasi:sockets/network",
     ] {
         linker.interface(&iface(i)).fallback(deny);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct AtEnd;
+
+    impl InputStream for AtEnd {
+        fn read(&mut self, _max: usize) -> Result<Vec<u8>, StreamError> {
+            Err(StreamError::Closed)
+        }
+        fn is_ready(&mut self) -> bool {
+            true
+        }
+        fn wait(&mut self, _until: Option<Instant>) {}
+    }
+
+    #[test]
+    fn remove_stream_removes_embedder_streams_only() {
+        let mut w = WasiCtx::new();
+        let s = w.push_input_stream(Box::new(AtEnd)).unwrap();
+        let timer = w.insert(Object::Pollable(None)).unwrap();
+        assert!(w.has_stream(s));
+        assert!(w.remove_stream(s));
+        assert!(!w.has_stream(s));
+        // Gone already, and other objects are not streams.
+        assert!(!w.remove_stream(s));
+        assert!(!w.remove_stream(timer));
+        assert!(w.get(timer).is_ok());
     }
 }

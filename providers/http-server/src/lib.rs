@@ -48,6 +48,7 @@ pub mod server;
 pub mod types;
 
 use twig_component::{Instance, Resource, Val};
+use twig_wasi::WasiView;
 
 pub use request::{IncomingRequest, ResponseOutparam};
 pub use server::{Dispatch, HttpServer, ServerConfig, DEFAULT_ADDRESS};
@@ -69,7 +70,7 @@ pub fn handler_export<T: 'static>(inst: &Instance<T>) -> Option<String> {
 /// response body left unfinished is aborted, a response never set becomes
 /// a 500. An `Err` (trap, limit, no such export) carries the engine's
 /// message, which names the component.
-pub fn call_handler<T: HttpView + 'static>(
+pub fn call_handler<T: HttpView + WasiView + 'static>(
     inst: &mut Instance<T>,
     types: &HttpTypes,
     req: IncomingRequest,
@@ -96,15 +97,22 @@ pub fn call_handler<T: HttpView + 'static>(
             Val::Resource(Resource::host_own(types.response_outparam, o)),
         ],
     );
-    match res {
-        Ok(_) => {
-            inst.data_mut().http().end_call(None);
-            Ok(())
-        }
-        Err(e) => {
-            let msg = e.to_string();
-            inst.data_mut().http().end_call(Some(msg.clone()));
-            Err(msg)
-        }
+    let failure = res.as_ref().err().map(|e| e.to_string());
+    let data = inst.data_mut();
+    data.http().end_call(failure.clone());
+    // Body streams belong to the request: drop any the guest kept, so a
+    // pooled instance does not collect them request after request.
+    let kept = data
+        .http()
+        .take_call_streams()
+        .into_iter()
+        .filter(|rep| data.wasi().remove_stream(*rep))
+        .count();
+    if kept > 0 {
+        tracing::debug!(target: "twig::http", component = %inst.component_name(), kept, "removed body streams the guest did not drop");
+    }
+    match failure {
+        None => Ok(()),
+        Some(msg) => Err(msg),
     }
 }

@@ -171,6 +171,9 @@ pub struct HttpCtx {
     next_rep: u32,
     /// Bodies of requests given to this instance's current call.
     request_pipes: Vec<Arc<Pipe>>,
+    /// `wasi:io` streams made for the current call, removed from the
+    /// instance's `WasiCtx` when it ends (see [`HttpCtx::take_call_streams`]).
+    call_streams: Vec<u32>,
 }
 
 impl HttpCtx {
@@ -270,6 +273,11 @@ impl HttpCtx {
         for p in self.request_pipes.drain(..) {
             p.close_reader();
         }
+    }
+
+    /// The `wasi:io` streams handed out during the call that just ended.
+    pub(crate) fn take_call_streams(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.call_streams)
     }
 }
 
@@ -429,7 +437,7 @@ pub(crate) fn describe_error_code(v: &Val) -> String {
 /// empty input stream, handed out under the `pollable` resource type, is an
 /// always-ready pollable, and the guest dropping it removes it like any
 /// other. (A `WasiCtx::push_ready_pollable` would say this directly.)
-fn ready_pollable<T: WasiView>(
+fn ready_pollable<T: WasiView + HttpView>(
     cx: &mut HostContext<'_, T>,
     ty: &HttpTypes,
 ) -> Result<Val, HostError> {
@@ -444,6 +452,7 @@ fn ready_pollable<T: WasiView>(
         fn wait(&mut self, _until: Option<std::time::Instant>) {}
     }
     let rep = cx.data_mut().wasi().push_input_stream(Box::new(Empty))?;
+    cx.data_mut().http().call_streams.push(rep);
     Ok(own(ty.wasi.pollable, rep))
 }
 
@@ -671,6 +680,7 @@ fn add_incoming<T: HttpView + WasiView + 'static>(
             .data_mut()
             .wasi()
             .push_input_stream(Box::new(BodyReader { guard }))?;
+        cx.data_mut().http().call_streams.push(rep);
         if let Object::IncomingBody { stream_taken, .. } = cx.data_mut().http().get_mut(r.rep)? {
             *stream_taken = true;
         }
@@ -842,6 +852,7 @@ fn add_outgoing<T: HttpView + WasiView + 'static>(
             o => return Err(wrong(r.rep, o.kind(), "outgoing-body")),
         };
         let rep = cx.data_mut().wasi().push_output_stream(Box::new(writer))?;
+        cx.data_mut().http().call_streams.push(rep);
         if let Object::OutgoingBody(b) = cx.data_mut().http().get_mut(r.rep)? {
             b.stream = Some(rep);
         }
