@@ -149,9 +149,7 @@ impl Board {
         }
         // Builds the sensors once to check them (names, fields, CSV files),
         // so a bad profile fails here with the sensor and field named.
-        self.sensors_config()
-            .and_then(|c| twig_sensors::Sensors::new(c).map(drop))
-            .map_err(|e| e.to_string())?;
+        twig_sensors::Sensors::new(self.sensors_config()).map_err(|e| e.to_string())?;
         for (image, provider) in &self.provider_images {
             if crate::providers::ProviderKind::from_reference(provider).is_none() {
                 return Err(format!(
@@ -192,7 +190,7 @@ impl Board {
     }
 
     /// The configuration of the `twig:sensors` provider on this board.
-    pub fn sensors_config(&self) -> Result<twig_sensors::SensorsConfig, twig_sensors::ConfigError> {
+    pub fn sensors_config(&self) -> twig_sensors::SensorsConfig {
         let mut c = twig_sensors::SensorsConfig::new(self.sensors.clone());
         if let Some(r) = &self.sysfs_root {
             c = c.sysfs_root(r.clone());
@@ -203,7 +201,7 @@ impl Board {
         if let Some(d) = &self.base_dir {
             c = c.base_dir(d.clone());
         }
-        Ok(c)
+        c
     }
 
     /// The profile's labels plus the ones every host has.

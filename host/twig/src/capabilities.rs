@@ -22,18 +22,14 @@ pub const CONFIG_INTERFACES: [&str; 2] = [
 
 /// The config a component sees: its manifest `config` entries merged.
 pub fn merged_config(spec: &ComponentSpec) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    for c in &spec.config {
-        if c.properties.is_empty() {
-            tracing::warn!(
-                component = %spec.id,
-                "config `{}` has no properties here; named config from the lattice is not available to it",
-                c.name
-            );
-        }
-        out.extend(c.properties.clone());
+    for c in spec.config.iter().filter(|c| c.properties.is_empty()) {
+        tracing::warn!(
+            component = %spec.id,
+            "config `{}` has no properties here; named config from the lattice is not available to it",
+            c.name
+        );
     }
-    out
+    crate::providers::merged_properties(&spec.config)
 }
 
 fn ok(v: Val) -> Val {
@@ -131,9 +127,7 @@ pub fn add_lattice(linker: &mut Linker<InstanceData>) {
                         let Some((ns, pkg, it)) = crate::host::split_interface(i) else {
                             continue;
                         };
-                        if !d.links.has(&ns, &pkg, &it, name)
-                            && d.links.target(&ns, &pkg, &it, name).is_err()
-                        {
+                        if d.links.target(&ns, &pkg, &it, name).is_err() {
                             out.push(Val::Result(Err(Some(Box::new(Val::String(format!(
                                 "interface `{i}` does not have an existing link with name `{name}`"
                             )))))));

@@ -126,16 +126,6 @@ pub struct Links {
 }
 
 impl Links {
-    /// Whether a link named `name` provides `ns:pkg/iface`.
-    pub fn has(&self, ns: &str, pkg: &str, iface: &str, name: &str) -> bool {
-        self.links.iter().any(|l| {
-            l.namespace == ns
-                && l.package == pkg
-                && l.name == name
-                && l.interfaces.iter().any(|i| i == iface)
-        })
-    }
-
     /// The target id of the link named `name` that provides `ns:pkg/iface`.
     /// For `default`, a component with exactly one link for the interface
     /// uses it whatever its name.
@@ -538,9 +528,7 @@ impl Host {
             }
             Err(e) => return Err(e),
         };
-        let sensors = board
-            .sensors_config()
-            .and_then(twig_sensors::Sensors::new)
+        let sensors = twig_sensors::Sensors::new(board.sensors_config())
             .map(Arc::new)
             .map_err(|e| format!("board `{}`: {e}", board.name));
         let engine = Engine::new(EngineConfig {
@@ -688,7 +676,7 @@ impl Host {
         subscriptions: &Mutex<Vec<twig_messaging::SubscriptionId>>,
     ) -> Result<(), String> {
         for link in handler_links(spec) {
-            let config = merged_properties(&link.source_config);
+            let config = providers::merged_properties(&link.source_config);
             let Some(subs) = config.get(twig_messaging::CONFIG_SUBSCRIPTIONS) else {
                 tracing::warn!(provider = %spec.id, target = %link.target_id, "handler link has no `subscriptions` in its source config; nothing is delivered to it");
                 continue;
@@ -793,7 +781,7 @@ impl Host {
                 && l.interfaces.iter().any(|i| i == "incoming-handler")
         });
         for link in links {
-            let config = merged_properties(&link.source_config);
+            let config = providers::merged_properties(&link.source_config);
             let cfg = twig_http_server::ServerConfig::from_link_config(&config)
                 .map_err(|e| format!("link to `{}`: source config: {e}", link.target))?;
             let dispatch = Arc::new(HttpDispatch {
@@ -1398,14 +1386,6 @@ fn handler_links(spec: &ComponentSpec) -> impl Iterator<Item = &twig_manifest::L
             && l.package == "messaging"
             && l.interfaces.iter().any(|i| i == "handler")
     })
-}
-
-fn merged_properties(configs: &[twig_manifest::ConfigRef]) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    for c in configs {
-        out.extend(c.properties.clone());
-    }
-    out
 }
 
 /// Whether `spec` has a link for package `ns:pkg` whose target, in the

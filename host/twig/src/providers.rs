@@ -247,10 +247,11 @@ impl Drop for Sampler {
     }
 }
 
-/// The provider's config: its manifest `config` properties merged.
-fn provider_config(spec: &ComponentSpec) -> BTreeMap<String, String> {
+/// Named configs' properties merged in order (a later entry's key wins):
+/// a component's or provider's `config`, a link's source or target config.
+pub fn merged_properties(configs: &[twig_manifest::ConfigRef]) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    for c in &spec.config {
+    for c in configs {
         out.extend(c.properties.clone());
     }
     out
@@ -260,7 +261,7 @@ fn provider_config(spec: &ComponentSpec) -> BTreeMap<String, String> {
 /// `fsync` (`always`, the default, or `batched`), `max_bytes`,
 /// `max_value_bytes`.
 pub fn keyvalue_config(spec: &ComponentSpec) -> Result<twig_keyvalue::Config, String> {
-    let cfg = provider_config(spec);
+    let cfg = merged_properties(&spec.config);
     let mut c = twig_keyvalue::Config::default();
     let num = |key: &str, v: &str| -> Result<u64, String> {
         v.trim()

@@ -405,7 +405,13 @@ fn add_io<T: WasiView + 'static>(linker: &mut Linker<T>, ty: WasiTypes) {
     });
 
     let streams = linker.interface(&iface("wasi:io/streams"));
-    for (name, blocking) in [("read", false), ("blocking-read", true)] {
+    // `skip` is `read` that answers with the count instead of the bytes.
+    for (name, blocking, skip) in [
+        ("read", false, false),
+        ("blocking-read", true, false),
+        ("skip", false, true),
+        ("blocking-skip", true, true),
+    ] {
         streams.func(
             &format!("[method]input-stream.{name}"),
             move |cx, args, out| {
@@ -413,22 +419,8 @@ fn add_io<T: WasiView + 'static>(linker: &mut Linker<T>, ty: WasiTypes) {
                 let len = arg_u64(args, 1)?.min(MAX_IO_CHUNK) as usize;
                 let res = read_input(cx, r.rep, len, blocking)?;
                 out.push(match res {
+                    Ok(bytes) if skip => ok(Some(Val::U64(bytes.len() as u64))),
                     Ok(bytes) => ok(Some(bytes_val(&bytes))),
-                    Err(e) => stream_error(cx, ty, e)?,
-                });
-                Ok(())
-            },
-        );
-    }
-    for (name, blocking) in [("skip", false), ("blocking-skip", true)] {
-        streams.func(
-            &format!("[method]input-stream.{name}"),
-            move |cx, args, out| {
-                let r = arg_res(args, 0)?;
-                let len = arg_u64(args, 1)?.min(MAX_IO_CHUNK) as usize;
-                let res = read_input(cx, r.rep, len, blocking)?;
-                out.push(match res {
-                    Ok(bytes) => ok(Some(Val::U64(bytes.len() as u64))),
                     Err(e) => stream_error(cx, ty, e)?,
                 });
                 Ok(())
@@ -454,11 +446,7 @@ fn add_io<T: WasiView + 'static>(linker: &mut Linker<T>, ty: WasiTypes) {
     }
     streams.func("[method]output-stream.check-write", move |cx, args, out| {
         let r = arg_res(args, 0)?;
-        let res = match cx.data_mut().wasi().get_mut(r.rep)? {
-            Object::Output(s) => s.check_write(),
-            Object::Stdout | Object::Stderr => Ok(MAX_IO_CHUNK),
-            _ => Err(StreamError::Closed),
-        };
+        let res = cx.data_mut().wasi().output_room(r.rep)?;
         out.push(match res {
             Ok(n) => ok(Some(Val::U64(n.min(MAX_IO_CHUNK)))),
             Err(e) => stream_error(cx, ty, e)?,
@@ -525,12 +513,7 @@ fn add_io<T: WasiView + 'static>(linker: &mut Linker<T>, ty: WasiTypes) {
                 let len = arg_u64(args, 2)?.min(MAX_IO_CHUNK) as usize;
                 // Take no more than the output accepts now, so nothing read
                 // is ever dropped.
-                let room = match cx.data_mut().wasi().get_mut(dst.rep)? {
-                    Object::Output(s) => s.check_write(),
-                    Object::Stdout | Object::Stderr => Ok(MAX_IO_CHUNK),
-                    _ => Err(StreamError::Closed),
-                };
-                let room = match room {
+                let room = match cx.data_mut().wasi().output_room(dst.rep)? {
                     Ok(n) => n as usize,
                     Err(e) => {
                         out.push(stream_error(cx, ty, e)?);
@@ -570,6 +553,16 @@ impl WasiCtx {
         self.objects
             .get_mut(&rep)
             .ok_or_else(|| HostError::new(format!("unknown WASI object {rep}")))
+    }
+
+    /// How many bytes output stream `rep` takes now (`check-write`); stdout
+    /// and stderr take any chunk.
+    fn output_room(&mut self, rep: u32) -> Result<Result<u64, StreamError>, HostError> {
+        Ok(match self.get_mut(rep)? {
+            Object::Output(s) => s.check_write(),
+            Object::Stdout | Object::Stderr => Ok(MAX_IO_CHUNK),
+            _ => Err(StreamError::Closed),
+        })
     }
 
     fn pollable_kind(&self, rep: u32) -> Result<PollKind, HostError> {
