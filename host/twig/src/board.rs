@@ -21,6 +21,14 @@ pub struct Board {
     pub name: String,
     #[serde(default)]
     pub description: String,
+    /// The Rust target the board's twig is built for (`cross/build
+    /// TARGET`); absent for the `sim` board, which runs anywhere.
+    #[serde(default)]
+    pub target: Option<String>,
+    /// The board's RAM in MiB, when the profile states it: the per-instance
+    /// memory limit must fit in it.
+    #[serde(default)]
+    pub ram_mib: Option<u64>,
     /// Where twig keeps its state; see [`Board::data_dir`].
     #[serde(default)]
     data_dir: Option<String>,
@@ -80,6 +88,18 @@ pub struct BoardLimits {
     pub deadline_ms: u64,
 }
 
+/// The targets `cross/build` knows, with each one's `std::env::consts::ARCH`.
+pub const KNOWN_TARGETS: &[(&str, &str)] = &[
+    ("x86_64-unknown-linux-gnu", "x86_64"),
+    ("x86_64-unknown-linux-musl", "x86_64"),
+    ("aarch64-unknown-linux-gnu", "aarch64"),
+    ("aarch64-unknown-linux-musl", "aarch64"),
+    ("armv7-unknown-linux-gnueabihf", "arm"),
+    ("armv7-unknown-linux-musleabihf", "arm"),
+    ("riscv64gc-unknown-linux-gnu", "riscv64"),
+    ("riscv64gc-unknown-linux-musl", "riscv64"),
+];
+
 /// A profile that cannot be used, with the file and the field at fault.
 #[derive(Debug, thiserror::Error)]
 #[error("{file}: {message}")]
@@ -136,12 +156,30 @@ impl Board {
         if self.name.trim().is_empty() {
             return Err("name: must not be empty".into());
         }
+        if let Some(t) = &self.target {
+            if !KNOWN_TARGETS.iter().any(|(k, _)| k == t) {
+                let known: Vec<&str> = KNOWN_TARGETS.iter().map(|(k, _)| *k).collect();
+                return Err(format!(
+                    "target: `{t}` is not a target twig builds for (known: {})",
+                    known.join(", ")
+                ));
+            }
+        }
         let l = &self.limits;
         range("limits.max_components", l.max_components as u64, 1, 100_000)?;
         range("limits.max_instances", l.max_instances as u64, 1, 10_000)?;
         range("limits.memory_mib", l.memory_mib, 1, 65_536)?;
         range("limits.fuel_per_call", l.fuel_per_call, 1, u64::MAX)?;
         range("limits.deadline_ms", l.deadline_ms, 1, 24 * 3_600_000)?;
+        if let Some(ram) = self.ram_mib {
+            range("ram_mib", ram, 16, 16 * 1024 * 1024)?;
+            if l.memory_mib > ram {
+                return Err(format!(
+                    "limits.memory_mib: {} MiB per instance does not fit in the board's ram_mib = {ram}",
+                    l.memory_mib
+                ));
+            }
+        }
         if let Some(d) = &self.data_dir {
             if d.trim().is_empty() {
                 return Err("data_dir: must not be empty (leave it out for the default)".into());
@@ -204,6 +242,13 @@ impl Board {
         c
     }
 
+    /// The CPU architecture (as `std::env::consts::ARCH` names it) the
+    /// profile's target runs on, if it names a target.
+    pub fn target_arch(&self) -> Option<&'static str> {
+        let t = self.target.as_deref()?;
+        KNOWN_TARGETS.iter().find(|(k, _)| *k == t).map(|(_, a)| *a)
+    }
+
     /// The profile's labels plus the ones every host has.
     pub fn host_labels(&self) -> BTreeMap<String, String> {
         let mut labels = BTreeMap::new();
@@ -253,6 +298,101 @@ mod tests {
         let labels = b.host_labels();
         assert_eq!(labels["board"], "sim");
         assert_eq!(labels["hostcore.os"], std::env::consts::OS);
+    }
+
+    /// Every profile under boards/ loads, names a target cross/build knows
+    /// and advertises the lattice labels a fleet selects on.
+    #[test]
+    #[cfg_attr(
+        not(feature = "sensors-gpio"),
+        ignore = "device profiles have GPIO sensors"
+    )]
+    fn every_board_profile_loads() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../boards");
+        let cross = std::fs::read_to_string(root.join("../cross/targets.sh")).unwrap();
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(&root).unwrap() {
+            let file = entry.unwrap().path().join("board.toml");
+            let board = Board::load(&file).unwrap_or_else(|e| panic!("{e}"));
+            let dir = file.parent().unwrap().file_name().unwrap();
+            assert_eq!(board.name, dir.to_str().unwrap(), "{}", file.display());
+            if board.name != "sim" {
+                let target = board
+                    .target
+                    .as_deref()
+                    .expect("device boards name a target");
+                assert!(
+                    cross.contains(&format!("{target})")),
+                    "{}: cross/targets.sh cannot build {target}",
+                    file.display()
+                );
+                assert!(board.ram_mib.is_some(), "{}", file.display());
+                assert_eq!(board.labels.get("board"), Some(&board.name));
+                assert_eq!(board.labels.get("tier").map(String::as_str), Some("edge"));
+                assert!(board.labels.contains_key("arch"), "{}", file.display());
+                assert_eq!(board.data_dir(), Some(PathBuf::from("/var/lib/twig")));
+                assert!(!board.sensors.is_empty(), "{}", file.display());
+            }
+            names.push(board.name);
+        }
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "beaglebone-black",
+                "milk-v-duo",
+                "raspberry-pi-4",
+                "raspberry-pi-zero-2w",
+                "sim",
+                "x86_64-gateway"
+            ]
+        );
+        // The smallest board we promise: its whole instance budget fits in
+        // a quarter of its RAM.
+        let duo = Board::load(&root.join("milk-v-duo/board.toml")).unwrap();
+        let l = &duo.limits;
+        assert!(l.max_instances as u64 * l.memory_mib * 4 <= duo.ram_mib.unwrap());
+    }
+
+    #[test]
+    #[cfg_attr(
+        not(feature = "sensors-gpio"),
+        ignore = "device profiles have GPIO sensors"
+    )]
+    fn broken_device_profiles_name_the_field() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../boards");
+        let pi = std::fs::read_to_string(root.join("raspberry-pi-4/board.toml")).unwrap();
+        let cases = [
+            (
+                pi.replace("aarch64-unknown-linux-gnu", "aarch64-apple-darwin"),
+                "pi.toml: target: `aarch64-apple-darwin` is not a target twig builds for",
+            ),
+            (
+                pi.replace("ram_mib = 2048", "ram_mib = 64"),
+                "pi.toml: limits.memory_mib: 128 MiB per instance does not fit in the board's ram_mib = 64",
+            ),
+            (
+                pi.replace("zone = \"cpu-thermal\"", "zone = \"\""),
+                "pi.toml: sensors[0] (soc-temp): source.thermal.zone",
+            ),
+            (
+                pi.replace("line = 17", "line = -1"),
+                "invalid value: integer `-1`",
+            ),
+            (pi.replace("[labels]", "[labels]\n\"bad key\" = \"x\""), "pi.toml: labels: `bad key`"),
+            (pi.replace("ram_mib", "ram_mb"), "unknown field `ram_mb`"),
+        ];
+        for (text, want) in cases {
+            let e = Board::parse(&text, "pi.toml").unwrap_err().to_string();
+            assert!(e.contains(want), "want {want:?} in: {e}");
+        }
+        let e = Board::load(Path::new("/nonexistent/board.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("/nonexistent/board.toml: cannot read board profile"),
+            "{e}"
+        );
     }
 
     #[test]

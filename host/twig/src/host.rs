@@ -30,6 +30,7 @@ use twig_wasi::{WasiCtx, WasiView};
 
 use crate::board::Board;
 use crate::capabilities;
+use crate::http;
 use crate::providers::{self, Provider, ProviderKind};
 use crate::state::{Cache, DeployedApp, DesiredState, StateError};
 
@@ -53,13 +54,7 @@ pub struct InstanceData {
     /// sensors provider.
     pub sensors: Option<Arc<twig_sensors::Sensors>>,
     /// `wasi:http` objects of the request being handled.
-    pub http: twig_http_server::HttpCtx,
-}
-
-impl twig_http_server::HttpView for InstanceData {
-    fn http(&mut self) -> &mut twig_http_server::HttpCtx {
-        &mut self.http
-    }
+    pub http: http::HttpCtx,
 }
 
 impl twig_messaging::MessagingView for InstanceData {
@@ -258,7 +253,7 @@ pub struct Pool {
     messaging: Option<Arc<twig_messaging::Bus>>,
     sensors: Option<Arc<twig_sensors::Sensors>>,
     /// Set when the component imports `wasi:http` (an HTTP handler).
-    http_types: Option<twig_http_server::HttpTypes>,
+    http_types: Option<http::HttpTypes>,
     idle: Mutex<Vec<Instance<InstanceData>>>,
     freed: Condvar,
     max: usize,
@@ -268,6 +263,11 @@ pub struct Pool {
 }
 
 impl Pool {
+    /// Set when the component imports `wasi:http` (it can handle requests).
+    pub fn http_types(&self) -> Option<http::HttpTypes> {
+        self.http_types
+    }
+
     fn new_instance(&self) -> Result<Instance<InstanceData>, twig_component::Error> {
         let data = InstanceData {
             wasi: WasiCtx::new(),
@@ -278,7 +278,7 @@ impl Pool {
             keyvalue: KeyValueCtx::default(),
             messaging: self.messaging.clone(),
             sensors: self.sensors.clone(),
-            http: twig_http_server::HttpCtx::new(),
+            http: http::HttpCtx::new(),
         };
         let mut inst = Instance::new(&self.linker, &self.component, data)?;
         // wasmi makes every page of a new memory resident; give back the
@@ -289,7 +289,7 @@ impl Pool {
 
     /// Runs `f` on an idle instance, making one if the pool may grow, or
     /// waiting (at most `wait`) for one to come back.
-    fn with_instance<R>(
+    pub(crate) fn with_instance<R>(
         &self,
         wait: Duration,
         f: impl FnOnce(&mut Instance<InstanceData>) -> Result<R, String>,
@@ -355,9 +355,9 @@ pub struct Host {
     inner: Arc<HostInner>,
 }
 
-struct HostInner {
+pub(crate) struct HostInner {
     engine: Engine,
-    board: Board,
+    pub(crate) board: Board,
     labels: BTreeMap<String, String>,
     data_dir: PathBuf,
     cache: Cache,
@@ -373,6 +373,18 @@ struct HostInner {
     bus: std::sync::OnceLock<Arc<twig_messaging::Bus>>,
     /// The board's sensors, or why they cannot be read.
     sensors: Result<Arc<twig_sensors::Sensors>, String>,
+    /// The uplink's state, once `twig up` starts one.
+    uplink: Mutex<Option<crate::lattice::SharedStatus>>,
+}
+
+impl HostInner {
+    /// The instance pool of a running component, or why there is none.
+    pub(crate) fn running_pool(&self, key: &str) -> Result<Arc<Pool>, String> {
+        let target = find_component(self, key)?;
+        target
+            .pool()
+            .ok_or_else(|| format!("`{key}` is {}", target.state().0.as_str()))
+    }
 }
 
 #[derive(Clone)]
@@ -411,6 +423,8 @@ pub struct HostStatus {
     pub board: String,
     pub data_dir: String,
     pub labels: BTreeMap<String, String>,
+    /// The uplink to the lattice, when `twig up` was given one.
+    pub uplink: Option<crate::lattice::UplinkStatus>,
 }
 
 #[derive(Debug, Serialize)]
@@ -548,6 +562,7 @@ impl Host {
                 kv_stores: Mutex::new(HashMap::new()),
                 bus: std::sync::OnceLock::new(),
                 sensors,
+                uplink: Mutex::new(None),
             }),
         })
     }
@@ -773,7 +788,7 @@ impl Host {
         &self,
         m: &Manifest,
         spec: &ComponentSpec,
-        listeners: &Mutex<Vec<twig_http_server::HttpServer>>,
+        listeners: &Mutex<Vec<http::HttpServer>>,
     ) -> Result<(), String> {
         let links = spec.links.iter().filter(|l| {
             l.namespace == "wasi"
@@ -782,13 +797,7 @@ impl Host {
         });
         for link in links {
             let config = providers::merged_properties(&link.source_config);
-            let cfg = twig_http_server::ServerConfig::from_link_config(&config)
-                .map_err(|e| format!("link to `{}`: source config: {e}", link.target))?;
-            let dispatch = Arc::new(HttpDispatch {
-                target: link.target_id.clone(),
-                host: Arc::downgrade(&self.inner),
-            });
-            let server = twig_http_server::HttpServer::start(cfg, &link.target_id, dispatch)?;
+            let server = http::start_server(Arc::downgrade(&self.inner), &link.target_id, &config)?;
             tracing::info!(app = %m.name, provider = %spec.id, target = %link.target_id, address = %server.local_addr(), "serving HTTP");
             lock(listeners).push(server);
         }
@@ -894,7 +903,7 @@ impl Host {
         let component = Component::with_limits(&self.inner.engine, &spec.id, &bytes, limits)
             .map_err(|e| e.to_string())?;
         let config = Arc::new(capabilities::merged_config(spec));
-        let (linker, http_types) = self.linker_for(m, spec, &component);
+        let (linker, http_types) = self.linker_for(m, spec, &component)?;
         let messaging = if links_to_provider(
             m,
             spec,
@@ -955,7 +964,7 @@ impl Host {
         m: &Manifest,
         spec: &ComponentSpec,
         component: &Component,
-    ) -> (Linker<InstanceData>, Option<twig_http_server::HttpTypes>) {
+    ) -> Result<(Linker<InstanceData>, Option<http::HttpTypes>), String> {
         let mut linker = Linker::new();
         let wasi_types = twig_wasi::add_to_linker(&mut linker);
         capabilities::add_config(&mut linker);
@@ -973,10 +982,11 @@ impl Host {
         if imports.iter().any(|i| i.name.starts_with("twig:sensors/")) {
             twig_sensors::add_to_linker(&mut linker);
         }
-        let http_types = imports
-            .iter()
-            .any(|i| i.name.starts_with("wasi:http/"))
-            .then(|| twig_http_server::add_to_linker(&mut linker, wasi_types));
+        let http_types = if imports.iter().any(|i| i.name.starts_with("wasi:http/")) {
+            Some(http::add_to_linker(&mut linker, wasi_types)?)
+        } else {
+            None
+        };
         let provided: Vec<String> = linker.interface_names().map(str::to_string).collect();
         for import in component.imports() {
             if import.kind != "instance"
@@ -1015,7 +1025,7 @@ impl Host {
                     )
                 });
         }
-        (linker, http_types)
+        Ok((linker, http_types))
     }
 
     /// Runs an export of a component with WAVE-encoded arguments and returns
@@ -1211,6 +1221,11 @@ impl Host {
         }
     }
 
+    /// Shows the uplink's state in [`Host::status`].
+    pub fn set_uplink(&self, status: crate::lattice::SharedStatus) {
+        *lock(&self.inner.uplink) = Some(status);
+    }
+
     pub fn status(&self) -> Status {
         let apps = self.inner.apps.read().unwrap_or_else(|p| p.into_inner());
         Status {
@@ -1219,6 +1234,7 @@ impl Host {
                 board: self.inner.board.name.clone(),
                 data_dir: self.inner.data_dir.display().to_string(),
                 labels: self.inner.labels.clone(),
+                uplink: lock(&self.inner.uplink).as_ref().map(|s| lock(s).clone()),
             },
             apps: apps
                 .iter()
@@ -1420,10 +1436,7 @@ fn deliver_message(
     let host = host
         .upgrade()
         .ok_or_else(|| "the host is shutting down".to_string())?;
-    let target = find_component(&host, target_id)?;
-    let pool = target
-        .pool()
-        .ok_or_else(|| format!("`{target_id}` is {}", target.state().0.as_str()))?;
+    let pool = host.running_pool(target_id)?;
     let wait = Duration::from_millis(host.board.limits.deadline_ms);
     let arg = twig_messaging::message_to_val(msg);
     pool.with_instance(wait, |inst| {
@@ -1455,62 +1468,5 @@ impl twig_messaging::Subscriber for HandlerSubscriber {
 
     fn deliver(&self, msg: twig_messaging::Message) -> Result<(), String> {
         deliver_message(&self.host, &self.name, &msg)
-    }
-}
-
-/// Runs HTTP requests on a component's `wasi:http/incoming-handler`.
-struct HttpDispatch {
-    target: String,
-    host: Weak<HostInner>,
-}
-
-impl twig_http_server::Dispatch for HttpDispatch {
-    fn dispatch(
-        &self,
-        req: twig_http_server::IncomingRequest,
-        out: twig_http_server::ResponseOutparam,
-    ) -> Result<(), String> {
-        // A request that never reaches the component (host stopping,
-        // component not running, every instance busy) gets 503, so the
-        // client knows to retry; one the component failed gets 500.
-        let unavailable = |out: twig_http_server::ResponseOutparam, why: String| {
-            out.reject(503, &why);
-            Err(why)
-        };
-        let Some(host) = self.host.upgrade() else {
-            return unavailable(out, "the host is shutting down".into());
-        };
-        let pool = match find_component(&host, &self.target) {
-            Ok(target) => match target.pool() {
-                Some(pool) => pool,
-                None => {
-                    let why = format!("`{}` is {}", self.target, target.state().0.as_str());
-                    return unavailable(out, why);
-                }
-            },
-            Err(e) => return unavailable(out, e),
-        };
-        let Some(types) = pool.http_types else {
-            return unavailable(
-                out,
-                format!(
-                    "`{}` does not use wasi:http, so it cannot handle HTTP requests",
-                    self.target
-                ),
-            );
-        };
-        let wait = Duration::from_millis(host.board.limits.deadline_ms);
-        let slot = std::cell::RefCell::new(Some((req, out)));
-        let result = pool.with_instance(wait, |inst| {
-            let (req, out) = slot
-                .borrow_mut()
-                .take()
-                .ok_or_else(|| "request already handled".to_string())?;
-            twig_http_server::call_handler(inst, &types, req, out)
-        });
-        match (result, slot.into_inner()) {
-            (Err(why), Some((_req, out))) => unavailable(out, why),
-            (result, _) => result,
-        }
     }
 }

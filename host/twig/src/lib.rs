@@ -22,6 +22,10 @@
 //! * [`providers`] — the built-in capability providers a manifest's
 //!   `type: capability` components name (`twig:keyvalue`, …, or a
 //!   wasmCloud provider image the board maps to one).
+//! * [`http`] — the HTTP server provider's glue (`wasi:http` handlers,
+//!   listeners); the one place the `http` cargo feature is looked at.
+//! * [`lattice`] — the uplink to a NATS server (in the background; never
+//!   needed to boot or run) and its state.
 //! * [`admin`] — the local admin socket that `twig status|invoke|apply|
 //!   delete` use.
 //! * [`up`] — `twig up`: lock the data dir, restore the desired state,
@@ -41,6 +45,8 @@ pub mod admin;
 pub mod board;
 pub mod capabilities;
 pub mod host;
+pub mod http;
+pub mod lattice;
 pub mod providers;
 pub mod state;
 pub mod up;

@@ -28,6 +28,60 @@ enum LogFormat {
     Json,
 }
 
+/// The uplink to the lattice. Without --nats-url twig runs on its own.
+#[derive(clap::Args)]
+struct NatsArgs {
+    /// NATS server to join the lattice through (nats://HOST:PORT or
+    /// tls://HOST:PORT); twig connects in the background and keeps
+    /// retrying, apps run either way.
+    #[arg(long, value_name = "URL", env = "TWIG_NATS_URL")]
+    nats_url: Option<String>,
+    /// Lattice name.
+    #[arg(
+        long,
+        value_name = "NAME",
+        env = "TWIG_LATTICE",
+        default_value = "default"
+    )]
+    lattice: String,
+    /// Credentials file (user JWT + nkey seed).
+    #[arg(long, value_name = "FILE", env = "TWIG_NATS_CREDS")]
+    nats_creds: Option<PathBuf>,
+    /// CA certificate (PEM) the server's certificate must chain to.
+    #[arg(long, value_name = "FILE", env = "TWIG_NATS_TLS_CA")]
+    nats_tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS; needs --nats-tls-key.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "TWIG_NATS_TLS_CERT",
+        requires = "nats_tls_key"
+    )]
+    nats_tls_cert: Option<PathBuf>,
+    /// Client key (PEM) for mutual TLS.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "TWIG_NATS_TLS_KEY",
+        requires = "nats_tls_cert"
+    )]
+    nats_tls_key: Option<PathBuf>,
+}
+
+impl NatsArgs {
+    fn options(self, board: &Board) -> Option<twig::lattice::UplinkOptions> {
+        Some(twig::lattice::UplinkOptions {
+            url: self.nats_url?,
+            lattice: self.lattice,
+            name: format!("twig {} ({})", board.name, env!("CARGO_PKG_VERSION")),
+            creds: self.nats_creds,
+            tls_ca: self.nats_tls_ca,
+            tls_cert: self.nats_tls_cert,
+            tls_key: self.nats_tls_key,
+        })
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the host: restore deployed apps, deploy --app files, serve the
@@ -44,6 +98,8 @@ enum Command {
         data_dir: Option<PathBuf>,
         #[arg(long, value_enum, default_value = "human", env = "TWIG_LOG_FORMAT")]
         log_format: LogFormat,
+        #[command(flatten)]
+        nats: NatsArgs,
     },
     /// Show every app and component of the running host.
     Status {
@@ -112,7 +168,13 @@ fn init_logging(format: LogFormat) {
     let filter: Targets = std::env::var("TWIG_LOG")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO));
+        .unwrap_or_else(|| {
+            // async-nats logs every reconnect attempt at info; twig's
+            // uplink logs each change of the link once itself.
+            Targets::new()
+                .with_default(LevelFilter::INFO)
+                .with_target("async_nats", LevelFilter::WARN)
+        });
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     match format {
         LogFormat::Human => tracing_subscriber::registry()
@@ -135,6 +197,7 @@ fn run(cli: Cli, started: Instant) -> anyhow::Result<ExitCode> {
             apps,
             data_dir: dir,
             log_format,
+            nats,
         } => {
             init_logging(log_format);
             let board = match board {
@@ -142,11 +205,13 @@ fn run(cli: Cli, started: Instant) -> anyhow::Result<ExitCode> {
                 None => Board::sim(),
             };
             let data_dir = resolve_data_dir(dir.as_deref(), Some(&board));
+            let uplink = nats.options(&board);
             twig::up::run(twig::up::UpOptions {
                 board,
                 apps,
                 data_dir,
                 started,
+                uplink,
             })?;
         }
         Command::Status {
@@ -280,6 +345,19 @@ fn print_status(status: &serde_json::Value) {
         host["board"].as_str().unwrap_or("?"),
         host["data_dir"].as_str().unwrap_or("?")
     );
+    let uplink = &host["uplink"];
+    if uplink.is_object() {
+        println!(
+            "lattice {} via {}: {}{}",
+            uplink["lattice"].as_str().unwrap_or("?"),
+            uplink["url"].as_str().unwrap_or("?"),
+            uplink["state"].as_str().unwrap_or("?"),
+            uplink["last_error"]
+                .as_str()
+                .map(|e| format!(" (last error: {e})"))
+                .unwrap_or_default()
+        );
+    }
     let apps = status["apps"].as_array().cloned().unwrap_or_default();
     if apps.is_empty() {
         println!("no apps deployed");

@@ -121,7 +121,7 @@ pub enum Provider {
     KeyValue(Arc<twig_keyvalue::Store>),
     /// Listeners are started once the app's components run
     /// ([`crate::host::Host`] fills this in).
-    HttpServer(std::sync::Mutex<Vec<twig_http_server::HttpServer>>),
+    HttpServer(std::sync::Mutex<Vec<crate::http::HttpServer>>),
     /// The host's message bus (one per host, shared by every messaging
     /// provider), and this provider's subscriptions for its handler links.
     Messaging {

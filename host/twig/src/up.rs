@@ -24,6 +24,8 @@ pub struct UpOptions {
     pub data_dir: PathBuf,
     /// When the process started, for the time-to-running log line.
     pub started: Instant,
+    /// The NATS server to join the lattice through, if any.
+    pub uplink: Option<crate::lattice::UplinkOptions>,
 }
 
 pub fn run(opts: UpOptions) -> anyhow::Result<()> {
@@ -53,6 +55,18 @@ pub fn run(opts: UpOptions) -> anyhow::Result<()> {
         data_dir = %data_dir.display(),
         "twig starting"
     );
+    if let Some(arch) = opts.board.target_arch() {
+        if arch != std::env::consts::ARCH {
+            // Allowed (a profile can be tried on a workstation), but worth a
+            // line: the device's sensors and paths will not be there.
+            tracing::warn!(
+                "board {} is for {} ({arch}), but this twig runs on {}",
+                opts.board.name,
+                opts.board.target.as_deref().unwrap_or_default(),
+                std::env::consts::ARCH
+            );
+        }
+    }
     let host = Host::open(opts.board.clone(), data_dir)?;
     for app in &opts.apps {
         let text = std::fs::read_to_string(app)
@@ -80,6 +94,9 @@ pub fn run(opts: UpOptions) -> anyhow::Result<()> {
         let listener = admin::bind(data_dir)?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let server = tokio::spawn(admin::serve(listener, host.clone(), stop_rx));
+        if let Some(uplink) = opts.uplink.clone() {
+            host.set_uplink(crate::lattice::start(uplink));
+        }
 
         let starter = host.clone();
         let started = opts.started;

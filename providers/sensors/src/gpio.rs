@@ -29,7 +29,7 @@ pub(crate) fn read_line(
         .map_err(|reason| SensorError::unavailable(sensor, chip, reason))
 }
 
-#[cfg(any(target_os = "linux", target_os = "android"))]
+#[cfg(all(feature = "gpio", any(target_os = "linux", target_os = "android")))]
 mod imp {
     use std::fs::File;
     use std::io;
@@ -229,7 +229,26 @@ mod imp {
     }
 }
 
-#[cfg(all(test, any(target_os = "linux", target_os = "android")))]
+/// Without the `gpio` feature no GPIO sensor gets past the config check
+/// (`provider::build`), so this is never reached.
+#[cfg(all(not(feature = "gpio"), any(target_os = "linux", target_os = "android")))]
+mod imp {
+    use std::path::Path;
+
+    pub(super) fn read_line(_chip: &Path, _line: u32, _active_low: bool) -> Result<bool, String> {
+        Err(super::NOT_BUILT.into())
+    }
+}
+
+/// Why a GPIO sensor is refused by a build without the `gpio` feature.
+pub(crate) const NOT_BUILT: &str =
+    "this build has no GPIO support (twig: cargo feature `sensors-gpio`)";
+
+#[cfg(all(
+    test,
+    feature = "gpio",
+    any(target_os = "linux", target_os = "android")
+))]
 mod tests {
     use super::imp::*;
     use std::mem::{offset_of, size_of};

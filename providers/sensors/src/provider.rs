@@ -246,6 +246,9 @@ fn build(config: &SensorsConfig, sensor: &SensorConfig, at: &At<'_>) -> Result<E
             });
             (driver, unit)
         }
+        Source::Gpio { .. } if !cfg!(feature = "gpio") => {
+            return Err(at.err("source.gpio", gpio::NOT_BUILT));
+        }
         Source::Gpio {
             chip,
             line,
