@@ -122,7 +122,15 @@ async fn connect(opts: &UplinkOptions, status: SharedStatus) -> Result<async_nat
     let mut o = match &opts.creds {
         Some(path) => ConnectOptions::with_credentials_file(path)
             .await
-            .map_err(|e| format!("creds file {}: {e}", path.display()))?,
+            .map_err(|e| {
+                // async-nats names the file itself in most of its errors.
+                let e = e.to_string();
+                if e.contains(&*path.to_string_lossy()) {
+                    e
+                } else {
+                    format!("creds file {}: {e}", path.display())
+                }
+            })?,
         None => ConnectOptions::new(),
     };
     if let Some(ca) = &opts.tls_ca {

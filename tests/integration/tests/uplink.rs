@@ -1,0 +1,198 @@
+//! The uplink against a real nats-server (`$NATS_SERVER`, which the README's
+//! test command installs from PyPI): twig boots with the server down, runs
+//! its apps, connects when the server comes up, notices it going away and
+//! comes back; a creds file that cannot be read stops the uplink with one
+//! clear error while the apps keep serving.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use twig_integration_tests::twig::{demo_path, repo_root, stdout, TempDir, Twig};
+
+fn nats_server_bin() -> PathBuf {
+    let p = std::env::var_os("NATS_SERVER").map(PathBuf::from).expect(
+        "NATS_SERVER is not set: run the README's test command (tests/run), which installs nats-server",
+    );
+    assert!(p.exists(), "NATS_SERVER={} does not exist", p.display());
+    p
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A nats-server on 127.0.0.1 with its monitoring port; killed on drop.
+struct NatsServer {
+    child: Child,
+    monitor: u16,
+}
+
+impl NatsServer {
+    fn start(port: u16, monitor: u16) -> NatsServer {
+        let child = Command::new(nats_server_bin())
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-m", &monitor.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nats-server");
+        let s = NatsServer { child, monitor };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        s
+    }
+
+    /// Names of the server's client connections, from its `/connz` page.
+    fn connection_names(&self) -> Vec<String> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.monitor)).expect("monitor port");
+        s.write_all(b"GET /connz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        let body = text.split("\r\n\r\n").nth(1).expect("HTTP body");
+        let v: serde_json::Value = serde_json::from_str(body).expect("connz JSON");
+        v["connections"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["name"].as_str().map(str::to_string))
+            .collect()
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn demo_manifest() -> String {
+    demo_path("greeter");
+    demo_path("frontend");
+    repo_root()
+        .join("examples/demo/app.yaml")
+        .display()
+        .to_string()
+}
+
+/// Waits until `twig status` shows the uplink in `state`; returns it.
+fn wait_uplink(twig: &Twig, state: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let uplink = twig.status()["host"]["uplink"].clone();
+        if uplink["state"] == state {
+            return uplink;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "uplink never became {state}: {uplink}; log:\n{}",
+            twig.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn assert_demo_answers(twig: &Twig) {
+    let o = twig.invoke("twig_demo-frontend", "welcome", &["\"Ada\""]);
+    assert!(
+        o.status.success(),
+        "invoke failed; log:\n{}",
+        twig.log_text()
+    );
+    assert_eq!(
+        stdout(&o).trim(),
+        "\"Hello from the edge, Ada! (via frontend)\""
+    );
+}
+
+#[test]
+fn boots_without_the_server_connects_when_it_comes_and_follows_it() {
+    let dir = TempDir::new("uplink-follow");
+    let (port, monitor) = (free_port(), free_port());
+    let url = format!("nats://127.0.0.1:{port}");
+    // No server yet: twig must come up and serve anyway.
+    let twig = Twig::up(
+        &dir.path().join("data"),
+        &["--app", &demo_manifest(), "--nats-url", &url],
+    );
+    twig.settled(1);
+    assert_demo_answers(&twig);
+    let uplink = twig.status()["host"]["uplink"].clone();
+    assert_eq!(uplink["url"], url.as_str());
+    assert_eq!(uplink["lattice"], "default");
+    assert_ne!(uplink["state"], "connected", "{uplink}");
+    assert_eq!(uplink["connects"], 0);
+
+    let server = NatsServer::start(port, monitor);
+    let up = wait_uplink(&twig, "connected");
+    assert_eq!(up["connects"], 1);
+    let names = server.connection_names();
+    assert!(
+        names.iter().any(|n| n.starts_with("twig sim")),
+        "nats-server lists {names:?}"
+    );
+
+    // The server goes away: twig notices, and local work goes on.
+    drop(server);
+    wait_uplink(&twig, "disconnected");
+    assert_demo_answers(&twig);
+    let human = stdout(&twig.cli(&["status"]));
+    assert!(
+        human.contains(&format!("lattice default via {url}: disconnected")),
+        "{human}"
+    );
+
+    // Back on the same port: twig reconnects by itself.
+    let _server = NatsServer::start(port, monitor);
+    let up = wait_uplink(&twig, "connected");
+    assert_eq!(up["connects"], 2, "{up}");
+    assert_demo_answers(&twig);
+    let log = twig.log_text();
+    assert_eq!(log.matches("uplink connected").count(), 2, "{log}");
+    assert!(log.contains("uplink lost"), "{log}");
+}
+
+#[test]
+fn unreadable_creds_file_fails_the_uplink_not_the_host() {
+    let dir = TempDir::new("uplink-creds");
+    let creds = dir.path().join("missing.creds");
+    let twig = Twig::up(
+        &dir.path().join("data"),
+        &[
+            "--app",
+            &demo_manifest(),
+            "--nats-url",
+            &format!("nats://127.0.0.1:{}", free_port()),
+            "--nats-creds",
+            creds.to_str().unwrap(),
+        ],
+    );
+    twig.settled(1);
+    let uplink = wait_uplink(&twig, "failed");
+    let why = uplink["last_error"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("creds file") && why.contains(creds.to_str().unwrap()),
+        "{why}"
+    );
+    assert_demo_answers(&twig);
+    // One line says it, naming the file.
+    let log = twig.log_text();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("creds file")).collect();
+    assert_eq!(lines.len(), 1, "{log}");
+    assert!(lines[0].contains("ERROR"), "{log}");
+    assert!(
+        log.contains("twig keeps running without the lattice"),
+        "{log}"
+    );
+}
