@@ -151,12 +151,41 @@ enum Command {
 
 fn main() -> ExitCode {
     let started = Instant::now();
+    one_malloc_arena();
     let cli = Cli::parse();
     match run(cli, started) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Under a capped address space, gives glibc's malloc one arena (unless
+/// `MALLOC_ARENA_MAX` says otherwise). glibc gives each thread that
+/// allocates an arena of its own, reserved 64 MiB at a time; under
+/// `prlimit --as` (or a small board's limits) that reservation fails and
+/// malloc falls back to a path that kept 6.4 MB more resident in our
+/// measurements (idle demo under a 128 MiB cap: 7.9 MB anonymous instead of
+/// 1.3 MB). Without a cap the arenas cost no resident memory and one arena
+/// would cost 19 % of HTTP throughput at 16 connections, so it is left
+/// alone (BENCHMARKS.md, "Device builds").
+fn one_malloc_arena() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes into the struct we own; mallopt only
+        // sets an allocator tunable, before any other thread exists.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_AS, &mut limit) == 0
+                && limit.rlim_cur != libc::RLIM_INFINITY
+            {
+                libc::mallopt(libc::M_ARENA_MAX, 1);
+            }
         }
     }
 }
