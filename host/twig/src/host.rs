@@ -375,6 +375,7 @@ pub(crate) struct HostInner {
     sensors: Result<Arc<twig_sensors::Sensors>, String>,
     /// The uplink's state, once `twig up` starts one.
     uplink: Mutex<Option<crate::lattice::SharedStatus>>,
+    identity: Mutex<Option<crate::lattice::HostIdentity>>,
 }
 
 impl HostInner {
@@ -425,6 +426,9 @@ pub struct HostStatus {
     pub labels: BTreeMap<String, String>,
     /// The uplink to the lattice, when `twig up` was given one.
     pub uplink: Option<crate::lattice::UplinkStatus>,
+    /// The host's lattice identity (id `N…`, friendly name).
+    #[serde(flatten)]
+    pub identity: Option<crate::lattice::HostIdentity>,
 }
 
 #[derive(Debug, Serialize)]
@@ -563,6 +567,7 @@ impl Host {
                 bus: std::sync::OnceLock::new(),
                 sensors,
                 uplink: Mutex::new(None),
+                identity: Mutex::new(None),
             }),
         })
     }
@@ -1221,6 +1226,11 @@ impl Host {
         }
     }
 
+    /// Shows the host's lattice identity in [`Host::status`].
+    pub fn set_identity(&self, identity: crate::lattice::HostIdentity) {
+        *lock(&self.inner.identity) = Some(identity);
+    }
+
     /// Shows the uplink's state in [`Host::status`].
     pub fn set_uplink(&self, status: crate::lattice::SharedStatus) {
         *lock(&self.inner.uplink) = Some(status);
@@ -1235,6 +1245,7 @@ impl Host {
                 data_dir: self.inner.data_dir.display().to_string(),
                 labels: self.inner.labels.clone(),
                 uplink: lock(&self.inner.uplink).as_ref().map(|s| lock(s).clone()),
+                identity: lock(&self.inner.identity).clone(),
             },
             apps: apps
                 .iter()

@@ -13,7 +13,7 @@
 //! issue; the `lattice` cargo feature leaves all of it, and async-nats with
 //! rustls, out of a build.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
@@ -196,4 +196,143 @@ fn check_readable(path: &std::path::Path, what: &str) -> Result<(), String> {
     std::fs::metadata(path)
         .map(|_| ())
         .map_err(|e| format!("{what} {}: {e}", path.display()))
+}
+
+/// Who this host is on the lattice: an nkey server key (`N…`, 56
+/// characters) made once and kept in the data directory, so the host keeps
+/// its id across restarts and power cuts, and a friendly name.
+#[derive(Debug, Clone, Serialize)]
+pub struct HostIdentity {
+    pub host_id: String,
+    pub friendly_name: String,
+}
+
+/// The file in the data directory holding the host key's seed.
+pub const HOST_KEY_FILE: &str = "host.nk";
+
+/// Loads the host key from `DATA/host.nk`, making it on first start.
+/// `friendly_name` defaults to the machine's hostname.
+#[cfg(feature = "lattice")]
+pub fn load_identity(
+    data_dir: &Path,
+    friendly_name: Option<String>,
+) -> Result<HostIdentity, String> {
+    let path = data_dir.join(HOST_KEY_FILE);
+    let key = match std::fs::read_to_string(&path) {
+        Ok(seed) => nkeys::KeyPair::from_seed(seed.trim()).map_err(|e| {
+            format!(
+                "{}: not a host key seed ({e}); move it away to make a new host id",
+                path.display()
+            )
+        })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = nkeys::KeyPair::new_server();
+            let seed = key.seed().map_err(|e| format!("host key: {e}"))?;
+            crate::state::write_atomic(&path, seed.as_bytes())
+                .map_err(|e| format!("cannot save the host key: {e}"))?;
+            tracing::info!(host_id = %key.public_key(), "made a new host id");
+            key
+        }
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    if key.key_pair_type() != nkeys::KeyPairType::Server {
+        return Err(format!(
+            "{}: holds a {:?} key, not a server (host) key",
+            path.display(),
+            key.key_pair_type()
+        ));
+    }
+    let friendly_name = friendly_name
+        .filter(|n| !n.trim().is_empty())
+        .or_else(hostname)
+        .unwrap_or_else(|| format!("twig-{}", &key.public_key()[..8].to_ascii_lowercase()));
+    Ok(HostIdentity {
+        host_id: key.public_key(),
+        friendly_name,
+    })
+}
+
+/// Without the `lattice` feature the host has no lattice identity.
+#[cfg(not(feature = "lattice"))]
+pub fn load_identity(
+    _data_dir: &Path,
+    _friendly_name: Option<String>,
+) -> Result<HostIdentity, String> {
+    Err("this twig was built without lattice support (cargo feature `lattice`)".into())
+}
+
+#[cfg(feature = "lattice")]
+fn hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+}
+
+/// Parses `--label KEY=VALUE`.
+pub fn parse_label(arg: &str) -> Result<(String, String), String> {
+    let (k, v) = arg
+        .split_once('=')
+        .ok_or_else(|| format!("--label `{arg}`: expected KEY=VALUE"))?;
+    if k.is_empty() || k.chars().any(char::is_whitespace) {
+        return Err(format!(
+            "--label `{arg}`: `{k}` is not a valid label key (no spaces)"
+        ));
+    }
+    Ok((k.to_string(), v.to_string()))
+}
+
+#[cfg(all(test, feature = "lattice"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_id_is_made_once_and_kept() {
+        let dir = std::env::temp_dir().join(format!("twig-identity-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let a = load_identity(&dir, Some("gw-1".into())).unwrap();
+        assert!(
+            a.host_id.starts_with('N') && a.host_id.len() == 56,
+            "{}",
+            a.host_id
+        );
+        assert_eq!(a.friendly_name, "gw-1");
+        let b = load_identity(&dir, None).unwrap();
+        assert_eq!(a.host_id, b.host_id);
+        assert!(!b.friendly_name.is_empty());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.join(HOST_KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+
+        std::fs::write(dir.join(HOST_KEY_FILE), "not a seed").unwrap();
+        let e = load_identity(&dir, None).unwrap_err();
+        assert!(e.contains("host.nk: not a host key seed"), "{e}");
+        let user = nkeys::KeyPair::new_user().seed().unwrap();
+        std::fs::write(dir.join(HOST_KEY_FILE), user).unwrap();
+        let e = load_identity(&dir, None).unwrap_err();
+        assert!(e.contains("not a server (host) key"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn labels_parse() {
+        assert_eq!(
+            parse_label("site=north").unwrap(),
+            ("site".into(), "north".into())
+        );
+        assert_eq!(parse_label("a=b=c").unwrap(), ("a".into(), "b=c".into()));
+        assert!(parse_label("nokey")
+            .unwrap_err()
+            .contains("expected KEY=VALUE"));
+        assert!(parse_label("=x")
+            .unwrap_err()
+            .contains("not a valid label key"));
+        assert!(parse_label("a b=x")
+            .unwrap_err()
+            .contains("not a valid label key"));
+    }
 }

@@ -66,6 +66,13 @@ struct NatsArgs {
         requires = "nats_tls_cert"
     )]
     nats_tls_key: Option<PathBuf>,
+    /// A label this host advertises besides the board profile's (repeatable;
+    /// overrides a profile label of the same key).
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    labels: Vec<String>,
+    /// The host's friendly name on the lattice; the hostname by default.
+    #[arg(long, value_name = "NAME", env = "TWIG_FRIENDLY_NAME")]
+    friendly_name: Option<String>,
 }
 
 impl NatsArgs {
@@ -233,7 +240,13 @@ fn run(cli: Cli, started: Instant) -> anyhow::Result<ExitCode> {
                 Some(path) => Board::load(&path)?,
                 None => Board::sim(),
             };
+            let mut board = board;
+            for arg in &nats.labels {
+                let (k, v) = twig::lattice::parse_label(arg).map_err(anyhow::Error::msg)?;
+                board.labels.insert(k, v);
+            }
             let data_dir = resolve_data_dir(dir.as_deref(), Some(&board));
+            let friendly_name = nats.friendly_name.clone();
             let uplink = nats.options(&board);
             twig::up::run(twig::up::UpOptions {
                 board,
@@ -241,6 +254,7 @@ fn run(cli: Cli, started: Instant) -> anyhow::Result<ExitCode> {
                 data_dir,
                 started,
                 uplink,
+                friendly_name,
             })?;
         }
         Command::Status {
@@ -374,6 +388,12 @@ fn print_status(status: &serde_json::Value) {
         host["board"].as_str().unwrap_or("?"),
         host["data_dir"].as_str().unwrap_or("?")
     );
+    if let Some(id) = host["host_id"].as_str() {
+        println!(
+            "host {id} ({})",
+            host["friendly_name"].as_str().unwrap_or("?")
+        );
+    }
     let uplink = &host["uplink"];
     if uplink.is_object() {
         println!(

@@ -26,6 +26,8 @@ pub struct UpOptions {
     pub started: Instant,
     /// The NATS server to join the lattice through, if any.
     pub uplink: Option<crate::lattice::UplinkOptions>,
+    /// `--friendly-name`; the hostname when absent.
+    pub friendly_name: Option<String>,
 }
 
 pub fn run(opts: UpOptions) -> anyhow::Result<()> {
@@ -68,6 +70,16 @@ pub fn run(opts: UpOptions) -> anyhow::Result<()> {
         }
     }
     let host = Host::open(opts.board.clone(), data_dir)?;
+    // The lattice identity is made once and kept; a problem with it is
+    // logged and the host runs on (it is never needed to boot).
+    match crate::lattice::load_identity(data_dir, opts.friendly_name.clone()) {
+        Ok(identity) => {
+            tracing::info!(host_id = %identity.host_id, friendly_name = %identity.friendly_name, "host identity");
+            host.set_identity(identity);
+        }
+        Err(e) if cfg!(feature = "lattice") => tracing::error!("host identity: {e}"),
+        Err(e) => tracing::debug!("host identity: {e}"),
+    }
     for app in &opts.apps {
         let text = std::fs::read_to_string(app)
             .with_context(|| format!("{}: cannot read app manifest", app.display()))?;

@@ -196,3 +196,56 @@ fn unreadable_creds_file_fails_the_uplink_not_the_host() {
         "{log}"
     );
 }
+
+#[test]
+fn host_id_is_kept_across_restarts_and_labels_come_from_the_command_line() {
+    let dir = TempDir::new("uplink-identity");
+    let data = dir.path().join("data");
+    let mut first = Twig::up(
+        &data,
+        &[
+            "--label",
+            "site=north",
+            "--label",
+            "tier=core",
+            "--friendly-name",
+            "gw-7",
+        ],
+    );
+    let host = first.status()["host"].clone();
+    let id = host["host_id"].as_str().expect("host_id").to_string();
+    assert!(id.starts_with('N') && id.len() == 56, "{id}");
+    assert_eq!(host["friendly_name"], "gw-7");
+    assert_eq!(host["labels"]["site"], "north");
+    // A command-line label overrides the board's.
+    assert_eq!(host["labels"]["tier"], "core");
+    assert_eq!(host["labels"]["board"], "sim");
+    assert!(stdout(&first.cli(&["status"])).contains(&format!("host {id} (gw-7)")));
+    assert!(first.terminate().success());
+
+    // Offline restart, no flags: the same id, the hostname as its name.
+    let second = Twig::up(&data, &[]);
+    let host = second.status()["host"].clone();
+    assert_eq!(host["host_id"], id.as_str());
+    assert_ne!(host["friendly_name"], "gw-7");
+    assert!(host["labels"].get("site").is_none());
+}
+
+#[test]
+fn a_bad_label_is_refused_before_anything_starts() {
+    let dir = TempDir::new("uplink-label");
+    let o = twig_integration_tests::twig::twig(&[
+        "up",
+        "--data-dir",
+        dir.path().join("data").to_str().unwrap(),
+        "--label",
+        "site north",
+    ]);
+    assert!(!o.status.success());
+    let err = twig_integration_tests::twig::stderr(&o);
+    assert!(
+        err.contains("--label `site north`: expected KEY=VALUE"),
+        "{err}"
+    );
+    assert!(!dir.path().join("data/host.nk").exists());
+}
