@@ -157,7 +157,7 @@ impl Board {
             return Err("name: must not be empty".into());
         }
         if let Some(t) = &self.target {
-            if !KNOWN_TARGETS.iter().any(|(k, _)| k == t) {
+            if self.target_arch().is_none() {
                 let known: Vec<&str> = KNOWN_TARGETS.iter().map(|(k, _)| *k).collect();
                 return Err(format!(
                     "target: `{t}` is not a target twig builds for (known: {})",
@@ -202,11 +202,7 @@ impl Board {
             }
         }
         for key in self.labels.keys() {
-            if key.is_empty() || key.chars().any(|c| c.is_whitespace() || c == '=') {
-                return Err(format!(
-                    "labels: `{key}` is not a valid label key (no spaces or `=`)"
-                ));
-            }
+            check_label_key(key).map_err(|e| format!("labels: {e}"))?;
         }
         Ok(())
     }
@@ -258,6 +254,17 @@ impl Board {
         labels.extend(self.labels.clone());
         labels
     }
+}
+
+/// A label key as the profile and `--label` accept it: not empty, no
+/// whitespace, no `=`.
+pub fn check_label_key(key: &str) -> Result<(), String> {
+    if key.is_empty() || key.chars().any(|c| c.is_whitespace() || c == '=') {
+        return Err(format!(
+            "`{key}` is not a valid label key (no spaces or `=`)"
+        ));
+    }
+    Ok(())
 }
 
 fn expand_home(p: &str) -> PathBuf {

@@ -374,8 +374,9 @@ pub(crate) struct HostInner {
     /// The board's sensors, or why they cannot be read.
     sensors: Result<Arc<twig_sensors::Sensors>, String>,
     /// The uplink's state, once `twig up` starts one.
-    uplink: Mutex<Option<crate::lattice::SharedStatus>>,
-    identity: Mutex<Option<crate::lattice::HostIdentity>>,
+    uplink: std::sync::OnceLock<crate::lattice::SharedStatus>,
+    /// The lattice identity, once `twig up` has loaded it.
+    identity: std::sync::OnceLock<crate::lattice::HostIdentity>,
 }
 
 impl HostInner {
@@ -566,8 +567,8 @@ impl Host {
                 kv_stores: Mutex::new(HashMap::new()),
                 bus: std::sync::OnceLock::new(),
                 sensors,
-                uplink: Mutex::new(None),
-                identity: Mutex::new(None),
+                uplink: std::sync::OnceLock::new(),
+                identity: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -1226,14 +1227,14 @@ impl Host {
         }
     }
 
-    /// Shows the host's lattice identity in [`Host::status`].
+    /// Shows the host's lattice identity in [`Host::status`]; set once.
     pub fn set_identity(&self, identity: crate::lattice::HostIdentity) {
-        *lock(&self.inner.identity) = Some(identity);
+        let _ = self.inner.identity.set(identity);
     }
 
-    /// Shows the uplink's state in [`Host::status`].
+    /// Shows the uplink's state in [`Host::status`]; set once.
     pub fn set_uplink(&self, status: crate::lattice::SharedStatus) {
-        *lock(&self.inner.uplink) = Some(status);
+        let _ = self.inner.uplink.set(status);
     }
 
     pub fn status(&self) -> Status {
@@ -1244,8 +1245,8 @@ impl Host {
                 board: self.inner.board.name.clone(),
                 data_dir: self.inner.data_dir.display().to_string(),
                 labels: self.inner.labels.clone(),
-                uplink: lock(&self.inner.uplink).as_ref().map(|s| lock(s).clone()),
-                identity: lock(&self.inner.identity).clone(),
+                uplink: self.inner.uplink.get().map(|s| lock(s).clone()),
+                identity: self.inner.identity.get().cloned(),
             },
             apps: apps
                 .iter()

@@ -1,8 +1,9 @@
 //! The uplink: twig's connection to a NATS server (normally a leaf node on
 //! or near the device), over which it joins a wasmCloud lattice.
 //!
-//! Boot never waits for it. `twig up --nats-url …` starts the apps from
-//! disk first and connects in the background; the client reconnects with
+//! Boot never waits for it. `twig up --nats-url …` starts the uplink as a
+//! background task and the apps from disk without waiting for it; the
+//! client reconnects with
 //! backoff for as long as the host runs, and every change of the link
 //! (connected, lost, refused credentials, untrusted certificate) is one log
 //! line and shows in `twig status`. Local work is the same with or without
@@ -88,9 +89,10 @@ pub fn start(opts: UplinkOptions) -> SharedStatus {
     tokio::spawn(async move {
         match connect(&opts, st.clone()).await {
             Ok(client) => {
-                // Held for the life of the host: dropping the client would
-                // close the connection.
-                std::mem::forget(client);
+                // The task holds the client for the life of the runtime:
+                // dropping it would close the connection.
+                let _client = client;
+                std::future::pending::<()>().await;
             }
             Err(why) => {
                 tracing::error!(url = %opts.url, "uplink: {why}; twig keeps running without the lattice");
@@ -216,7 +218,7 @@ pub const HOST_KEY_FILE: &str = "host.nk";
 pub fn load_identity(
     data_dir: &Path,
     friendly_name: Option<String>,
-) -> Result<HostIdentity, String> {
+) -> Result<Option<HostIdentity>, String> {
     let path = data_dir.join(HOST_KEY_FILE);
     let key = match std::fs::read_to_string(&path) {
         Ok(seed) => nkeys::KeyPair::from_seed(seed.trim()).map_err(|e| {
@@ -246,10 +248,10 @@ pub fn load_identity(
         .filter(|n| !n.trim().is_empty())
         .or_else(hostname)
         .unwrap_or_else(|| format!("twig-{}", &key.public_key()[..8].to_ascii_lowercase()));
-    Ok(HostIdentity {
+    Ok(Some(HostIdentity {
         host_id: key.public_key(),
         friendly_name,
-    })
+    }))
 }
 
 /// Without the `lattice` feature the host has no lattice identity.
@@ -257,8 +259,8 @@ pub fn load_identity(
 pub fn load_identity(
     _data_dir: &Path,
     _friendly_name: Option<String>,
-) -> Result<HostIdentity, String> {
-    Err("this twig was built without lattice support (cargo feature `lattice`)".into())
+) -> Result<Option<HostIdentity>, String> {
+    Ok(None)
 }
 
 #[cfg(feature = "lattice")]
@@ -274,11 +276,7 @@ pub fn parse_label(arg: &str) -> Result<(String, String), String> {
     let (k, v) = arg
         .split_once('=')
         .ok_or_else(|| format!("--label `{arg}`: expected KEY=VALUE"))?;
-    if k.is_empty() || k.chars().any(char::is_whitespace) {
-        return Err(format!(
-            "--label `{arg}`: `{k}` is not a valid label key (no spaces)"
-        ));
-    }
+    crate::board::check_label_key(k).map_err(|e| format!("--label `{arg}`: {e}"))?;
     Ok((k.to_string(), v.to_string()))
 }
 
@@ -291,14 +289,14 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("twig-identity-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let a = load_identity(&dir, Some("gw-1".into())).unwrap();
+        let a = load_identity(&dir, Some("gw-1".into())).unwrap().unwrap();
         assert!(
             a.host_id.starts_with('N') && a.host_id.len() == 56,
             "{}",
             a.host_id
         );
         assert_eq!(a.friendly_name, "gw-1");
-        let b = load_identity(&dir, None).unwrap();
+        let b = load_identity(&dir, None).unwrap().unwrap();
         assert_eq!(a.host_id, b.host_id);
         assert!(!b.friendly_name.is_empty());
         use std::os::unix::fs::PermissionsExt;

@@ -73,12 +73,12 @@ pub fn run(opts: UpOptions) -> anyhow::Result<()> {
     // The lattice identity is made once and kept; a problem with it is
     // logged and the host runs on (it is never needed to boot).
     match crate::lattice::load_identity(data_dir, opts.friendly_name.clone()) {
-        Ok(identity) => {
+        Ok(Some(identity)) => {
             tracing::info!(host_id = %identity.host_id, friendly_name = %identity.friendly_name, "host identity");
             host.set_identity(identity);
         }
-        Err(e) if cfg!(feature = "lattice") => tracing::error!("host identity: {e}"),
-        Err(e) => tracing::debug!("host identity: {e}"),
+        Ok(None) => {}
+        Err(e) => tracing::error!("host identity: {e}"),
     }
     for app in &opts.apps {
         let text = std::fs::read_to_string(app)
