@@ -12,6 +12,7 @@ use twig_component::{HostError, Linker, Resource, Val};
 use twig_manifest::ComponentSpec;
 
 use crate::host::InstanceData;
+use crate::lattice::cache::LatticeData;
 
 /// Interfaces answered from component config. Both are 0.2.0-draft, the
 /// version `wasmcloud-component` 0.2 imports; drafts only match exactly.
@@ -20,16 +21,25 @@ pub const CONFIG_INTERFACES: [&str; 2] = [
     "wasi:config/runtime@0.2.0-draft",
 ];
 
-/// The config a component sees: its manifest `config` entries merged.
-pub fn merged_config(spec: &ComponentSpec) -> BTreeMap<String, String> {
-    for c in spec.config.iter().filter(|c| c.properties.is_empty()) {
-        tracing::warn!(
-            component = %spec.id,
-            "config `{}` has no properties here; named config from the lattice is not available to it",
-            c.name
-        );
+/// The config a component sees: its `config` entries merged in order. An
+/// entry with no properties of its own names config kept on the lattice
+/// (`CONFIGDATA_{lattice}`, cached on disk), as wadm expects.
+pub fn merged_config(spec: &ComponentSpec, lattice: &LatticeData) -> BTreeMap<String, String> {
+    let mut merged = BTreeMap::new();
+    for c in &spec.config {
+        if !c.properties.is_empty() {
+            merged.extend(c.properties.clone());
+        } else if let Some(named) = lattice.config.get(&c.name) {
+            merged.extend(named.clone());
+        } else {
+            tracing::warn!(
+                component = %spec.id,
+                "config `{}` has no properties here and the lattice has no config of that name (yet)",
+                c.name
+            );
+        }
     }
-    crate::providers::merged_properties(&spec.config)
+    merged
 }
 
 fn ok(v: Val) -> Val {

@@ -31,6 +31,7 @@ use twig_wasi::{WasiCtx, WasiView};
 use crate::board::Board;
 use crate::capabilities;
 use crate::http;
+use crate::lattice::cache::LatticeData;
 use crate::providers::{self, Provider, ProviderKind};
 use crate::state::{Cache, DeployedApp, DesiredState, StateError};
 
@@ -125,14 +126,26 @@ impl Links {
     /// For `default`, a component with exactly one link for the interface
     /// uses it whatever its name.
     pub fn target(&self, ns: &str, pkg: &str, iface: &str, name: &str) -> Result<String, String> {
-        let matching: Vec<&twig_manifest::Link> = self
+        // (link name, target id) of every link that provides the interface:
+        // the app's own first (the device's manifest wins), then the
+        // lattice's links for this component.
+        let mut matching: Vec<(String, String)> = self
             .links
             .iter()
             .filter(|l| {
                 l.namespace == ns && l.package == pkg && l.interfaces.iter().any(|i| i == iface)
             })
+            .map(|l| (l.name.clone(), l.target_id.clone()))
             .collect();
-        let found = matching.iter().find(|l| l.name == name).or(
+        if let Some(host) = self.host.upgrade() {
+            let lattice = read(&host.lattice);
+            for l in lattice.links.get(&self.source).into_iter().flatten() {
+                if l.provides(ns, pkg, iface) {
+                    matching.push((l.name.clone(), l.target.clone()));
+                }
+            }
+        }
+        let found = matching.iter().find(|(n, _)| n == name).or(
             if name == "default" && matching.len() == 1 {
                 matching.first()
             } else {
@@ -140,15 +153,15 @@ impl Links {
             },
         );
         match found {
-            Some(l) => Ok(l.target_id.clone()),
+            Some((_, target)) => Ok(target.clone()),
             None if matching.is_empty() => Err(format!(
-                "{} uses `{ns}:{pkg}/{iface}`, but no link in its app provides it (add a `link` trait naming a target)",
+                "{} uses `{ns}:{pkg}/{iface}`, but no link provides it (add a `link` trait naming a target, or put a link on the lattice)",
                 self.source
             )),
             None => Err(format!(
                 "{} has no link named `{name}` for `{ns}:{pkg}/{iface}` (its links: {})",
                 self.source,
-                matching.iter().map(|l| l.name.as_str()).collect::<Vec<_>>().join(", ")
+                matching.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
             )),
         }
     }
@@ -192,7 +205,7 @@ pub struct Placed {
     /// Set for a running capability provider.
     provider: RwLock<Option<Arc<Provider>>>,
     /// The built-in provider a capability component runs as.
-    provider_kind: Mutex<Option<ProviderKind>>,
+    pub(crate) provider_kind: Mutex<Option<ProviderKind>>,
 }
 
 impl Placed {
@@ -226,11 +239,11 @@ impl Placed {
         lock(&self.status).clone()
     }
 
-    fn pool(&self) -> Option<Arc<Pool>> {
+    pub(crate) fn pool(&self) -> Option<Arc<Pool>> {
         self.pool.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    fn provider(&self) -> Option<Arc<Provider>> {
+    pub(crate) fn provider(&self) -> Option<Arc<Provider>> {
         self.provider
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -238,9 +251,19 @@ impl Placed {
     }
 }
 
+/// Read-locks an RwLock, carrying on if a panicking thread poisoned it.
+pub(crate) fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Write-locks an RwLock, carrying on if a panicking thread poisoned it.
+pub(crate) fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Locks a mutex, carrying on if a panicking thread poisoned it: the data
 /// behind these locks stays consistent between statements.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -263,6 +286,11 @@ pub struct Pool {
 }
 
 impl Pool {
+    /// How many instances the pool may run at once.
+    pub fn max_instances(&self) -> usize {
+        self.max
+    }
+
     /// Set when the component imports `wasi:http` (it can handle requests).
     pub fn http_types(&self) -> Option<http::HttpTypes> {
         self.http_types
@@ -352,21 +380,22 @@ impl Pool {
 /// The running host.
 #[derive(Clone)]
 pub struct Host {
-    inner: Arc<HostInner>,
+    pub(crate) inner: Arc<HostInner>,
 }
 
 pub(crate) struct HostInner {
-    engine: Engine,
+    pub(crate) engine: Engine,
     pub(crate) board: Board,
-    labels: BTreeMap<String, String>,
-    data_dir: PathBuf,
-    cache: Cache,
+    /// The board's labels with the lattice's `label.put`/`label.del`.
+    pub(crate) labels: RwLock<BTreeMap<String, String>>,
+    pub(crate) data_dir: PathBuf,
+    pub(crate) cache: Cache,
     /// Serialises apply/delete; holds the desired state as last saved.
-    desired: Mutex<DesiredState>,
+    pub(crate) desired: Mutex<DesiredState>,
     /// Placed components by id.
-    components: RwLock<HashMap<String, Arc<Placed>>>,
+    pub(crate) components: RwLock<HashMap<String, Arc<Placed>>>,
     /// App name -> ids of its components, in manifest order.
-    apps: RwLock<BTreeMap<String, AppInfo>>,
+    pub(crate) apps: RwLock<BTreeMap<String, AppInfo>>,
     /// Key-value stores by provider id, while anything holds them.
     kv_stores: Mutex<HashMap<String, Weak<twig_keyvalue::Store>>>,
     /// The in-process message bus, made when a messaging provider starts.
@@ -377,6 +406,9 @@ pub(crate) struct HostInner {
     uplink: std::sync::OnceLock<crate::lattice::SharedStatus>,
     /// The lattice identity, once `twig up` has loaded it.
     identity: std::sync::OnceLock<crate::lattice::HostIdentity>,
+    /// Links, named config and label changes from the lattice, as last
+    /// seen (also on disk, so they hold offline).
+    pub(crate) lattice: RwLock<LatticeData>,
 }
 
 impl HostInner {
@@ -390,10 +422,12 @@ impl HostInner {
 }
 
 #[derive(Clone)]
-struct AppInfo {
-    version: Option<String>,
-    source: Option<String>,
-    components: Vec<Arc<Placed>>,
+pub(crate) struct AppInfo {
+    pub(crate) version: Option<String>,
+    pub(crate) source: Option<String>,
+    pub(crate) components: Vec<Arc<Placed>>,
+    /// For an app the lattice made: what it asked for.
+    pub(crate) lattice: Option<crate::state::LatticeOrigin>,
 }
 
 /// A manifest to deploy, with the bytes of its file images if the caller
@@ -554,10 +588,12 @@ impl Host {
             default_limits: board.component_limits(),
             ..EngineConfig::default()
         });
+        let lattice = LatticeData::load(data_dir);
         Ok(Host {
             inner: Arc::new(HostInner {
                 engine,
-                labels: board.host_labels(),
+                labels: RwLock::new(lattice.labels(&board.host_labels())),
+                lattice: RwLock::new(lattice),
                 board,
                 data_dir: data_dir.to_path_buf(),
                 cache,
@@ -627,6 +663,7 @@ impl Host {
                     version: m.version.clone(),
                     source: app.source.clone(),
                     components: placed.clone(),
+                    lattice: app.lattice.clone(),
                 },
             );
         for (spec, p) in m.components.iter().zip(&placed) {
@@ -636,7 +673,7 @@ impl Host {
             if spec.kind == ComponentKind::Capability {
                 match self
                     .place(m, spec)
-                    .and_then(|_| self.start_provider(m, spec, p))
+                    .and_then(|_| self.start_builtin_provider(m, spec, p))
                 {
                     Ok(()) => p.set(State::Running, None),
                     Err(reason) => p.set(State::NotPlaced, Some(reason)),
@@ -750,7 +787,12 @@ impl Host {
     }
 
     /// Starts the built-in provider a capability component names.
-    fn start_provider(&self, m: &Manifest, spec: &ComponentSpec, p: &Placed) -> Result<(), String> {
+    fn start_builtin_provider(
+        &self,
+        m: &Manifest,
+        spec: &ComponentSpec,
+        p: &Placed,
+    ) -> Result<(), String> {
         let (kind, note) = providers::resolve(spec, &self.inner.board)?;
         if let Some(note) = note {
             tracing::info!(app = %m.name, provider = %spec.id, "{note}");
@@ -834,13 +876,14 @@ impl Host {
         } else {
             let weight = |s: &twig_manifest::Spread| s.weight.unwrap_or(100) as usize;
             let total_weight: usize = spread.iter().map(weight).sum::<usize>().max(1);
+            let labels = read(&self.inner.labels).clone();
             let mut here = 0;
             let mut unmatched = Vec::new();
             for s in spread {
                 let missing: Vec<String> = s
                     .requirements
                     .iter()
-                    .filter(|(k, v)| self.inner.labels.get(*k) != Some(*v))
+                    .filter(|(k, v)| labels.get(*k) != Some(*v))
                     .map(|(k, v)| format!("{k}={v}"))
                     .collect();
                 if missing.is_empty() {
@@ -856,8 +899,7 @@ impl Host {
                 return Err(format!(
                     "this host's labels do not meet any spread requirement ({}); host labels: {}",
                     unmatched.join("; "),
-                    self.inner
-                        .labels
+                    labels
                         .iter()
                         .map(|(k, v)| format!("{k}={v}"))
                         .collect::<Vec<_>>()
@@ -908,7 +950,10 @@ impl Host {
         };
         let component = Component::with_limits(&self.inner.engine, &spec.id, &bytes, limits)
             .map_err(|e| e.to_string())?;
-        let config = Arc::new(capabilities::merged_config(spec));
+        let config = Arc::new(capabilities::merged_config(
+            spec,
+            &read(&self.inner.lattice),
+        ));
         let (linker, http_types) = self.linker_for(m, spec, &component)?;
         let messaging = if links_to_provider(
             m,
@@ -1080,8 +1125,66 @@ impl Host {
         Duration::from_millis(self.inner.board.limits.deadline_ms)
     }
 
-    fn find_component(&self, key: &str) -> Result<Arc<Placed>, String> {
+    pub(crate) fn find_component(&self, key: &str) -> Result<Arc<Placed>, String> {
         find_component(&self.inner, key)
+    }
+
+    /// Records an app in the desired state (saved before anything starts,
+    /// so a crash after this point brings it back on the next boot) and,
+    /// with `start`, (re)starts it. `blobs` are the component images by
+    /// component name; `what` names the app's origin in errors.
+    pub(crate) fn deploy(
+        &self,
+        m: &Manifest,
+        blobs: &[(String, Vec<u8>)],
+        source: Option<String>,
+        lattice: Option<crate::state::LatticeOrigin>,
+        what: &str,
+        start: bool,
+    ) -> Result<(), String> {
+        let mut desired = lock(&self.inner.desired);
+        // Component ids must not clash with another app's.
+        let comps = read(&self.inner.components).clone();
+        for (i, spec) in m.components.iter().enumerate() {
+            if let Some(other) = comps.get(&spec.id) {
+                if other.app != m.name {
+                    return Err(format!(
+                        "{what}: spec.components[{i}]: component id `{}` is already used by app `{}`",
+                        spec.id, other.app
+                    ));
+                }
+            }
+        }
+        let mut digests = BTreeMap::new();
+        for (name, bytes) in blobs {
+            let digest = self.inner.cache.put(bytes).map_err(|e| e.to_string())?;
+            digests.insert(name.clone(), digest);
+        }
+        let app = DeployedApp {
+            manifest: m.clone(),
+            digests,
+            source,
+            deployed_at: now_secs(),
+            lattice,
+        };
+        let unchanged = desired.app(&m.name).is_some_and(|old| {
+            old.manifest == app.manifest && old.digests == app.digests && old.lattice == app.lattice
+        });
+        if !unchanged {
+            let mut next = desired.clone();
+            next.upsert(app.clone());
+            next.save(&self.inner.data_dir).map_err(|e| e.to_string())?;
+            *desired = next;
+        }
+        if start {
+            self.stop_app(&m.name);
+            self.start_app(&app);
+        }
+        let removed = self.inner.cache.collect_garbage(&desired.digests());
+        if removed > 0 {
+            tracing::debug!("removed {removed} unused cache entries");
+        }
+        Ok(())
     }
 
     /// Parses, checks and deploys a manifest, replacing an app of the same
@@ -1111,52 +1214,8 @@ impl Host {
             .unwrap_or_else(|| "<manifest>".into());
         let m = parsed.manifest;
         let blobs = load_images(&self.inner.engine, &m, &file, &req.images)?;
-        let mut desired = lock(&self.inner.desired);
-        // Component ids must not clash with another app's.
-        let comps = self
-            .inner
-            .components
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        for (i, spec) in m.components.iter().enumerate() {
-            if let Some(other) = comps.get(&spec.id) {
-                if other.app != m.name {
-                    return Err(format!(
-                        "{file}: spec.components[{i}]: component id `{}` is already used by app `{}`",
-                        spec.id, other.app
-                    ));
-                }
-            }
-        }
-        let mut digests = BTreeMap::new();
-        for (name, bytes) in &blobs {
-            let digest = self.inner.cache.put(bytes).map_err(|e| e.to_string())?;
-            digests.insert(name.clone(), digest);
-        }
-        let app = DeployedApp {
-            manifest: m.clone(),
-            digests,
-            source: req.file.as_ref().map(|f| f.display().to_string()),
-            deployed_at: now_secs(),
-        };
-        let unchanged = desired
-            .app(&m.name)
-            .is_some_and(|old| old.manifest == app.manifest && old.digests == app.digests);
-        if !unchanged {
-            let mut next = desired.clone();
-            next.upsert(app.clone());
-            next.save(&self.inner.data_dir).map_err(|e| e.to_string())?;
-            *desired = next;
-        }
-        if start {
-            self.stop_app(&m.name);
-            self.start_app(&app);
-        }
-        let removed = self.inner.cache.collect_garbage(&desired.digests());
-        if removed > 0 {
-            tracing::debug!("removed {removed} unused cache entries");
-        }
+        let source = req.file.as_ref().map(|f| f.display().to_string());
+        self.deploy(&m, &blobs, source, None, &file, start)?;
         let warnings: Vec<String> = parsed
             .warnings
             .iter()
@@ -1203,7 +1262,7 @@ impl Host {
 
     /// Stops an app's components. Calls in flight hold their instance and
     /// finish (or reach their deadline); the instances go away after.
-    fn stop_app(&self, name: &str) {
+    pub(crate) fn stop_app(&self, name: &str) {
         let Some(app) = self
             .inner
             .apps
@@ -1244,7 +1303,7 @@ impl Host {
                 version: env!("CARGO_PKG_VERSION"),
                 board: self.inner.board.name.clone(),
                 data_dir: self.inner.data_dir.display().to_string(),
-                labels: self.inner.labels.clone(),
+                labels: read(&self.inner.labels).clone(),
                 uplink: self.inner.uplink.get().map(|s| lock(s).clone()),
                 identity: self.inner.identity.get().cloned(),
             },

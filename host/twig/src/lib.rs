@@ -44,6 +44,7 @@
 pub mod admin;
 pub mod board;
 pub mod capabilities;
+pub mod control;
 pub mod host;
 pub mod http;
 pub mod lattice;

@@ -66,6 +66,41 @@ struct NatsArgs {
         requires = "nats_tls_cert"
     )]
     nats_tls_key: Option<PathBuf>,
+    /// File holding an nkey seed (SU…) to authenticate with.
+    #[arg(long, value_name = "FILE", env = "TWIG_NATS_NKEY")]
+    nats_nkey: Option<PathBuf>,
+    /// User name; needs --nats-password.
+    #[arg(
+        long,
+        value_name = "USER",
+        env = "TWIG_NATS_USER",
+        requires = "nats_password"
+    )]
+    nats_user: Option<String>,
+    /// Password (better given as $TWIG_NATS_PASSWORD than on the command line).
+    #[arg(
+        long,
+        value_name = "PASSWORD",
+        env = "TWIG_NATS_PASSWORD",
+        hide_env_values = true,
+        requires = "nats_user"
+    )]
+    nats_password: Option<String>,
+    /// Token (better given as $TWIG_NATS_TOKEN).
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "TWIG_NATS_TOKEN",
+        hide_env_values = true
+    )]
+    nats_token: Option<String>,
+    /// JetStream domain holding the lattice's buckets (LATTICEDATA_*,
+    /// CONFIGDATA_*), e.g. `core` behind a leaf node.
+    #[arg(long, value_name = "DOMAIN", env = "TWIG_JS_DOMAIN")]
+    js_domain: Option<String>,
+    /// Seconds between heartbeats on the lattice.
+    #[arg(long, value_name = "SECONDS", env = "TWIG_HEARTBEAT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    heartbeat_secs: u64,
     /// A label this host advertises besides the board profile's (repeatable;
     /// overrides a profile label of the same key).
     #[arg(long = "label", value_name = "KEY=VALUE")]
@@ -85,6 +120,12 @@ impl NatsArgs {
             tls_ca: self.nats_tls_ca,
             tls_cert: self.nats_tls_cert,
             tls_key: self.nats_tls_key,
+            nkey: self.nats_nkey,
+            user: self.nats_user,
+            password: self.nats_password,
+            token: self.nats_token,
+            js_domain: self.js_domain,
+            heartbeat: std::time::Duration::from_secs(self.heartbeat_secs),
         })
     }
 }

@@ -178,6 +178,23 @@ pub struct DeployedApp {
     pub source: Option<String>,
     /// Seconds since the Unix epoch.
     pub deployed_at: u64,
+    /// Set for an app the lattice made (`component.scale`,
+    /// `provider.start`): what it asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lattice: Option<LatticeOrigin>,
+}
+
+/// What the lattice's control interface asked for, for one component or
+/// provider it started here; echoed back in inventories and events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LatticeOrigin {
+    /// The reference as the lattice gave it (`file:///…`, `twig:keyvalue`).
+    pub image_ref: String,
+    /// Annotations (wadm's `wasmcloud.dev/managed-by`, `…/appspec`, …).
+    pub annotations: BTreeMap<String, String>,
+    pub max_instances: u32,
+    /// Names of the lattice's named config, merged in order.
+    pub config: Vec<String>,
 }
 
 /// The apps this host should run, in the order they were first deployed.
@@ -306,6 +323,7 @@ mod tests {
             digests: BTreeMap::from([("c".to_string(), "ab".to_string())]),
             source: None,
             deployed_at: 1,
+            lattice: None,
         });
         s.save(&d).unwrap();
         let back = DesiredState::load(&d).unwrap();

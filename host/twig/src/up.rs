@@ -72,14 +72,18 @@ pub fn run(opts: UpOptions) -> anyhow::Result<()> {
     let host = Host::open(opts.board.clone(), data_dir)?;
     // The lattice identity is made once and kept; a problem with it is
     // logged and the host runs on (it is never needed to boot).
-    match crate::lattice::load_identity(data_dir, opts.friendly_name.clone()) {
+    let identity = match crate::lattice::load_identity(data_dir, opts.friendly_name.clone()) {
         Ok(Some(identity)) => {
             tracing::info!(host_id = %identity.host_id, friendly_name = %identity.friendly_name, "host identity");
-            host.set_identity(identity);
+            host.set_identity(identity.clone());
+            Some(identity)
         }
-        Ok(None) => {}
-        Err(e) => tracing::error!("host identity: {e}"),
-    }
+        Ok(None) => None,
+        Err(e) => {
+            tracing::error!("host identity: {e}");
+            None
+        }
+    };
     for app in &opts.apps {
         let text = std::fs::read_to_string(app)
             .with_context(|| format!("{}: cannot read app manifest", app.display()))?;
@@ -106,9 +110,13 @@ pub fn run(opts: UpOptions) -> anyhow::Result<()> {
         let listener = admin::bind(data_dir)?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let server = tokio::spawn(admin::serve(listener, host.clone(), stop_rx));
-        if let Some(uplink) = opts.uplink.clone() {
-            host.set_uplink(crate::lattice::start(uplink));
-        }
+        // Rung when the lattice sends `host.stop`.
+        let lattice_stop = std::sync::Arc::new(tokio::sync::Notify::new());
+        let uplink = opts.uplink.clone().map(|u| {
+            let up = crate::lattice::start(u, host.clone(), identity, lattice_stop.clone());
+            host.set_uplink(up.status.clone());
+            up
+        });
 
         let starter = host.clone();
         let started = opts.started;
@@ -135,8 +143,14 @@ pub fn run(opts: UpOptions) -> anyhow::Result<()> {
         .await
         .context("starting apps")?;
 
-        wait_for_signal().await?;
+        tokio::select! {
+            r = wait_for_signal() => r?,
+            _ = lattice_stop.notified() => tracing::info!("host.stop from the lattice"),
+        }
         tracing::info!("shutting down: finishing calls in flight");
+        if let Some(up) = &uplink {
+            up.announce_stop().await;
+        }
         let _ = stop_tx.send(true);
         let _ = server.await;
         let _ = std::fs::remove_file(admin::socket_path(data_dir));

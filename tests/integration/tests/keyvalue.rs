@@ -149,7 +149,7 @@ fn a_component_without_a_keyvalue_link_gets_an_error_naming_the_link() {
         .unwrap();
     let r = r.join(" ");
     assert!(
-        r.starts_with("err(") && r.contains("no link in its app provides it"),
+        r.starts_with("err(") && r.contains("but no link provides it"),
         "{r}"
     );
     let o = t.cli(&["status"]);

@@ -9,10 +9,23 @@
 //! line and shows in `twig status`. Local work is the same with or without
 //! the link.
 //!
-//! This module is the connection and its state. The lattice protocol on
-//! top of it (control interface, events, wRPC) comes with the `lattice`
-//! issue; the `lattice` cargo feature leaves all of it, and async-nats with
-//! rustls, out of a build.
+//! Modules:
+//!
+//! * this one: the connection, its options and state, the host identity;
+//! * [`wire`]: the control interface's requests, replies and events as JSON
+//!   (parsing and checking everything that comes off the network);
+//! * [`cache`]: the lattice's links, config and label changes on disk;
+//! * `agent`: the control server, heartbeats and the bucket watcher that
+//!   run on the connection (only with the `lattice` feature).
+//!
+//! The host side of each request (scale, labels, links, …) is in
+//! [`crate::control`]. The `lattice` cargo feature leaves the agent, and
+//! async-nats with rustls, out of a build.
+
+#[cfg(feature = "lattice")]
+mod agent;
+pub mod cache;
+pub mod wire;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -36,6 +49,39 @@ pub struct UplinkOptions {
     /// Client certificate and key, PEM, for mutual TLS.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// A file holding an nkey seed (`SU…`) to authenticate with.
+    pub nkey: Option<PathBuf>,
+    /// User and password.
+    pub user: Option<String>,
+    pub password: Option<String>,
+    /// Token.
+    pub token: Option<String>,
+    /// JetStream domain of the lattice's buckets (e.g. `core` when the
+    /// host sits behind a leaf node with a domain of its own).
+    pub js_domain: Option<String>,
+    /// How often to publish `host_heartbeat`.
+    pub heartbeat: std::time::Duration,
+}
+
+impl UplinkOptions {
+    /// Options for `url` with everything else at its default.
+    pub fn new(url: impl Into<String>) -> UplinkOptions {
+        UplinkOptions {
+            url: url.into(),
+            lattice: "default".into(),
+            name: format!("twig ({})", env!("CARGO_PKG_VERSION")),
+            creds: None,
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
+            nkey: None,
+            user: None,
+            password: None,
+            token: None,
+            js_domain: None,
+            heartbeat: std::time::Duration::from_secs(30),
+        }
+    }
 }
 
 /// The link's state as `twig status` shows it.
@@ -81,44 +127,99 @@ fn update(status: &SharedStatus, f: impl FnOnce(&mut UplinkStatus)) {
     f(&mut status.lock().unwrap_or_else(|e| e.into_inner()));
 }
 
-/// Starts the uplink on the current tokio runtime; returns at once.
+/// The running uplink: its state, and what `twig up` needs at shutdown.
+pub struct Uplink {
+    pub status: SharedStatus,
+    #[cfg(feature = "lattice")]
+    agent: Arc<tokio::sync::OnceCell<Arc<agent::Agent>>>,
+}
+
+impl Uplink {
+    /// Publishes `host_stopped` if the lattice is reachable (bounded).
+    pub async fn announce_stop(&self) {
+        #[cfg(feature = "lattice")]
+        if let Some(a) = self.agent.get() {
+            agent::announce_stop(a).await;
+        }
+    }
+}
+
+/// Starts the uplink on the current tokio runtime and returns at once: the
+/// connection, and on it the control interface, heartbeats and the bucket
+/// watcher for `host` (when it has a lattice `identity`). `stop` is rung
+/// when the lattice asks the host to stop.
 #[cfg(feature = "lattice")]
-pub fn start(opts: UplinkOptions) -> SharedStatus {
+pub fn start(
+    opts: UplinkOptions,
+    host: crate::host::Host,
+    identity: Option<HostIdentity>,
+    stop: Arc<tokio::sync::Notify>,
+) -> Uplink {
     let status = Arc::new(Mutex::new(UplinkStatus::new(&opts)));
-    let st = status.clone();
+    let cell = Arc::new(tokio::sync::OnceCell::new());
+    let uplink = Uplink {
+        status: status.clone(),
+        agent: cell.clone(),
+    };
     tokio::spawn(async move {
-        match connect(&opts, st.clone()).await {
+        let (connects_tx, connects) = tokio::sync::watch::channel(0u64);
+        match connect(&opts, status.clone(), connects_tx).await {
             Ok(client) => {
-                // The task holds the client for the life of the runtime:
-                // dropping it would close the connection.
-                let _client = client;
-                std::future::pending::<()>().await;
+                let Some(id) = identity else {
+                    tracing::error!("uplink: no host identity, so twig does not join the lattice's control interface");
+                    let _client = client;
+                    std::future::pending::<()>().await;
+                    return;
+                };
+                let a = Arc::new(agent::Agent {
+                    client,
+                    host,
+                    id,
+                    opts,
+                    status,
+                    started: std::time::Instant::now(),
+                    connects,
+                    stop,
+                });
+                let _ = cell.set(a.clone());
+                agent::spawn(a);
             }
             Err(why) => {
                 tracing::error!(url = %opts.url, "uplink: {why}; twig keeps running without the lattice");
-                update(&st, |s| {
+                update(&status, |s| {
                     s.state = LinkState::Failed;
                     s.last_error = Some(why);
                 });
             }
         }
     });
-    status
+    uplink
 }
 
 /// Without the `lattice` feature there is no uplink to start.
 #[cfg(not(feature = "lattice"))]
-pub fn start(opts: UplinkOptions) -> SharedStatus {
+pub fn start(
+    opts: UplinkOptions,
+    _host: crate::host::Host,
+    _identity: Option<HostIdentity>,
+    _stop: Arc<tokio::sync::Notify>,
+) -> Uplink {
     let why = "this twig was built without lattice support (cargo feature `lattice`)";
     tracing::error!(url = %opts.url, "uplink: {why}; twig keeps running without the lattice");
     let mut s = UplinkStatus::new(&opts);
     s.state = LinkState::Failed;
     s.last_error = Some(why.into());
-    Arc::new(Mutex::new(s))
+    Uplink {
+        status: Arc::new(Mutex::new(s)),
+    }
 }
 
 #[cfg(feature = "lattice")]
-async fn connect(opts: &UplinkOptions, status: SharedStatus) -> Result<async_nats::Client, String> {
+async fn connect(
+    opts: &UplinkOptions,
+    status: SharedStatus,
+    connects: tokio::sync::watch::Sender<u64>,
+) -> Result<async_nats::Client, String> {
     use async_nats::{ConnectOptions, Event};
 
     let mut o = match &opts.creds {
@@ -135,6 +236,22 @@ async fn connect(opts: &UplinkOptions, status: SharedStatus) -> Result<async_nat
             })?,
         None => ConnectOptions::new(),
     };
+    if let Some(path) = &opts.nkey {
+        let seed = std::fs::read_to_string(path)
+            .map_err(|e| format!("nkey seed file {}: {e}", path.display()))?;
+        let seed = seed.trim().to_string();
+        nkeys::KeyPair::from_seed(&seed)
+            .map_err(|e| format!("nkey seed file {}: not an nkey seed ({e})", path.display()))?;
+        o = o.nkey(seed);
+    }
+    match (&opts.user, &opts.password) {
+        (Some(u), Some(p)) => o = o.user_and_password(u.clone(), p.clone()),
+        (None, None) => {}
+        _ => return Err("a NATS user needs a password, and a password a user".into()),
+    }
+    if let Some(t) = &opts.token {
+        o = o.token(t.clone());
+    }
     if let Some(ca) = &opts.tls_ca {
         check_readable(ca, "TLS CA")?;
         o = o.add_root_certificates(ca.clone()).require_tls(true);
@@ -152,6 +269,7 @@ async fn connect(opts: &UplinkOptions, status: SharedStatus) -> Result<async_nat
     }
     let url = opts.url.clone();
     let st = status.clone();
+    let connects = Arc::new(connects);
     o = o
         .name(opts.name.clone())
         // Never give up: a device may be offline for days.
@@ -160,6 +278,7 @@ async fn connect(opts: &UplinkOptions, status: SharedStatus) -> Result<async_nat
         .event_callback(move |event| {
             let st = st.clone();
             let url = url.clone();
+            let connects = connects.clone();
             async move {
                 match event {
                     Event::Connected => {
@@ -168,6 +287,7 @@ async fn connect(opts: &UplinkOptions, status: SharedStatus) -> Result<async_nat
                             s.state = LinkState::Connected;
                             s.connects += 1;
                         });
+                        connects.send_modify(|n| *n += 1);
                     }
                     Event::Disconnected => {
                         tracing::warn!(%url, "uplink lost; reconnecting in the background");

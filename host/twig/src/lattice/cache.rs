@@ -1,0 +1,126 @@
+//! What the lattice told this host, kept on disk (`DATA/lattice.json`) so
+//! that it holds through restarts with no uplink: the links of the
+//! `LATTICEDATA_{lattice}` bucket, the named config of `CONFIGDATA_{lattice}`,
+//! and the label changes made with `label.put`/`label.del`.
+//!
+//! The buckets are the truth while the lattice is reachable; this file is
+//! the last copy seen. It is written crash-safely (temp file + rename) after
+//! every change, so a power cut leaves the old or the new copy, never half.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::wire::LinkDef;
+use crate::state::{write_atomic, StateError};
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LatticeData {
+    /// Links by source component id (the `COMPONENT_{id}` entries).
+    #[serde(default)]
+    pub links: BTreeMap<String, Vec<LinkDef>>,
+    /// Named config by name.
+    #[serde(default)]
+    pub config: BTreeMap<String, BTreeMap<String, String>>,
+    /// Labels set with `label.put`, over the board's.
+    #[serde(default)]
+    pub label_puts: BTreeMap<String, String>,
+    /// Board labels removed with `label.del`.
+    #[serde(default)]
+    pub label_dels: BTreeSet<String>,
+}
+
+impl LatticeData {
+    pub fn path(data_dir: &Path) -> PathBuf {
+        data_dir.join("lattice.json")
+    }
+
+    /// Reads the cache; a missing file is an empty cache, and a damaged one
+    /// is moved aside (logged) rather than stopping the host from booting.
+    pub fn load(data_dir: &Path) -> LatticeData {
+        let path = Self::path(data_dir);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Self::default(),
+            Err(e) => {
+                tracing::error!(
+                    "{}: {e}; starting without the lattice cache",
+                    path.display()
+                );
+                return Self::default();
+            }
+        };
+        match serde_json::from_slice(&bytes) {
+            Ok(d) => d,
+            Err(e) => {
+                let aside = path.with_extension("json.damaged");
+                tracing::error!(
+                    "{}: {e}; moved it to {} and starting without the lattice cache",
+                    path.display(),
+                    aside.display()
+                );
+                let _ = std::fs::rename(&path, &aside);
+                Self::default()
+            }
+        }
+    }
+
+    pub fn save(&self, data_dir: &Path) -> Result<(), StateError> {
+        let json = serde_json::to_vec_pretty(self).map_err(|e| StateError::BadState {
+            path: Self::path(data_dir),
+            message: e.to_string(),
+        })?;
+        write_atomic(&Self::path(data_dir), &json)
+    }
+
+    /// Every link, in source order.
+    pub fn all_links(&self) -> Vec<LinkDef> {
+        self.links.values().flatten().cloned().collect()
+    }
+
+    /// The board's labels with the lattice's changes applied.
+    pub fn labels(&self, board_labels: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+        let mut labels: BTreeMap<String, String> = board_labels
+            .iter()
+            .filter(|(k, _)| !self.label_dels.contains(*k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        labels.extend(self.label_puts.clone());
+        labels
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_damage() {
+        let dir = std::env::temp_dir().join(format!("twig-lattice-cache-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        assert_eq!(LatticeData::load(&dir), LatticeData::default());
+        let mut d = LatticeData::default();
+        d.config
+            .insert("c".into(), [("k".to_string(), "v".to_string())].into());
+        d.label_puts.insert("zone".into(), "north".into());
+        d.label_dels.insert("tier".into());
+        d.save(&dir).unwrap();
+        let back = LatticeData::load(&dir);
+        assert_eq!(back, d);
+        let board: BTreeMap<String, String> = [("tier", "edge"), ("board", "sim")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let labels = back.labels(&board);
+        assert_eq!(labels.get("zone").map(String::as_str), Some("north"));
+        assert!(!labels.contains_key("tier"));
+        assert_eq!(labels.get("board").map(String::as_str), Some("sim"));
+
+        std::fs::write(LatticeData::path(&dir), "{broken").unwrap();
+        assert_eq!(LatticeData::load(&dir), LatticeData::default());
+        assert!(dir.join("lattice.json.damaged").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
