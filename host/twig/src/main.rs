@@ -147,7 +147,7 @@ enum Command {
         #[arg(long, value_enum, default_value = "human", env = "TWIG_LOG_FORMAT")]
         log_format: LogFormat,
         #[command(flatten)]
-        nats: NatsArgs,
+        nats: Box<NatsArgs>,
     },
     /// Show every app and component of the running host.
     Status {
@@ -242,16 +242,20 @@ fn init_logging(format: LogFormat) {
     use tracing_subscriber::filter::{LevelFilter, Targets};
     use tracing_subscriber::prelude::*;
     // TWIG_LOG takes `info`, `debug`, or per-target `info,twig::host=debug`.
-    let filter: Targets = std::env::var("TWIG_LOG")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            // async-nats logs every reconnect attempt at info; twig's
-            // uplink logs each change of the link once itself.
-            Targets::new()
-                .with_default(LevelFilter::INFO)
-                .with_target("async_nats", LevelFilter::WARN)
-        });
+    // async-nats logs every reconnect attempt, and every refusal at error
+    // level, once per retry; twig's uplink reports each of its events once
+    // itself. Named explicitly in TWIG_LOG (`info,async_nats=debug`),
+    // async-nats says everything.
+    let spec = std::env::var("TWIG_LOG").unwrap_or_default();
+    let mut filter: Targets = spec
+        .parse()
+        .unwrap_or_else(|_| Targets::new().with_default(LevelFilter::INFO));
+    if spec.trim().is_empty() {
+        filter = filter.with_default(LevelFilter::INFO);
+    }
+    if !spec.contains("async_nats") {
+        filter = filter.with_target("async_nats", LevelFilter::OFF);
+    }
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     match format {
         LogFormat::Human => tracing_subscriber::registry()

@@ -3,6 +3,7 @@
 //! WASI and the test interfaces.
 
 pub mod arbitrary;
+pub mod topology;
 pub mod twig;
 
 use std::collections::HashMap;

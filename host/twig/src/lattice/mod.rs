@@ -25,6 +25,8 @@
 #[cfg(feature = "lattice")]
 mod agent;
 pub mod cache;
+#[cfg(feature = "lattice")]
+mod probe;
 pub mod wire;
 
 use std::path::{Path, PathBuf};
@@ -270,6 +272,8 @@ async fn connect(
     let url = opts.url.clone();
     let st = status.clone();
     let connects = Arc::new(connects);
+    let seen: Arc<Mutex<std::collections::HashSet<String>>> = Arc::default();
+    let probe_opts = Arc::new(opts.clone());
     o = o
         .name(opts.name.clone())
         // Never give up: a device may be offline for days.
@@ -279,9 +283,12 @@ async fn connect(
             let st = st.clone();
             let url = url.clone();
             let connects = connects.clone();
+            let seen = seen.clone();
+            let probe_opts = probe_opts.clone();
             async move {
                 match event {
                     Event::Connected => {
+                        seen.lock().unwrap_or_else(|e| e.into_inner()).clear();
                         tracing::info!(%url, "uplink connected");
                         update(&st, |s| {
                             s.state = LinkState::Connected;
@@ -294,15 +301,24 @@ async fn connect(
                         update(&st, |s| s.state = LinkState::Disconnected);
                     }
                     other => {
-                        let why = other.to_string();
-                        let changed = {
-                            let s = st.lock().unwrap_or_else(|e| e.into_inner());
-                            s.last_error.as_deref() != Some(why.as_str())
-                        };
-                        // One line per new problem, not one per retry.
-                        if changed {
-                            tracing::warn!(%url, "uplink: {why}");
+                        let raw = other.to_string();
+                        // One line per problem, not one per retry (or per
+                        // heartbeat refused): each is told once until the
+                        // link comes up again.
+                        {
+                            let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+                            if seen.len() >= 256 || !seen.insert(raw.clone()) {
+                                return;
+                            }
                         }
+                        // async-nats says only "IO error" for a failed TLS
+                        // handshake; find the real cause.
+                        let why = if raw.contains("IO error") {
+                            probe::tls_problem(&probe_opts).await.unwrap_or(raw)
+                        } else {
+                            raw
+                        };
+                        tracing::warn!(%url, "uplink: {why}");
                         update(&st, |s| s.last_error = Some(why));
                     }
                 }

@@ -1,0 +1,536 @@
+//! twig on a wasmCloud 1.x lattice, driven only by the unmodified
+//! `wasmcloud-control-interface` crate (3.0.1): every reply is parsed by
+//! that crate's own types, and events arrive through its own receiver.
+//!
+//! The topology is real: a core nats-server with JetStream (domain
+//! `core`), a leaf nats-server with its own domain joined to it by a TLS
+//! leafnode connection, and twig on the leaf over mutual TLS with a creds
+//! file; certificates and JWTs are made by the test
+//! (`twig_integration_tests::topology`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use async_nats_039 as nats;
+use twig_integration_tests::topology::Topology;
+use twig_integration_tests::twig::{demo_path, stdout, TempDir, Twig};
+use wasmcloud_control_interface::{Client, ClientBuilder, Link};
+
+/// Connects a control client to the leaf, as an operator's tool would.
+async fn ctl_client(t: &Topology) -> Client {
+    let nc = nats::ConnectOptions::with_credentials_file(t.user_creds.clone())
+        .await
+        .expect("creds")
+        .add_root_certificates(t.ca_pem.clone())
+        .add_client_certificate(t.client_cert_pem.clone(), t.client_key_pem.clone())
+        .require_tls(true)
+        .connect(t.leaf_url())
+        .await
+        .expect("control client connects to the leaf");
+    ClientBuilder::new(nc)
+        .timeout(Duration::from_secs(5))
+        .auction_timeout(Duration::from_secs(2))
+        .build()
+}
+
+fn twig_args(t: &Topology) -> Vec<String> {
+    vec![
+        "--nats-url".into(),
+        t.leaf_url(),
+        "--nats-creds".into(),
+        t.user_creds.display().to_string(),
+        "--nats-tls-ca".into(),
+        t.ca_pem.display().to_string(),
+        "--nats-tls-cert".into(),
+        t.client_cert_pem.display().to_string(),
+        "--nats-tls-key".into(),
+        t.client_key_pem.display().to_string(),
+        "--js-domain".into(),
+        "core".into(),
+        "--heartbeat-secs".into(),
+        "1".into(),
+        "--friendly-name".into(),
+        "edge-gw-1".into(),
+        "--label".into(),
+        "site=north".into(),
+    ]
+}
+
+fn up(dir: &TempDir, name: &str, extra: &[String]) -> Twig {
+    let args: Vec<&str> = extra.iter().map(String::as_str).collect();
+    Twig::up(&dir.path().join(name), &args)
+}
+
+fn host_id(twig: &Twig) -> String {
+    twig.status()["host"]["host_id"]
+        .as_str()
+        .expect("twig status shows a host id")
+        .to_string()
+}
+
+fn wait_connected(twig: &Twig) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let up = twig.status()["host"]["uplink"].clone();
+        if up["state"] == "connected" {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "uplink never connected: {up}; log:\n{}",
+            twig.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits for the next event of `kind` that `pick` accepts.
+async fn next_event(
+    rx: &mut tokio::sync::mpsc::Receiver<cloudevents::Event>,
+    kind: &str,
+    pick: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let ty = format!("com.wasmcloud.lattice.{kind}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let ev = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no {kind} event within 20 s"))
+            .expect("event stream open");
+        use cloudevents::AttributesReader;
+        if ev.ty() != ty {
+            continue;
+        }
+        let data: serde_json::Value = match ev.data() {
+            Some(cloudevents::Data::Json(v)) => v.clone(),
+            Some(cloudevents::Data::Binary(b)) => serde_json::from_slice(b).expect("JSON data"),
+            Some(cloudevents::Data::String(s)) => serde_json::from_str(s).expect("JSON data"),
+            None => serde_json::Value::Null,
+        };
+        if pick(&data) {
+            return serde_json::json!({"source": ev.source().to_string(), "data": data});
+        }
+    }
+}
+
+fn file_ref(name: &str) -> String {
+    format!("file://{}", demo_path(name).display())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_interface_client_sees_and_drives_twig() {
+    let dir = TempDir::new("lattice-ctl");
+    let topo = Topology::start();
+    let twig = up(&dir, "data", &twig_args(&topo));
+    wait_connected(&twig);
+    let id = host_id(&twig);
+    let ctl = ctl_client(&topo).await;
+    let mut events = ctl
+        .events_receiver(vec![
+            "host_heartbeat".into(),
+            "component_scaled".into(),
+            "component_scale_failed".into(),
+            "linkdef_set".into(),
+            "config_set".into(),
+            "labels_changed".into(),
+            "host_stopped".into(),
+        ])
+        .await
+        .expect("event subscription");
+
+    // Ping: twig answers like a 1.x host.
+    let hosts = ctl.get_hosts().await.expect("ping");
+    let me = hosts
+        .iter()
+        .filter_map(|r| r.data())
+        .find(|h| h.id() == id)
+        .unwrap_or_else(|| panic!("twig did not answer the ping: {hosts:?}"));
+    assert_eq!(me.friendly_name(), "edge-gw-1");
+    assert_eq!(me.lattice(), "default");
+    assert_eq!(me.labels().get("site").map(String::as_str), Some("north"));
+    assert_eq!(me.js_domain(), Some("core"));
+    assert!(semver_like(me.version().unwrap_or_default()), "{me:?}");
+
+    // A heartbeat arrives (every second here), with the inventory.
+    let hb = next_event(&mut events, "host_heartbeat", |_| true).await;
+    assert_eq!(hb["source"], id.as_str());
+    assert_eq!(hb["data"]["friendly_name"], "edge-gw-1");
+    assert!(hb["data"]["components"].is_array(), "{hb}");
+    assert!(semver_like(
+        hb["data"]["version"].as_str().unwrap_or_default()
+    ));
+
+    // Named config, then a component that reads it, scaled from a file.
+    let put = ctl
+        .put_config(
+            "lat-greeter-config",
+            HashMap::from([("greeting".to_string(), "Hola".to_string())]),
+        )
+        .await
+        .expect("config put");
+    assert!(put.succeeded(), "{put:?}");
+    next_event(&mut events, "config_set", |d| {
+        d["config_name"] == "lat-greeter-config"
+    })
+    .await;
+    let got = ctl
+        .get_config("lat-greeter-config")
+        .await
+        .expect("config get");
+    assert_eq!(
+        got.data()
+            .and_then(|m| m.get("greeting"))
+            .map(String::as_str),
+        Some("Hola"),
+        "{got:?}"
+    );
+
+    let annotations = BTreeMap::from([
+        ("wasmcloud.dev/managed-by".to_string(), "wadm".to_string()),
+        ("wasmcloud.dev/appspec".to_string(), "lat-demo".to_string()),
+    ]);
+    for (cid, file, n) in [
+        ("lat-greeter", "greeter", 2),
+        ("lat-frontend", "frontend", 1),
+    ] {
+        let config = if cid == "lat-greeter" {
+            vec!["lat-greeter-config".to_string()]
+        } else {
+            vec![]
+        };
+        let r = ctl
+            .scale_component(
+                &id,
+                &file_ref(file),
+                cid,
+                n,
+                Some(annotations.clone()),
+                config,
+                false,
+            )
+            .await
+            .expect("scale");
+        assert!(r.succeeded(), "{r:?}");
+        let ev = next_event(&mut events, "component_scaled", |d| {
+            d["component_id"] == cid
+        })
+        .await;
+        assert_eq!(ev["data"]["max_instances"], n);
+        assert_eq!(ev["data"]["host_id"], id.as_str());
+        assert_eq!(
+            ev["data"]["annotations"]["wasmcloud.dev/managed-by"],
+            "wadm"
+        );
+    }
+
+    // The inventory lists them, annotations echoed.
+    let inv = ctl.get_host_inventory(&id).await.expect("inventory");
+    let inv = inv.into_data().expect("inventory response");
+    assert_eq!(inv.host_id(), id);
+    let greeter = inv
+        .components()
+        .iter()
+        .find(|c| c.id() == "lat-greeter")
+        .unwrap_or_else(|| panic!("{inv:?}"));
+    assert_eq!(greeter.max_instances(), 2);
+    assert_eq!(greeter.image_ref(), file_ref("greeter"));
+    assert_eq!(
+        greeter
+            .annotations()
+            .and_then(|a| a.get("wasmcloud.dev/appspec"))
+            .map(String::as_str),
+        Some("lat-demo")
+    );
+
+    // A link on the lattice wires frontend to greeter; twig stores it in
+    // LATTICEDATA (through the core's domain) and uses it on the next call.
+    let link = Link::builder()
+        .source_id("lat-frontend")
+        .target("lat-greeter")
+        .name("default")
+        .wit_namespace("twig")
+        .wit_package("demo")
+        .interfaces(vec!["greeter".to_string()])
+        .build()
+        .expect("link");
+    let r = ctl.put_link(link).await.expect("link put");
+    assert!(r.succeeded(), "{r:?}");
+    next_event(&mut events, "linkdef_set", |d| {
+        d["source_id"] == "lat-frontend"
+    })
+    .await;
+    let links = ctl
+        .get_links()
+        .await
+        .expect("links")
+        .into_data()
+        .unwrap_or_default();
+    assert!(
+        links
+            .iter()
+            .any(|l| l.source_id() == "lat-frontend" && l.target() == "lat-greeter"),
+        "{links:?}"
+    );
+    let o = twig.invoke("lat-frontend", "welcome", &["\"Ada\""]);
+    assert_eq!(
+        stdout(&o).trim(),
+        "\"Hola, Ada! (via frontend)\"",
+        "log:\n{}",
+        twig.log_text()
+    );
+
+    // Labels.
+    let r = ctl.put_label(&id, "zone", "z1").await.expect("label put");
+    assert!(r.succeeded(), "{r:?}");
+    let ev = next_event(&mut events, "labels_changed", |_| true).await;
+    assert_eq!(ev["data"]["labels"]["zone"], "z1");
+
+    // Auctions: twig bids only when the constraints match its labels.
+    let acks = ctl
+        .perform_component_auction(
+            &file_ref("greeter"),
+            "another",
+            BTreeMap::from([("zone".to_string(), "z1".to_string())]),
+        )
+        .await
+        .expect("auction");
+    assert!(
+        acks.iter()
+            .filter_map(|a| a.data())
+            .any(|a| a.host_id() == id),
+        "{acks:?}"
+    );
+    let acks = ctl
+        .perform_component_auction(
+            &file_ref("greeter"),
+            "another",
+            BTreeMap::from([("zone".to_string(), "elsewhere".to_string())]),
+        )
+        .await
+        .expect("auction");
+    assert!(
+        !acks
+            .iter()
+            .filter_map(|a| a.data())
+            .any(|a| a.host_id() == id),
+        "{acks:?}"
+    );
+
+    // Hostile requests: error replies that change nothing.
+    let missing = ctl
+        .scale_component(
+            &id,
+            "file:///nonexistent/x.wasm",
+            "lat-x",
+            1,
+            None,
+            vec![],
+            false,
+        )
+        .await
+        .expect("reply");
+    assert!(!missing.succeeded(), "{missing:?}");
+    assert!(
+        missing.message().contains("/nonexistent/x.wasm"),
+        "{missing:?}"
+    );
+    let huge = ctl
+        .scale_component(
+            &id,
+            &file_ref("greeter"),
+            "lat-greeter",
+            u32::MAX,
+            None,
+            vec![],
+            false,
+        )
+        .await
+        .expect("reply");
+    assert!(!huge.succeeded(), "{huge:?}");
+    assert!(huge.message().contains("at most"), "{huge:?}");
+    let oci = ctl
+        .scale_component(
+            &id,
+            "ghcr.io/wasmcloud/components/http-hello-world-rust:0.1.0",
+            "lat-oci",
+            1,
+            None,
+            vec![],
+            false,
+        )
+        .await
+        .expect("reply");
+    assert!(!oci.succeeded(), "{oci:?}");
+    let raw = ctl.nats_client();
+    for (subject, body) in [
+        (
+            format!("wasmbus.ctl.v1.default.component.scale.{id}"),
+            b"{not json".to_vec(),
+        ),
+        (
+            format!("wasmbus.ctl.v1.default.label.put.{id}"),
+            br#"{"key":"hostcore.arch","value":"x"}"#.to_vec(),
+        ),
+        (
+            format!("wasmbus.ctl.v1.default.host.frobnicate.{id}"),
+            b"{}".to_vec(),
+        ),
+    ] {
+        let m = raw
+            .request(subject.clone(), body.into())
+            .await
+            .expect("a reply");
+        let v: serde_json::Value = serde_json::from_slice(&m.payload).expect("JSON reply");
+        assert_eq!(v["success"], false, "{subject}: {v}");
+        assert!(!v["message"].as_str().unwrap_or_default().is_empty(), "{v}");
+    }
+    let inv2 = ctl
+        .get_host_inventory(&id)
+        .await
+        .expect("inventory")
+        .into_data()
+        .expect("inv");
+    assert_eq!(inv2.components().len(), inv.components().len());
+    let still = inv2
+        .components()
+        .iter()
+        .find(|c| c.id() == "lat-greeter")
+        .expect("greeter");
+    assert_eq!(
+        still.max_instances(),
+        2,
+        "the refused scale changed nothing"
+    );
+    assert_eq!(
+        inv2.labels().get("hostcore.arch").map(String::as_str),
+        Some(std::env::consts::ARCH)
+    );
+
+    // Scale to zero stops it.
+    let r = ctl
+        .scale_component(
+            &id,
+            &file_ref("frontend"),
+            "lat-frontend",
+            0,
+            None,
+            vec![],
+            false,
+        )
+        .await
+        .expect("scale 0");
+    assert!(r.succeeded(), "{r:?}");
+    next_event(&mut events, "component_scaled", |d| {
+        d["component_id"] == "lat-frontend" && d["max_instances"] == 0
+    })
+    .await;
+
+    // The lattice stops the host; it says goodbye.
+    let r = ctl.stop_host(&id, None).await.expect("stop");
+    assert!(r.succeeded(), "{r:?}");
+    let ev = next_event(&mut events, "host_stopped", |_| true).await;
+    assert_eq!(ev["source"], id.as_str());
+    let mut twig = twig;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while twig.child.as_mut().unwrap().try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "twig did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn semver_like(v: &str) -> bool {
+    let parts: Vec<&str> = v.split('.').collect();
+    parts.len() == 3 && parts.iter().all(|p| p.parse::<u64>().is_ok())
+}
+
+/// Waits until the uplink's last error contains `needle`; returns it.
+fn wait_error(twig: &Twig, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let up = twig.status()["host"]["uplink"].clone();
+        let e = up["last_error"].as_str().unwrap_or_default().to_string();
+        if e.to_lowercase().contains(&needle.to_lowercase()) {
+            return e;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "uplink never reported `{needle}`: {up}; log:\n{}",
+            twig.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn assert_demo_answers(twig: &Twig) {
+    let o = twig.invoke("twig_demo-frontend", "welcome", &["\"Ada\""]);
+    assert_eq!(
+        stdout(&o).trim(),
+        "\"Hello from the edge, Ada! (via frontend)\"",
+        "log:\n{}",
+        twig.log_text()
+    );
+}
+
+/// Bad credentials, a server certificate from a CA twig does not trust,
+/// and a subject the account may not publish to: each is named once in
+/// the log and in `twig status`, and the local app keeps serving.
+#[test]
+fn refused_credentials_certificates_and_subjects_are_named_and_local_work_goes_on() {
+    let dir = TempDir::new("lattice-refused");
+    let topo = Topology::start();
+    let demo = demo_path("frontend");
+    let _ = demo_path("greeter");
+    let app = demo
+        .parent()
+        .and_then(|p| p.parent())
+        .expect("examples dir")
+        .join("demo/app.yaml")
+        .display()
+        .to_string();
+    let with = |creds: &std::path::Path, ca: &std::path::Path| {
+        let mut a = twig_args(&topo);
+        a[3] = creds.display().to_string();
+        a[5] = ca.display().to_string();
+        a.extend(["--app".to_string(), app.clone()]);
+        a
+    };
+    let bad_creds = up(&dir, "bad-creds", &with(&topo.bad_creds, &topo.ca_pem));
+    let bad_ca = up(
+        &dir,
+        "bad-ca",
+        &with(&topo.user_creds, &topo.untrusted_ca_pem),
+    );
+    let denied = up(&dir, "denied", &with(&topo.deny_evt_creds, &topo.ca_pem));
+
+    let e = wait_error(&bad_creds, "authorization violation");
+    assert_ne!(
+        bad_creds.status()["host"]["uplink"]["state"],
+        "connected",
+        "{e}"
+    );
+    let e = wait_error(&bad_ca, "certificate");
+    assert!(
+        e.to_lowercase().contains("issuer") || e.contains("UnknownIssuer"),
+        "{e}"
+    );
+    wait_connected(&denied);
+    let e = wait_error(&denied, "permissions violation");
+    assert!(e.contains("wasmbus.evt.default"), "{e}");
+
+    for (twig, needle) in [
+        (&bad_creds, "authorization violation"),
+        (&bad_ca, "certificate"),
+        (&denied, "publish to \"wasmbus.evt.default.host_heartbeat\""),
+    ] {
+        twig.settled(1);
+        assert_demo_answers(twig);
+        // Named once, not once per retry.
+        std::thread::sleep(Duration::from_secs(2));
+        let log = twig.log_text();
+        let lines = log
+            .lines()
+            .filter(|l| l.to_lowercase().contains(needle))
+            .count();
+        assert_eq!(lines, 1, "`{needle}` logged {lines} times:\n{log}");
+    }
+}
