@@ -1084,6 +1084,7 @@ fn call_host<T>(
     {
         let mut hcx = HostContext {
             data: ctx.data_mut(),
+            func_ty: Some(lower_ty),
         };
         host(&mut hcx, &args, &mut out).map_err(wasmi::Error::host)?;
     }

@@ -27,6 +27,8 @@
 //! * [`abi`]: the canonical ABI lift/lower for every WIT type, and resource
 //!   handle tables ([`store`]).
 //! * [`values`] and [`wave`]: dynamic values and their WAVE text form.
+//! * [`wrpc`]: values to and from the bytes wRPC (wasmCloud's lattice RPC)
+//!   sends, the component model's value definition encoding.
 //!
 //! The public API (load, link, instantiate, call, limits) does not expose
 //! wasmi types, so a second engine can sit behind the same interface.
@@ -41,6 +43,7 @@ pub(crate) mod store;
 pub mod types;
 pub mod values;
 pub mod wave;
+pub mod wrpc;
 
 pub use component::{Compilation, Component, Engine, EngineConfig, ImportDesc, Limits};
 pub use error::{Error, HostError, Result, TrapKind};

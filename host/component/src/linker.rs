@@ -9,14 +9,20 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use wasmtime_environ::component::TypeFuncIndex;
+
 use crate::error::HostError;
 use crate::names::{compat_version, WitName};
 use crate::store::StoreData;
 use crate::values::Val;
+use crate::wave::TypeList;
 
 /// What a host function sees of the calling instance.
 pub struct HostContext<'a, T> {
     pub(crate) data: &'a mut StoreData<T>,
+    /// The type of the lowered import being called, if known; the type
+    /// lists are built from it only when asked for.
+    pub(crate) func_ty: Option<TypeFuncIndex>,
 }
 
 impl<T> HostContext<'_, T> {
@@ -38,6 +44,30 @@ impl<T> HostContext<'_, T> {
     /// Host functions that block (sleeps, polls) must not wait past it.
     pub fn deadline(&self) -> Option<std::time::Instant> {
         self.data.rt.call_deadline
+    }
+
+    /// The WIT types of the called function's parameters (what `args`
+    /// holds), e.g. to encode them with [`crate::wrpc::encode`]. `None`
+    /// where no function type is known.
+    pub fn param_types(&self) -> Option<TypeList> {
+        let comp = &self.data.rt.component;
+        let f = &comp.types[self.func_ty?];
+        Some(TypeList::new(
+            comp.clone(),
+            comp.types[f.params].types.to_vec(),
+        ))
+    }
+
+    /// The WIT types of the called function's results (what it must push),
+    /// e.g. to decode them with [`crate::wrpc::decode`]. `None` where no
+    /// function type is known.
+    pub fn result_types(&self) -> Option<TypeList> {
+        let comp = &self.data.rt.component;
+        let f = &comp.types[self.func_ty?];
+        Some(TypeList::new(
+            comp.clone(),
+            comp.types[f.results].types.to_vec(),
+        ))
     }
 }
 

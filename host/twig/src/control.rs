@@ -469,3 +469,73 @@ impl Host {
         (components, providers)
     }
 }
+
+/// Calls from elsewhere in the lattice into this host's components (the
+/// serving side of wRPC), and the way out for calls to remote targets.
+impl Host {
+    /// Lets calls to link targets that are not local go over the lattice.
+    pub fn set_remote(&self, remote: std::sync::Arc<dyn crate::host::RemoteCalls>) {
+        let _ = self.inner.remote.set(remote);
+    }
+
+    /// The components that answer calls from the lattice: every running
+    /// component (providers are reached through their own links).
+    pub fn served_components(&self) -> Vec<String> {
+        read(&self.inner.components)
+            .values()
+            .filter(|p| p.pool().is_some())
+            .map(|p| p.id.clone())
+            .collect()
+    }
+
+    /// Runs `instance#func` of component `id` for a caller elsewhere in
+    /// the lattice, with parameters in the component-model value encoding.
+    /// `Ok(None)` means `params` is not complete yet (more is on its way).
+    pub fn call_from_lattice(
+        &self,
+        id: &str,
+        instance: &str,
+        func: &str,
+        params: &[u8],
+        deadline: std::time::Instant,
+    ) -> Result<Option<Vec<u8>>, String> {
+        let pool = self.inner.running_pool(id)?;
+        let wait = deadline.saturating_duration_since(std::time::Instant::now());
+        let mut incomplete = false;
+        let out = pool.with_instance(wait, |inst| {
+            let export = inst
+                .export_names()
+                .into_iter()
+                .find(|n| {
+                    n.rsplit_once('#').is_some_and(|(i, f)| {
+                        f == func
+                            && (i == instance || twig_component::names::compatible(instance, i))
+                    })
+                })
+                .map(str::to_string)
+                .ok_or_else(|| {
+                    format!(
+                        "`{id}` has no export `{instance}#{func}`; its exports are: {}",
+                        inst.export_names().join(", ")
+                    )
+                })?;
+            let (Some(pt), Some(rt)) = (
+                inst.export_param_types(&export),
+                inst.export_result_types(&export),
+            ) else {
+                return Err(format!("`{id}`: `{export}` has no known type"));
+            };
+            let args = match twig_component::wrpc::decode(params, &pt) {
+                Ok((args, _)) => args,
+                Err(twig_component::wrpc::DecodeError::Incomplete { .. }) => {
+                    incomplete = true;
+                    return Ok(Vec::new());
+                }
+                Err(e) => return Err(format!("`{export}`: the parameters do not decode: {e}")),
+            };
+            let results = inst.call(&export, &args).map_err(|e| e.to_string())?;
+            twig_component::wrpc::encode(&results, &rt).map_err(|e| format!("`{export}`: {e}"))
+        })?;
+        Ok((!incomplete).then_some(out))
+    }
+}

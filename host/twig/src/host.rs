@@ -409,6 +409,8 @@ pub(crate) struct HostInner {
     /// Links, named config and label changes from the lattice, as last
     /// seen (also on disk, so they hold offline).
     pub(crate) lattice: RwLock<LatticeData>,
+    /// Calls to components elsewhere in the lattice, once the agent runs.
+    pub(crate) remote: std::sync::OnceLock<Arc<dyn RemoteCalls>>,
 }
 
 impl HostInner {
@@ -594,6 +596,7 @@ impl Host {
                 engine,
                 labels: RwLock::new(lattice.labels(&board.host_labels())),
                 lattice: RwLock::new(lattice),
+                remote: std::sync::OnceLock::new(),
                 board,
                 data_dir: data_dir.to_path_buf(),
                 cache,
@@ -1064,6 +1067,16 @@ impl Host {
                         .links
                         .target(&ns, &pkg, &name, &link)
                         .map_err(|e| HostError::new(format!("{e} (calling `{iface}#{func}`)")))?;
+                    let local = host
+                        .upgrade()
+                        .is_some_and(|h| read(&h.components).contains_key(&target));
+                    if !local {
+                        // Not on this host: the link names a target
+                        // elsewhere in the lattice.
+                        return call_remote(
+                            &host, &source, &link, &target, &iface, func, cx, args, out,
+                        );
+                    }
                     call_link(
                         &host,
                         &source,
@@ -1402,6 +1415,87 @@ pub fn split_interface(name: &str) -> Option<(String, String, String)> {
 
 /// Forwards one imported call to the link's target component.
 #[allow(clippy::too_many_arguments)]
+/// Calls a link target that is not on this host over the lattice (wRPC),
+/// or says why it cannot.
+#[allow(clippy::too_many_arguments)]
+fn call_remote(
+    host: &Weak<HostInner>,
+    source: &str,
+    link_name: &str,
+    target: &str,
+    iface: &str,
+    func: &str,
+    cx: &twig_component::HostContext<'_, InstanceData>,
+    args: &[Val],
+    out: &mut Vec<Val>,
+) -> Result<(), HostError> {
+    let host = host
+        .upgrade()
+        .ok_or_else(|| HostError::new("the host is shutting down"))?;
+    let Some(remote) = host.remote.get() else {
+        return Err(HostError::new(format!(
+            "{source} -> {target}: no component `{target}` on this host, and this host is not on a lattice (start it with --nats-url to reach targets elsewhere)"
+        )));
+    };
+    let (Some(param_types), Some(result_types)) = (cx.param_types(), cx.result_types()) else {
+        return Err(HostError::new(format!(
+            "{source} -> {target}: `{iface}#{func}` has no known type"
+        )));
+    };
+    let params = twig_component::wrpc::encode(args, &param_types)
+        .map_err(|e| HostError::new(format!("{source} -> {target}: `{iface}#{func}`: {e}")))?;
+    let deadline = cx
+        .deadline()
+        .unwrap_or_else(|| Instant::now() + Duration::from_millis(host.board.limits.deadline_ms));
+    let bytes = remote
+        .call(RemoteCall {
+            source,
+            link_name,
+            target,
+            instance: iface,
+            func,
+            params,
+            deadline,
+        })
+        .map_err(|e| {
+            HostError::new(format!(
+                "{source} -> {target} (lattice): `{iface}#{func}`: {e}"
+            ))
+        })?;
+    let (results, _) = twig_component::wrpc::decode(&bytes, &result_types).map_err(|e| {
+        HostError::new(match e {
+            twig_component::wrpc::DecodeError::Incomplete { .. } if bytes.is_empty() => format!(
+                "{source} -> {target} (lattice): `{iface}#{func}` failed on the callee's side (it closed the call without results; see that host's log)"
+            ),
+            e => format!(
+                "{source} -> {target} (lattice): `{iface}#{func}`: the results do not decode: {e}"
+            ),
+        })
+    })?;
+    out.extend(results);
+    Ok(())
+}
+
+/// A call to a component elsewhere in the lattice, with its parameters
+/// already encoded (component-model value encoding).
+pub struct RemoteCall<'a> {
+    pub source: &'a str,
+    pub link_name: &'a str,
+    pub target: &'a str,
+    /// `ns:pkg/iface@version`.
+    pub instance: &'a str,
+    pub func: &'a str,
+    pub params: Vec<u8>,
+    pub deadline: Instant,
+}
+
+/// How the host reaches the lattice for calls to components that are not
+/// local; the lattice agent provides it (wRPC over NATS).
+pub trait RemoteCalls: Send + Sync {
+    /// Makes the call and returns the encoded results, or why not.
+    fn call(&self, call: RemoteCall<'_>) -> Result<Vec<u8>, String>;
+}
+
 fn call_link(
     host: &Weak<HostInner>,
     source: &str,

@@ -534,3 +534,116 @@ fn refused_credentials_certificates_and_subjects_are_named_and_local_work_goes_o
         assert_eq!(lines, 1, "`{needle}` logged {lines} times:\n{log}");
     }
 }
+
+/// Two twig hosts on one lattice: a component on A calls an export of a
+/// component on B through a lattice link, over wRPC through the leaf;
+/// with B gone, A's call fails with a clear error and A's local work goes
+/// on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_on_one_host_calls_a_component_on_another_over_wrpc() {
+    let dir = TempDir::new("lattice-wrpc");
+    let topo = Topology::start();
+    let app = demo_path("frontend")
+        .parent()
+        .and_then(|p| p.parent())
+        .expect("examples dir")
+        .join("demo/app.yaml")
+        .display()
+        .to_string();
+    let mut args_a = twig_args(&topo);
+    args_a.extend(["--app".to_string(), app]);
+    let twig_a = up(&dir, "a", &args_a);
+    let mut twig_b = up(&dir, "b", &twig_args(&topo));
+    wait_connected(&twig_a);
+    wait_connected(&twig_b);
+    let (a, b) = (host_id(&twig_a), host_id(&twig_b));
+    assert_ne!(a, b);
+    let ctl = ctl_client(&topo).await;
+    let mut events = ctl
+        .events_receiver(vec!["component_scaled".into()])
+        .await
+        .expect("events");
+
+    let r = ctl
+        .put_config(
+            "remote-greeter-config",
+            HashMap::from([("greeting".to_string(), "Hej".to_string())]),
+        )
+        .await
+        .expect("config");
+    assert!(r.succeeded(), "{r:?}");
+    for (host, cid, file, config) in [
+        (
+            &b,
+            "remote-greeter",
+            "greeter",
+            vec!["remote-greeter-config".to_string()],
+        ),
+        (&a, "edge-frontend", "frontend", vec![]),
+    ] {
+        let r = ctl
+            .scale_component(host, &file_ref(file), cid, 1, None, config, false)
+            .await
+            .expect("scale");
+        assert!(r.succeeded(), "{r:?}");
+        next_event(&mut events, "component_scaled", |d| {
+            d["component_id"] == cid
+        })
+        .await;
+    }
+    let link = Link::builder()
+        .source_id("edge-frontend")
+        .target("remote-greeter")
+        .name("default")
+        .wit_namespace("twig")
+        .wit_package("demo")
+        .interfaces(vec!["greeter".to_string()])
+        .build()
+        .expect("link");
+    assert!(ctl.put_link(link).await.expect("link").succeeded());
+
+    // A's frontend reaches B's greeter over the lattice.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let o = twig_a.invoke("edge-frontend", "welcome", &["\"Ada\""]);
+        if stdout(&o).trim() == "\"Hej, Ada! (via frontend)\"" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no answer over wRPC: {}{}\nA:\n{}\nB:\n{}",
+            stdout(&o),
+            twig_integration_tests::twig::stderr(&o),
+            twig_a.log_text(),
+            twig_b.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let b_status = twig_b.status();
+    let calls = b_status["apps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|app| app["components"].as_array().cloned().unwrap_or_default())
+        .find(|c| c["id"] == "remote-greeter")
+        .map(|c| c["calls"].as_u64().unwrap_or(0))
+        .unwrap_or(0);
+    assert!(calls >= 1, "B's greeter counted no calls: {b_status}");
+
+    // B goes away: A's call fails fast and says why; A's own app serves.
+    twig_b.terminate();
+    let started = Instant::now();
+    let o = twig_a.invoke("edge-frontend", "welcome", &["\"Ada\""]);
+    let all = format!("{}{}", stdout(&o), twig_integration_tests::twig::stderr(&o));
+    assert!(
+        all.contains("remote-greeter") && all.contains("no responders"),
+        "{all}\nA:\n{}",
+        twig_a.log_text()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_demo_answers(&twig_a);
+}

@@ -145,6 +145,14 @@ impl Agent {
 
 /// Runs the agent's tasks for the life of the runtime.
 pub(crate) fn spawn(agent: Arc<Agent>) {
+    agent.host.set_remote(Arc::new(super::wrpc::WrpcClient {
+        client: agent.client.clone(),
+        lattice: agent.opts.lattice.clone(),
+        runtime: tokio::runtime::Handle::current(),
+        status: agent.status.clone(),
+    }));
+    let a = agent.clone();
+    tokio::spawn(async move { super::wrpc::serve(a).await });
     let a = agent.clone();
     tokio::spawn(async move { control_server(a).await });
     let a = agent.clone();

@@ -28,6 +28,8 @@ pub mod cache;
 #[cfg(feature = "lattice")]
 mod probe;
 pub mod wire;
+#[cfg(feature = "lattice")]
+mod wrpc;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
