@@ -1413,8 +1413,6 @@ pub fn split_interface(name: &str) -> Option<(String, String, String)> {
     Some((ns.to_string(), package.to_string(), iface.to_string()))
 }
 
-/// Forwards one imported call to the link's target component.
-#[allow(clippy::too_many_arguments)]
 /// Calls a link target that is not on this host over the lattice (wRPC),
 /// or says why it cannot.
 #[allow(clippy::too_many_arguments)]
@@ -1496,6 +1494,8 @@ pub trait RemoteCalls: Send + Sync {
     fn call(&self, call: RemoteCall<'_>) -> Result<Vec<u8>, String>;
 }
 
+/// Forwards one imported call to the link's target component.
+#[allow(clippy::too_many_arguments)]
 fn call_link(
     host: &Weak<HostInner>,
     source: &str,
