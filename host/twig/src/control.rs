@@ -62,6 +62,18 @@ pub fn reference_file(reference: &str) -> Result<PathBuf, String> {
     }
 }
 
+/// References to the lattice's named config, by name only: the values come
+/// from the lattice copy when the component starts.
+fn named_config_refs(names: &[String]) -> Vec<ConfigRef> {
+    names
+        .iter()
+        .map(|n| ConfigRef {
+            name: n.clone(),
+            properties: BTreeMap::new(),
+        })
+        .collect()
+}
+
 impl Host {
     /// The host's labels as the lattice sees them.
     pub fn labels(&self) -> BTreeMap<String, String> {
@@ -154,15 +166,7 @@ impl Host {
             kind: ComponentKind::Component,
             id: plan.id.clone(),
             image: Image::File(file.clone()),
-            config: plan
-                .origin
-                .config
-                .iter()
-                .map(|n| ConfigRef {
-                    name: n.clone(),
-                    properties: BTreeMap::new(),
-                })
-                .collect(),
+            config: named_config_refs(&plan.origin.config),
             scaler: Some(Scaler::Spread {
                 instances: plan.origin.max_instances,
                 spread: Vec::new(),
@@ -252,14 +256,7 @@ impl Host {
             kind: ComponentKind::Capability,
             id: req.provider_id.clone(),
             image: Image::Reference(req.provider_ref.clone()),
-            config: req
-                .config
-                .iter()
-                .map(|n| ConfigRef {
-                    name: n.clone(),
-                    properties: BTreeMap::new(),
-                })
-                .collect(),
+            config: named_config_refs(&req.config),
             scaler: None,
             links: Vec::new(),
         }

@@ -651,13 +651,9 @@ async fn put_link(agent: &Agent, link: &wire::LinkDef) -> Result<(), String> {
         }
     }
     let store = agent.bucket("LATTICEDATA").await?;
-    let key = format!("COMPONENT_{}", link.source_id);
-    let mut spec: wire::ComponentLinks = match store.get(key.as_str()).await {
-        Ok(Some(b)) => serde_json::from_slice(&b)
-            .map_err(|e| format!("{key} in the lattice data bucket: {e}"))?,
-        Ok(None) => wire::ComponentLinks::default(),
-        Err(e) => return Err(format!("lattice data bucket: {e}")),
-    };
+    let mut spec = read_links(&store, &link.source_id)
+        .await?
+        .unwrap_or_default();
     if spec.links.iter().any(|l| {
         l.wit_namespace == link.wit_namespace
             && l.wit_package == link.wit_package
@@ -676,46 +672,55 @@ async fn put_link(agent: &Agent, link: &wire::LinkDef) -> Result<(), String> {
         Some(l) => *l = link.clone(),
         None => spec.links.push(link.clone()),
     }
-    let bytes = serde_json::to_vec(&spec).map_err(|e| e.to_string())?;
-    store
-        .put(key.as_str(), bytes.into())
-        .await
-        .map_err(|e| format!("lattice data bucket: {e}"))?;
-    // The watcher will bring the same; applying it now makes the next call
-    // use it without waiting.
-    let host = agent.host.clone();
-    let source = link.source_id.clone();
-    blocking(move || host.set_lattice_links(&source, Some(spec.links))).await??;
-    Ok(())
+    write_links(agent, &store, &link.source_id, spec).await
 }
 
 async fn del_link(agent: &Agent, d: &wire::LinkDel) -> Result<Option<wire::LinkDef>, String> {
     let store = agent.bucket("LATTICEDATA").await?;
-    let key = format!("COMPONENT_{}", d.source_id);
-    let Some(bytes) = store
-        .get(key.as_str())
-        .await
-        .map_err(|e| format!("lattice data bucket: {e}"))?
-    else {
+    let Some(mut spec) = read_links(&store, &d.source_id).await? else {
         return Ok(None);
     };
-    let mut spec: wire::ComponentLinks = serde_json::from_slice(&bytes)
-        .map_err(|e| format!("{key} in the lattice data bucket: {e}"))?;
     let Some(i) = spec.links.iter().position(|l| {
         l.wit_namespace == d.wit_namespace && l.wit_package == d.wit_package && l.name == d.name
     }) else {
         return Ok(None);
     };
     let removed = spec.links.swap_remove(i);
+    write_links(agent, &store, &d.source_id, spec).await?;
+    Ok(Some(removed))
+}
+
+/// A source's `COMPONENT_{id}` entry in the lattice data bucket, if any.
+async fn read_links(
+    store: &kv::Store,
+    source: &str,
+) -> Result<Option<wire::ComponentLinks>, String> {
+    let key = format!("COMPONENT_{source}");
+    match store.get(key.as_str()).await {
+        Ok(Some(b)) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| format!("{key} in the lattice data bucket: {e}")),
+        Ok(None) => Ok(None),
+        Err(e) => Err(format!("lattice data bucket: {e}")),
+    }
+}
+
+/// Writes a source's links to the bucket and applies them here at once:
+/// the watcher will bring the same, but the next call should not wait.
+async fn write_links(
+    agent: &Agent,
+    store: &kv::Store,
+    source: &str,
+    spec: wire::ComponentLinks,
+) -> Result<(), String> {
     let bytes = serde_json::to_vec(&spec).map_err(|e| e.to_string())?;
     store
-        .put(key.as_str(), bytes.into())
+        .put(format!("COMPONENT_{source}"), bytes.into())
         .await
         .map_err(|e| format!("lattice data bucket: {e}"))?;
     let host = agent.host.clone();
-    let source = d.source_id.clone();
-    blocking(move || host.set_lattice_links(&source, Some(spec.links))).await??;
-    Ok(Some(removed))
+    let source = source.to_string();
+    blocking(move || host.set_lattice_links(&source, Some(spec.links))).await?
 }
 
 async fn config_put(

@@ -336,9 +336,7 @@ pub fn parse_request(op: &str, host_id: &str, payload: &[u8]) -> Result<Request,
             check_id(op, "component_id", &s.component_id)?;
             check_reference(op, "component_ref", &s.component_ref)?;
             check_annotations(op, s.annotations.as_ref())?;
-            for c in &s.config {
-                check_config_name(op, c)?;
-            }
+            check_config_names(op, &s.config)?;
             Request::ComponentScale(s)
         }
         ["component", "update", h] => {
@@ -355,9 +353,7 @@ pub fn parse_request(op: &str, host_id: &str, payload: &[u8]) -> Result<Request,
             check_id(op, "provider_id", &s.provider_id)?;
             check_reference(op, "provider_ref", &s.provider_ref)?;
             check_annotations(op, s.annotations.as_ref())?;
-            for c in &s.config {
-                check_config_name(op, c)?;
-            }
+            check_config_names(op, &s.config)?;
             Request::ProviderStart(s)
         }
         ["provider", "stop", h] => {
@@ -369,24 +365,14 @@ pub fn parse_request(op: &str, host_id: &str, payload: &[u8]) -> Result<Request,
         ["label", "put", h] => {
             for_me(h)?;
             let l: LabelPut = json(op, payload)?;
-            crate::board::check_label_key(&l.key).map_err(|e| format!("{op}: key: {e}"))?;
-            if l.key.to_ascii_lowercase().starts_with("hostcore.") {
-                return Err(format!(
-                    "{op}: hostcore.* labels are set by the host and cannot be changed"
-                ));
-            }
+            check_label(op, &l.key)?;
             check_len(op, "value", &l.value)?;
             Request::LabelPut(l)
         }
         ["label", "del", h] => {
             for_me(h)?;
             let l: LabelDel = json(op, payload)?;
-            crate::board::check_label_key(&l.key).map_err(|e| format!("{op}: key: {e}"))?;
-            if l.key.to_ascii_lowercase().starts_with("hostcore.") {
-                return Err(format!(
-                    "{op}: hostcore.* labels are set by the host and cannot be changed"
-                ));
-            }
+            check_label(op, &l.key)?;
             Request::LabelDel(l)
         }
         ["link", "put"] => {
@@ -494,6 +480,22 @@ fn check_reference(op: &str, field: &str, r: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A label key the lattice may set or remove: any valid key but the
+/// host's own `hostcore.*`.
+fn check_label(op: &str, key: &str) -> Result<(), String> {
+    crate::board::check_label_key(key).map_err(|e| format!("{op}: key: {e}"))?;
+    if key.to_ascii_lowercase().starts_with("hostcore.") {
+        return Err(format!(
+            "{op}: hostcore.* labels are set by the host and cannot be changed"
+        ));
+    }
+    Ok(())
+}
+
+fn check_config_names(op: &str, names: &[String]) -> Result<(), String> {
+    names.iter().try_for_each(|c| check_config_name(op, c))
+}
+
 /// A named config: a KV key and a subject token.
 pub fn check_config_name(op: &str, name: &str) -> Result<(), String> {
     check_len(op, "config name", name)?;
@@ -529,10 +531,8 @@ fn check_link(op: &str, l: &LinkDef) -> Result<(), String> {
     for i in &l.interfaces {
         check_word(op, "interface", i)?;
     }
-    for c in l.source_config.iter().chain(&l.target_config) {
-        check_config_name(op, c)?;
-    }
-    Ok(())
+    check_config_names(op, &l.source_config)?;
+    check_config_names(op, &l.target_config)
 }
 
 /// A CloudEvent 1.0, as JSON, with `data` as a JSON value.
