@@ -339,16 +339,7 @@ impl Topology {
     /// Names of the client connections a server lists on `/connz`
     /// (unnamed connections are left out).
     pub fn connections(&self, server: Server) -> Vec<String> {
-        let node = self.node(server);
-        let body = http_get(node.ports.monitor, "/connz")
-            .unwrap_or_else(|| panic!("{} monitoring port does not answer", node.name));
-        let v: Value = serde_json::from_str(&body).expect("connz JSON");
-        v["connections"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|c| c["name"].as_str().map(str::to_string))
-            .collect()
+        connection_names(self.node(server).ports.monitor)
     }
 
     /// The last lines of a server's log (all its runs), for assertion
@@ -414,6 +405,20 @@ impl Drop for Topology {
         self.leaf.kill();
         self.core.kill();
     }
+}
+
+/// Names of a nats-server's client connections, from the `/connz` page of
+/// its monitoring port (unnamed connections are left out).
+pub fn connection_names(monitor_port: u16) -> Vec<String> {
+    let body = http_get(monitor_port, "/connz")
+        .unwrap_or_else(|| panic!("monitoring port {monitor_port} does not answer"));
+    let v: Value = serde_json::from_str(&body).expect("connz JSON");
+    v["connections"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str().map(str::to_string))
+        .collect()
 }
 
 /// `$NATS_SERVER`, which the test runner sets.

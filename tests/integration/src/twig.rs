@@ -42,6 +42,20 @@ pub fn demo_path(name: &str) -> PathBuf {
     p
 }
 
+/// `examples/demo/app.yaml`, after checking that its components are built
+/// (so twig is never asked to read missing images).
+pub fn demo_manifest() -> String {
+    demo_path("greeter");
+    demo_path("frontend");
+    repo_root()
+        .join("examples/demo/app.yaml")
+        .display()
+        .to_string()
+}
+
+/// What the demo app's frontend answers to `welcome("Ada")`.
+pub const DEMO_WELCOME: &str = "\"Hello from the edge, Ada! (via frontend)\"";
+
 /// A fresh, private temporary directory removed on drop.
 pub struct TempDir(pub PathBuf);
 
@@ -171,6 +185,19 @@ impl Twig {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Asserts that the demo app (`demo_manifest`) answers through this
+    /// host.
+    pub fn assert_demo_answers(&self) {
+        let o = self.invoke("twig_demo-frontend", "welcome", &["\"Ada\""]);
+        assert!(
+            o.status.success(),
+            "invoke failed: {}; log:\n{}",
+            stderr(&o),
+            self.log_text()
+        );
+        assert_eq!(stdout(&o).trim(), DEMO_WELCOME, "log:\n{}", self.log_text());
     }
 
     pub fn log_text(&self) -> String {

@@ -7,16 +7,8 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
+use twig_integration_tests::topology::free_port;
 use twig_integration_tests::twig::{demo_path, repo_root, TempDir, Twig};
-
-/// A port that was free a moment ago.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// One HTTP/1.1 GET with `Connection: close`; returns (status, body).
 /// Decodes a chunked body; enough of a client for these tests, written

@@ -9,17 +9,7 @@ use twig_integration_tests::twig::{demo_path, repo_root, stderr, stdout, twig, T
 
 const DEMO_FRONTEND: &str = "twig_demo-frontend";
 const DEMO_GREETER: &str = "twig_demo-greeter";
-const EXPECTED_WELCOME: &str = "\"Hello from the edge, Ada! (via frontend)\"";
-
-fn demo_manifest() -> String {
-    // Make sure the images exist before twig is asked to read them.
-    demo_path("greeter");
-    demo_path("frontend");
-    repo_root()
-        .join("examples/demo/app.yaml")
-        .display()
-        .to_string()
-}
+use twig_integration_tests::twig::{demo_manifest, DEMO_WELCOME as EXPECTED_WELCOME};
 
 fn misbehave_manifest() -> String {
     guest_path("misbehave");

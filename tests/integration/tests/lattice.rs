@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use async_nats_039 as nats;
 use twig_integration_tests::topology::Topology;
-use twig_integration_tests::twig::{demo_path, stdout, TempDir, Twig};
+use twig_integration_tests::twig::{demo_manifest, demo_path, stdout, TempDir, Twig};
 use wasmcloud_control_interface::{Client, ClientBuilder, Link};
 
 /// Connects a control client to the leaf, as an operator's tool would.
@@ -461,16 +461,6 @@ fn wait_error(twig: &Twig, needle: &str) -> String {
     }
 }
 
-fn assert_demo_answers(twig: &Twig) {
-    let o = twig.invoke("twig_demo-frontend", "welcome", &["\"Ada\""]);
-    assert_eq!(
-        stdout(&o).trim(),
-        "\"Hello from the edge, Ada! (via frontend)\"",
-        "log:\n{}",
-        twig.log_text()
-    );
-}
-
 /// Bad credentials, a server certificate from a CA twig does not trust,
 /// and a subject the account may not publish to: each is named once in
 /// the log and in `twig status`, and the local app keeps serving.
@@ -478,15 +468,7 @@ fn assert_demo_answers(twig: &Twig) {
 fn refused_credentials_certificates_and_subjects_are_named_and_local_work_goes_on() {
     let dir = TempDir::new("lattice-refused");
     let topo = Topology::start();
-    let demo = demo_path("frontend");
-    let _ = demo_path("greeter");
-    let app = demo
-        .parent()
-        .and_then(|p| p.parent())
-        .expect("examples dir")
-        .join("demo/app.yaml")
-        .display()
-        .to_string();
+    let app = demo_manifest();
     let with = |creds: &std::path::Path, ca: &std::path::Path| {
         let mut a = twig_args(&topo);
         a[3] = creds.display().to_string();
@@ -523,7 +505,7 @@ fn refused_credentials_certificates_and_subjects_are_named_and_local_work_goes_o
         (&denied, "publish to \"wasmbus.evt.default.host_heartbeat\""),
     ] {
         twig.settled(1);
-        assert_demo_answers(twig);
+        twig.assert_demo_answers();
         // Named once, not once per retry.
         std::thread::sleep(Duration::from_secs(2));
         let log = twig.log_text();
@@ -543,13 +525,7 @@ fn refused_credentials_certificates_and_subjects_are_named_and_local_work_goes_o
 async fn a_component_on_one_host_calls_a_component_on_another_over_wrpc() {
     let dir = TempDir::new("lattice-wrpc");
     let topo = Topology::start();
-    let app = demo_path("frontend")
-        .parent()
-        .and_then(|p| p.parent())
-        .expect("examples dir")
-        .join("demo/app.yaml")
-        .display()
-        .to_string();
+    let app = demo_manifest();
     let mut args_a = twig_args(&topo);
     args_a.extend(["--app".to_string(), app]);
     let twig_a = up(&dir, "a", &args_a);
@@ -645,5 +621,5 @@ async fn a_component_on_one_host_calls_a_component_on_another_over_wrpc() {
         "took {:?}",
         started.elapsed()
     );
-    assert_demo_answers(&twig_a);
+    twig_a.assert_demo_answers();
 }

@@ -4,29 +4,12 @@
 //! comes back; a creds file that cannot be read stops the uplink with one
 //! clear error while the apps keep serving.
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use twig_integration_tests::twig::{demo_path, repo_root, stdout, TempDir, Twig};
-
-fn nats_server_bin() -> PathBuf {
-    let p = std::env::var_os("NATS_SERVER").map(PathBuf::from).expect(
-        "NATS_SERVER is not set: run the README's test command (tests/run), which installs nats-server",
-    );
-    assert!(p.exists(), "NATS_SERVER={} does not exist", p.display());
-    p
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use twig_integration_tests::topology::{connection_names, free_port, nats_server_bin};
+use twig_integration_tests::twig::{demo_manifest, stdout, TempDir, Twig};
 
 /// A nats-server on 127.0.0.1 with its monitoring port; killed on drop.
 struct NatsServer {
@@ -54,19 +37,7 @@ impl NatsServer {
 
     /// Names of the server's client connections, from its `/connz` page.
     fn connection_names(&self) -> Vec<String> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.monitor)).expect("monitor port");
-        s.write_all(b"GET /connz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-            .unwrap();
-        let mut text = String::new();
-        s.read_to_string(&mut text).unwrap();
-        let body = text.split("\r\n\r\n").nth(1).expect("HTTP body");
-        let v: serde_json::Value = serde_json::from_str(body).expect("connz JSON");
-        v["connections"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|c| c["name"].as_str().map(str::to_string))
-            .collect()
+        connection_names(self.monitor)
     }
 }
 
@@ -75,15 +46,6 @@ impl Drop for NatsServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn demo_manifest() -> String {
-    demo_path("greeter");
-    demo_path("frontend");
-    repo_root()
-        .join("examples/demo/app.yaml")
-        .display()
-        .to_string()
 }
 
 /// Waits until `twig status` shows the uplink in `state`; returns it.
@@ -103,19 +65,6 @@ fn wait_uplink(twig: &Twig, state: &str) -> serde_json::Value {
     }
 }
 
-fn assert_demo_answers(twig: &Twig) {
-    let o = twig.invoke("twig_demo-frontend", "welcome", &["\"Ada\""]);
-    assert!(
-        o.status.success(),
-        "invoke failed; log:\n{}",
-        twig.log_text()
-    );
-    assert_eq!(
-        stdout(&o).trim(),
-        "\"Hello from the edge, Ada! (via frontend)\""
-    );
-}
-
 #[test]
 fn boots_without_the_server_connects_when_it_comes_and_follows_it() {
     let dir = TempDir::new("uplink-follow");
@@ -127,7 +76,7 @@ fn boots_without_the_server_connects_when_it_comes_and_follows_it() {
         &["--app", &demo_manifest(), "--nats-url", &url],
     );
     twig.settled(1);
-    assert_demo_answers(&twig);
+    twig.assert_demo_answers();
     let uplink = twig.status()["host"]["uplink"].clone();
     assert_eq!(uplink["url"], url.as_str());
     assert_eq!(uplink["lattice"], "default");
@@ -146,7 +95,7 @@ fn boots_without_the_server_connects_when_it_comes_and_follows_it() {
     // The server goes away: twig notices, and local work goes on.
     drop(server);
     wait_uplink(&twig, "disconnected");
-    assert_demo_answers(&twig);
+    twig.assert_demo_answers();
     let human = stdout(&twig.cli(&["status"]));
     assert!(
         human.contains(&format!("lattice default via {url}: disconnected")),
@@ -157,7 +106,7 @@ fn boots_without_the_server_connects_when_it_comes_and_follows_it() {
     let _server = NatsServer::start(port, monitor);
     let up = wait_uplink(&twig, "connected");
     assert_eq!(up["connects"], 2, "{up}");
-    assert_demo_answers(&twig);
+    twig.assert_demo_answers();
     let log = twig.log_text();
     assert_eq!(log.matches("uplink connected").count(), 2, "{log}");
     assert!(log.contains("uplink lost"), "{log}");
@@ -185,7 +134,7 @@ fn unreadable_creds_file_fails_the_uplink_not_the_host() {
         why.contains("creds file") && why.contains(creds.to_str().unwrap()),
         "{why}"
     );
-    assert_demo_answers(&twig);
+    twig.assert_demo_answers();
     // One line says it, naming the file.
     let log = twig.log_text();
     let lines: Vec<&str> = log.lines().filter(|l| l.contains("creds file")).collect();
