@@ -63,6 +63,17 @@ async fn next_msg(sub: &mut nats::Subscriber, what: &str) -> nats::Message {
         .unwrap_or_else(|| panic!("subscription to {what} ended"))
 }
 
+/// Wait until the server has processed everything `client` sent before.
+/// `flush` only empties the client's write buffer; a request to a subject
+/// no one serves is answered by the server itself, and it answers in order,
+/// so once the "no responders" reply is back every earlier SUB is in place.
+async fn round_trip(client: &nats::Client) {
+    match timeout(WAIT, client.request("topo.round-trip", "".into())).await {
+        Ok(Err(e)) if e.kind() == nats::RequestErrorKind::NoResponders => {}
+        other => panic!("round trip to the server: {other:?}"),
+    }
+}
+
 async fn kv_get(store: &kv::Store, key: &str) -> Option<Vec<u8>> {
     store
         .get(key)
@@ -228,7 +239,7 @@ async fn jwt_publish_deny_is_enforced() {
         .subscribe("wasmbus.ctl.x")
         .await
         .expect("subscribe");
-    listener.flush().await.expect("flush");
+    round_trip(&listener).await;
 
     denied
         .publish("wasmbus.evt.x", "nope".into())
