@@ -51,6 +51,10 @@ pub struct Board {
     /// Where device nodes are (GPIO chips); `/dev`.
     #[serde(default)]
     pub dev_root: Option<PathBuf>,
+    /// How this device joins a lattice (`[lattice]`); the CLI and `TWIG_*`
+    /// variables override each setting.
+    #[serde(default)]
+    pub lattice: Option<BoardLattice>,
     /// The profile file's directory: relative paths in it (CSV replays)
     /// are resolved against it.
     #[serde(skip)]
@@ -86,6 +90,75 @@ pub struct BoardLimits {
     pub fuel_per_call: u64,
     /// Wall-clock time one call may take, in milliseconds.
     pub deadline_ms: u64,
+}
+
+/// The `[lattice]` table: the uplink settings a device is installed with,
+/// so a fleet's unit file can be a bare `twig up --board FILE`. Every field
+/// is optional; `--nats-url` and friends (and their `TWIG_*` variables)
+/// override the profile field by field. Relative paths are resolved
+/// against the profile's directory.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BoardLattice {
+    /// `nats://HOST:PORT` or `tls://HOST:PORT` (comma-separated for
+    /// several); without one (here or on the CLI) twig runs offline.
+    pub url: Option<String>,
+    /// Lattice name; `default`.
+    pub name: Option<String>,
+    /// JetStream domain of the lattice's buckets, e.g. `core`.
+    pub js_domain: Option<String>,
+    /// Creds file (user JWT + nkey seed).
+    pub creds: Option<PathBuf>,
+    /// CA certificate(s), PEM, the server's certificate must chain to.
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate and key, PEM, for mutual TLS (both or neither).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// File holding an nkey seed (`SU…`).
+    pub nkey: Option<PathBuf>,
+    /// User and password (both or neither). Prefer a creds file: the
+    /// profile is often world-readable.
+    pub user: Option<String>,
+    pub password: Option<String>,
+    /// Token.
+    pub token: Option<String>,
+    /// Seconds between heartbeats; 30.
+    pub heartbeat_secs: Option<u64>,
+    /// Friendly name on the lattice; the hostname.
+    pub friendly_name: Option<String>,
+}
+
+impl BoardLattice {
+    fn check(&self) -> Result<(), String> {
+        if let Some(url) = &self.url {
+            crate::lattice::check_url(url).map_err(|e| format!("lattice.url: {e}"))?;
+        }
+        if let Some(name) = &self.name {
+            crate::lattice::check_name(name).map_err(|e| format!("lattice.name: {e}"))?;
+        }
+        if let Some(d) = &self.js_domain {
+            crate::lattice::check_name(d).map_err(|e| format!("lattice.js_domain: {e}"))?;
+        }
+        if let Some(h) = self.heartbeat_secs {
+            if !(1..=3600).contains(&h) {
+                return Err(format!(
+                    "lattice.heartbeat_secs: must be between 1 and 3600 (got {h})"
+                ));
+            }
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err("lattice.tls_cert and lattice.tls_key: give both or neither".into());
+        }
+        if self.user.is_some() != self.password.is_some() {
+            return Err("lattice.user and lattice.password: give both or neither".into());
+        }
+        if let Some(n) = &self.friendly_name {
+            if n.trim().is_empty() {
+                return Err("lattice.friendly_name: must not be empty".into());
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The targets `cross/build` knows, with each one's `std::env::consts::ARCH`.
@@ -204,7 +277,33 @@ impl Board {
         for key in self.labels.keys() {
             check_label_key(key).map_err(|e| format!("labels: {e}"))?;
         }
+        if let Some(l) = &self.lattice {
+            l.check()?;
+        }
         Ok(())
+    }
+
+    /// The `[lattice]` table with its paths resolved against the profile's
+    /// directory (and `~/` expanded); an empty table when there is none.
+    pub fn lattice(&self) -> BoardLattice {
+        let mut l = self.lattice.clone().unwrap_or_default();
+        for p in [
+            &mut l.creds,
+            &mut l.tls_ca,
+            &mut l.tls_cert,
+            &mut l.tls_key,
+            &mut l.nkey,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let expanded = p.to_str().map(expand_home).unwrap_or_else(|| p.clone());
+            *p = match &self.base_dir {
+                Some(base) if expanded.is_relative() => base.join(expanded),
+                _ => expanded,
+            };
+        }
+        l
     }
 
     /// Limits given to each component placed on this board.
@@ -418,5 +517,52 @@ mod tests {
         let text = SIM_PROFILE.replace("max_instances = 16", "max_instances = \"many\"");
         let e = Board::parse(&text, "b.toml").unwrap_err().to_string();
         assert!(e.contains("max_instances") && e.contains("line"), "{e}");
+    }
+
+    /// The `[lattice]` table: paths resolve against the profile's
+    /// directory, and a bad field is named.
+    #[test]
+    fn lattice_table_is_read_and_checked() {
+        let with = |table: &str| format!("{SIM_PROFILE}\n[lattice]\n{table}\n");
+        let b = Board::parse(
+            &with(
+                "url = \"tls://leaf.local:7422\"\nname = \"plant-7\"\njs_domain = \"core\"\n\
+                 creds = \"nats.creds\"\ntls_ca = \"/etc/twig/ca.pem\"\nheartbeat_secs = 10",
+            ),
+            "/etc/twig/board/board.toml",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let l = b.lattice();
+        assert_eq!(l.url.as_deref(), Some("tls://leaf.local:7422"));
+        assert_eq!(l.name.as_deref(), Some("plant-7"));
+        assert_eq!(l.heartbeat_secs, Some(10));
+        assert_eq!(
+            l.creds.as_deref(),
+            Some(Path::new("/etc/twig/board/nats.creds"))
+        );
+        assert_eq!(l.tls_ca.as_deref(), Some(Path::new("/etc/twig/ca.pem")));
+        assert!(Board::sim().lattice().url.is_none());
+
+        for (table, field) in [
+            ("url = \"http://x:1\"", "lattice.url"),
+            ("name = \"a.b\"", "lattice.name"),
+            ("js_domain = \"\"", "lattice.js_domain"),
+            ("heartbeat_secs = 0", "lattice.heartbeat_secs"),
+            (
+                "tls_cert = \"c.pem\"",
+                "lattice.tls_cert and lattice.tls_key",
+            ),
+            ("user = \"u\"", "lattice.user and lattice.password"),
+            ("friendly_name = \" \"", "lattice.friendly_name"),
+            ("urll = \"nats://x:1\"", "urll"),
+        ] {
+            let e = Board::parse(&with(table), "b.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with("b.toml: ") && e.contains(field),
+                "{table}: {e}"
+            );
+        }
     }
 }

@@ -36,14 +36,9 @@ struct NatsArgs {
     /// retrying, apps run either way.
     #[arg(long, value_name = "URL", env = "TWIG_NATS_URL")]
     nats_url: Option<String>,
-    /// Lattice name.
-    #[arg(
-        long,
-        value_name = "NAME",
-        env = "TWIG_LATTICE",
-        default_value = "default"
-    )]
-    lattice: String,
+    /// Lattice name [default: the board profile's, else `default`].
+    #[arg(long, value_name = "NAME", env = "TWIG_LATTICE")]
+    lattice: Option<String>,
     /// Credentials file (user JWT + nkey seed).
     #[arg(long, value_name = "FILE", env = "TWIG_NATS_CREDS")]
     nats_creds: Option<PathBuf>,
@@ -98,9 +93,10 @@ struct NatsArgs {
     /// CONFIGDATA_*), e.g. `core` behind a leaf node.
     #[arg(long, value_name = "DOMAIN", env = "TWIG_JS_DOMAIN")]
     js_domain: Option<String>,
-    /// Seconds between heartbeats on the lattice.
-    #[arg(long, value_name = "SECONDS", env = "TWIG_HEARTBEAT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
-    heartbeat_secs: u64,
+    /// Seconds between heartbeats on the lattice [default: the board
+    /// profile's, else 30].
+    #[arg(long, value_name = "SECONDS", env = "TWIG_HEARTBEAT_SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    heartbeat_secs: Option<u64>,
     /// A label this host advertises besides the board profile's (repeatable;
     /// overrides a profile label of the same key).
     #[arg(long = "label", value_name = "KEY=VALUE")]
@@ -111,22 +107,52 @@ struct NatsArgs {
 }
 
 impl NatsArgs {
-    fn options(self, board: &Board) -> Option<twig::lattice::UplinkOptions> {
-        Some(twig::lattice::UplinkOptions {
-            url: self.nats_url?,
-            lattice: self.lattice,
+    /// The uplink settings: each flag (or its `TWIG_*` variable) over the
+    /// board profile's `[lattice]` field, over the default. `None` when
+    /// neither names a server: twig runs offline.
+    fn options(self, board: &Board) -> anyhow::Result<Option<twig::lattice::UplinkOptions>> {
+        let profile = board.lattice();
+        let Some(url) = self.nats_url.or(profile.url) else {
+            return Ok(None);
+        };
+        twig::lattice::check_url(&url).map_err(|e| anyhow::anyhow!("--nats-url: {e}"))?;
+        let lattice = self
+            .lattice
+            .or(profile.name)
+            .unwrap_or_else(|| "default".into());
+        twig::lattice::check_name(&lattice).map_err(|e| anyhow::anyhow!("--lattice: {e}"))?;
+        let js_domain = self.js_domain.or(profile.js_domain);
+        if let Some(d) = &js_domain {
+            twig::lattice::check_name(d).map_err(|e| anyhow::anyhow!("--js-domain: {e}"))?;
+        }
+        // Certificate and key, and user and password, come as pairs from
+        // one place: a flag's certificate with the profile's key would be
+        // a mismatch no one meant.
+        let (tls_cert, tls_key) = match (self.nats_tls_cert, self.nats_tls_key) {
+            (Some(c), Some(k)) => (Some(c), Some(k)),
+            _ => (profile.tls_cert, profile.tls_key),
+        };
+        let (user, password) = match (self.nats_user, self.nats_password) {
+            (Some(u), Some(p)) => (Some(u), Some(p)),
+            _ => (profile.user, profile.password),
+        };
+        Ok(Some(twig::lattice::UplinkOptions {
+            url,
+            lattice,
             name: format!("twig {} ({})", board.name, env!("CARGO_PKG_VERSION")),
-            creds: self.nats_creds,
-            tls_ca: self.nats_tls_ca,
-            tls_cert: self.nats_tls_cert,
-            tls_key: self.nats_tls_key,
-            nkey: self.nats_nkey,
-            user: self.nats_user,
-            password: self.nats_password,
-            token: self.nats_token,
-            js_domain: self.js_domain,
-            heartbeat: std::time::Duration::from_secs(self.heartbeat_secs),
-        })
+            creds: self.nats_creds.or(profile.creds),
+            tls_ca: self.nats_tls_ca.or(profile.tls_ca),
+            tls_cert,
+            tls_key,
+            nkey: self.nats_nkey.or(profile.nkey),
+            user,
+            password,
+            token: self.nats_token.or(profile.token),
+            js_domain,
+            heartbeat: std::time::Duration::from_secs(
+                self.heartbeat_secs.or(profile.heartbeat_secs).unwrap_or(30),
+            ),
+        }))
     }
 }
 
@@ -291,8 +317,11 @@ fn run(cli: Cli, started: Instant) -> anyhow::Result<ExitCode> {
                 board.labels.insert(k, v);
             }
             let data_dir = resolve_data_dir(dir.as_deref(), Some(&board));
-            let friendly_name = nats.friendly_name.clone();
-            let uplink = nats.options(&board);
+            let friendly_name = nats
+                .friendly_name
+                .clone()
+                .or_else(|| board.lattice().friendly_name);
+            let uplink = nats.options(&board)?;
             twig::up::run(twig::up::UpOptions {
                 board,
                 apps,

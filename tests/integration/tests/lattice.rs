@@ -56,6 +56,32 @@ fn twig_args(t: &Topology) -> Vec<String> {
     ]
 }
 
+/// A board profile (the sim one plus a `[lattice]` table) with the same
+/// settings as [`twig_args`]; the creds file sits beside it and is named
+/// by a relative path, as on a device.
+fn board_with_lattice(dir: &TempDir, t: &Topology) -> std::path::PathBuf {
+    let board_dir = dir.path().join("board");
+    std::fs::create_dir_all(&board_dir).expect("board dir");
+    std::fs::copy(&t.user_creds, board_dir.join("nats.creds")).expect("copy creds");
+    let sim = std::fs::read_to_string(
+        twig_integration_tests::twig::repo_root().join("boards/sim/board.toml"),
+    )
+    .expect("read the sim profile");
+    let q = |p: &std::path::Path| serde_json::to_string(&p.display().to_string()).expect("path");
+    let profile = format!(
+        "{sim}\n[lattice]\nurl = \"{url}\"\ncreds = \"nats.creds\"\ntls_ca = {ca}\n\
+         tls_cert = {cert}\ntls_key = {key}\njs_domain = \"core\"\nheartbeat_secs = 1\n\
+         friendly_name = \"edge-gw-2\"\n",
+        url = t.leaf_url(),
+        ca = q(&t.ca_pem),
+        cert = q(&t.client_cert_pem),
+        key = q(&t.client_key_pem),
+    );
+    let file = board_dir.join("board.toml");
+    std::fs::write(&file, profile).expect("write board profile");
+    file
+}
+
 fn up(dir: &TempDir, name: &str, extra: &[String]) -> Twig {
     let args: Vec<&str> = extra.iter().map(String::as_str).collect();
     Twig::up(&dir.path().join(name), &args)
@@ -529,11 +555,23 @@ async fn a_component_on_one_host_calls_a_component_on_another_over_wrpc() {
     let mut args_a = twig_args(&topo);
     args_a.extend(["--app".to_string(), app]);
     let twig_a = up(&dir, "a", &args_a);
-    let mut twig_b = up(&dir, "b", &twig_args(&topo));
+    // B is set up the way a device is installed: everything about the
+    // lattice in its board profile's `[lattice]` table, no flags.
+    let board_b = board_with_lattice(&dir, &topo);
+    let mut twig_b = up(
+        &dir,
+        "b",
+        &["--board".into(), board_b.display().to_string()],
+    );
     wait_connected(&twig_a);
     wait_connected(&twig_b);
     let (a, b) = (host_id(&twig_a), host_id(&twig_b));
     assert_ne!(a, b);
+    assert_eq!(
+        twig_b.status()["host"]["friendly_name"],
+        "edge-gw-2",
+        "B's profile names it"
+    );
     let ctl = ctl_client(&topo).await;
     let mut events = ctl
         .events_receiver(vec!["component_scaled".into()])
