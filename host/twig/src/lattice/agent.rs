@@ -45,6 +45,12 @@ pub(crate) struct Agent {
     pub connects: tokio::sync::watch::Receiver<u64>,
     /// Rung by `host.stop`.
     pub stop: Arc<Notify>,
+    /// The two buckets once looked up, with the connect count they were
+    /// found under: looking one up is a JetStream API round trip (through
+    /// the leaf to the core), too dear for every link or config request.
+    /// A reconnect, or a failed pass of the data watcher (a bucket deleted
+    /// or the domain gone), makes the next use look again.
+    pub buckets: std::sync::Mutex<BTreeMap<&'static str, (u64, kv::Store)>>,
 }
 
 impl Agent {
@@ -122,24 +128,43 @@ impl Agent {
         js
     }
 
-    async fn bucket(&self, prefix: &str) -> Result<kv::Store, String> {
+    /// The `{prefix}_{lattice}` bucket, made if this is the lattice's first
+    /// host (as the 1.x host does).
+    async fn bucket(&self, prefix: &'static str) -> Result<kv::Store, String> {
+        let connects = *self.connects.borrow();
+        if let Some((seen, store)) = self.cached_buckets().get(prefix) {
+            if *seen == connects {
+                return Ok(store.clone());
+            }
+        }
         let name = format!("{prefix}_{}", self.opts.lattice);
         let js = self.jetstream();
-        match js.get_key_value(&name).await {
-            Ok(store) => Ok(store),
-            Err(e) if e.to_string().contains("not found") => {
-                // The first host of a lattice makes the buckets, as the
-                // 1.x host does.
-                js.create_key_value(kv::Config {
+        let store = match js.get_key_value(&name).await {
+            Ok(store) => store,
+            Err(e) if e.to_string().contains("not found") => js
+                .create_key_value(kv::Config {
                     bucket: name.clone(),
                     history: 1,
                     ..Default::default()
                 })
                 .await
-                .map_err(|e| format!("bucket {name}: {e}"))
-            }
-            Err(e) => Err(format!("bucket {name}: {e}")),
-        }
+                .map_err(|e| format!("bucket {name}: {e}"))?,
+            Err(e) => return Err(format!("bucket {name}: {e}")),
+        };
+        self.cached_buckets()
+            .insert(prefix, (connects, store.clone()));
+        Ok(store)
+    }
+
+    fn cached_buckets(
+        &self,
+    ) -> std::sync::MutexGuard<'_, BTreeMap<&'static str, (u64, kv::Store)>> {
+        self.buckets.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes the next [`Agent::bucket`] look the buckets up again.
+    fn forget_buckets(&self) {
+        self.cached_buckets().clear();
     }
 }
 
@@ -488,6 +513,7 @@ async fn handle(agent: &Arc<Agent>, req: Request) -> Option<Vec<u8>> {
                 to_json(&CtlReply::done("successfully set link"))
             }
             Err(e) => {
+                agent.forget_buckets();
                 agent
                     .publish_event("linkdef_set_failed", link_json(&link, Some(&e)))
                     .await;
@@ -509,7 +535,12 @@ async fn handle(agent: &Arc<Agent>, req: Request) -> Option<Vec<u8>> {
                 agent.publish_event("linkdef_deleted", data).await;
                 to_json(&CtlReply::done("successfully deleted link"))
             }
-            Err(e) => to_json(&CtlReply::error(e)),
+            Err(e) => {
+                // The bucket may be gone (deleted, or its domain away):
+                // look it up afresh next time.
+                agent.forget_buckets();
+                to_json(&CtlReply::error(e))
+            }
         },
         Request::LinkGet => to_json(&CtlReply::ok(agent.host.lattice_links())),
         Request::ClaimsGet => {
@@ -527,7 +558,12 @@ async fn handle(agent: &Arc<Agent>, req: Request) -> Option<Vec<u8>> {
                     .await;
                 to_json(&CtlReply::done("successfully put config"))
             }
-            Err(e) => to_json(&CtlReply::error(e)),
+            Err(e) => {
+                // The bucket may be gone (deleted, or its domain away):
+                // look it up afresh next time.
+                agent.forget_buckets();
+                to_json(&CtlReply::error(e))
+            }
         },
         Request::ConfigDel(name) => match config_put(agent, &name, None).await {
             Ok(()) => {
@@ -536,7 +572,12 @@ async fn handle(agent: &Arc<Agent>, req: Request) -> Option<Vec<u8>> {
                     .await;
                 to_json(&CtlReply::done("successfully deleted config"))
             }
-            Err(e) => to_json(&CtlReply::error(e)),
+            Err(e) => {
+                // The bucket may be gone (deleted, or its domain away):
+                // look it up afresh next time.
+                agent.forget_buckets();
+                to_json(&CtlReply::error(e))
+            }
         },
         Request::ConfigGet(name) => {
             let found = match agent.bucket("CONFIGDATA").await {
@@ -767,6 +808,7 @@ async fn data_watcher(agent: Arc<Agent>) {
                 last_error = None;
             }
             Err(e) => {
+                agent.forget_buckets();
                 if last_error.as_deref() != Some(e.as_str()) {
                     tracing::warn!("lattice data: {e}; using the copy on disk until it is back");
                     last_error = Some(e);

@@ -184,6 +184,7 @@ pub fn start(
                     started: std::time::Instant::now(),
                     connects,
                     stop,
+                    buckets: Default::default(),
                 });
                 let _ = cell.set(a.clone());
                 agent::spawn(a);
