@@ -7,6 +7,7 @@
 //! order (a later entry's key wins).
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
 
 use twig_component::{HostError, Linker, Resource, Val};
 use twig_manifest::ComponentSpec;
@@ -42,6 +43,43 @@ pub fn merged_config(spec: &ComponentSpec, lattice: &LatticeData) -> BTreeMap<St
     merged
 }
 
+/// A running component's config, shared by its instances. Named config
+/// from the lattice can change while the component runs (`config.put`, or
+/// the bucket's watcher); as on a wasmCloud host, the next `wasi:config`
+/// call sees the new values, without a restart.
+pub struct LiveConfig {
+    spec: ComponentSpec,
+    current: RwLock<Arc<BTreeMap<String, String>>>,
+}
+
+impl LiveConfig {
+    pub fn new(spec: &ComponentSpec, lattice: &LatticeData) -> LiveConfig {
+        LiveConfig {
+            current: RwLock::new(Arc::new(merged_config(spec, lattice))),
+            spec: spec.clone(),
+        }
+    }
+
+    /// The values as of now.
+    pub fn get(&self) -> Arc<BTreeMap<String, String>> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Merges again from `lattice`; true if the values changed.
+    pub fn refresh(&self, lattice: &LatticeData) -> bool {
+        let next = merged_config(&self.spec, lattice);
+        let mut cur = self.current.write().unwrap_or_else(|p| p.into_inner());
+        if **cur == next {
+            return false;
+        }
+        *cur = Arc::new(next);
+        true
+    }
+}
+
 fn ok(v: Val) -> Val {
     Val::Result(Ok(Some(Box::new(v))))
 }
@@ -55,7 +93,7 @@ pub fn add_config(linker: &mut Linker<InstanceData>) {
                 let Some(Val::String(key)) = args.first() else {
                     return Err(HostError::new("wasi:config get: expected a string key"));
                 };
-                let value = cx.data().config.get(key).cloned();
+                let value = cx.data().config.get().get(key).cloned();
                 out.push(ok(Val::Option(value.map(|v| Box::new(Val::String(v))))));
                 Ok(())
             })
@@ -63,6 +101,7 @@ pub fn add_config(linker: &mut Linker<InstanceData>) {
                 let pairs = cx
                     .data()
                     .config
+                    .get()
                     .iter()
                     .map(|(k, v)| Val::Tuple(vec![Val::String(k.clone()), Val::String(v.clone())]))
                     .collect();

@@ -332,15 +332,35 @@ impl Host {
         &self,
         f: impl FnOnce(&mut crate::lattice::cache::LatticeData),
     ) -> Result<(), String> {
-        let mut data = write(&self.inner.lattice);
-        let mut next = data.clone();
+        let mut guard = write(&self.inner.lattice);
+        let mut next = guard.clone();
         f(&mut next);
-        if next == *data {
+        if next == *guard {
             return Ok(());
         }
         next.save(&self.inner.data_dir).map_err(|e| e.to_string())?;
         *write(&self.inner.labels) = next.labels(&self.inner.board.host_labels());
-        *data = next;
+        let config_changed = next.config != guard.config;
+        *guard = next;
+        if config_changed {
+            // Running components that name lattice config see the new
+            // values on their next `wasi:config` call. Never hold the
+            // lattice and component locks together (starting a component
+            // takes them the other way round); each refresh reads the
+            // lattice as it is then, so racing changes end on the last.
+            drop(guard);
+            let pools: Vec<(String, std::sync::Arc<crate::host::Pool>)> =
+                read(&self.inner.components)
+                    .values()
+                    .filter_map(|p| Some((p.id.clone(), p.pool()?)))
+                    .collect();
+            let data = read(&self.inner.lattice);
+            for (id, pool) in pools {
+                if pool.config.refresh(&data) {
+                    tracing::info!(component = %id, "config changed on the lattice; new values in effect");
+                }
+            }
+        }
         Ok(())
     }
 

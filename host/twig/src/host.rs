@@ -38,8 +38,9 @@ use crate::state::{Cache, DeployedApp, DesiredState, StateError};
 /// Per-instance data of every component instance.
 pub struct InstanceData {
     pub wasi: WasiCtx,
-    /// The component's config, merged from its manifest `config` entries.
-    pub config: Arc<BTreeMap<String, String>>,
+    /// The component's config, merged from its manifest `config` entries
+    /// (and named lattice config, which can change while it runs).
+    pub config: Arc<capabilities::LiveConfig>,
     /// The component's links and the way back to the host.
     pub links: Arc<Links>,
     /// `ns:pkg/iface` -> link name chosen by `wasmcloud:bus/lattice`
@@ -271,7 +272,7 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub struct Pool {
     component: Component,
     linker: Linker<InstanceData>,
-    config: Arc<BTreeMap<String, String>>,
+    pub(crate) config: Arc<capabilities::LiveConfig>,
     links: Arc<Links>,
     messaging: Option<Arc<twig_messaging::Bus>>,
     sensors: Option<Arc<twig_sensors::Sensors>>,
@@ -953,7 +954,7 @@ impl Host {
         };
         let component = Component::with_limits(&self.inner.engine, &spec.id, &bytes, limits)
             .map_err(|e| e.to_string())?;
-        let config = Arc::new(capabilities::merged_config(
+        let config = Arc::new(capabilities::LiveConfig::new(
             spec,
             &read(&self.inner.lattice),
         ));

@@ -305,6 +305,24 @@ async fn control_interface_client_sees_and_drives_twig() {
         twig.log_text()
     );
 
+    // New values for the named config reach the running greeter on its
+    // next call, with no restart (as on a wasmCloud host).
+    let put = ctl
+        .put_config(
+            "lat-greeter-config",
+            HashMap::from([("greeting".to_string(), "Hallo".to_string())]),
+        )
+        .await
+        .expect("config put");
+    assert!(put.succeeded(), "{put:?}");
+    let o = twig.invoke("lat-frontend", "welcome", &["\"Ada\""]);
+    assert_eq!(
+        stdout(&o).trim(),
+        "\"Hallo, Ada! (via frontend)\"",
+        "log:\n{}",
+        twig.log_text()
+    );
+
     // Labels.
     let r = ctl.put_label(&id, "zone", "z1").await.expect("label put");
     assert!(r.succeeded(), "{r:?}");
