@@ -13,7 +13,7 @@
 //! from the device's own manifest. Those apps stay the device's: the
 //! lattice cannot scale or stop a component that a local manifest declares.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use twig_manifest::{ComponentKind, ComponentSpec, ConfigRef, Image, Manifest, Scaler};
@@ -340,7 +340,32 @@ impl Host {
         }
         next.save(&self.inner.data_dir).map_err(|e| e.to_string())?;
         *write(&self.inner.labels) = next.labels(&self.inner.board.host_labels());
-        let config_changed = next.config != guard.config;
+        // Sources whose links changed, or whose links name config that
+        // changed; a provider among them acts on its new links at once (an
+        // HTTP listener on a new address, say).
+        let changed_config: BTreeSet<&String> = next
+            .config
+            .keys()
+            .chain(guard.config.keys())
+            .filter(|k| next.config.get(*k) != guard.config.get(*k))
+            .collect();
+        let relink: BTreeSet<String> = next
+            .links
+            .keys()
+            .chain(guard.links.keys())
+            .filter(|src| {
+                let (old, new) = (guard.links.get(*src), next.links.get(*src));
+                old != new
+                    || new.into_iter().flatten().any(|l| {
+                        l.source_config
+                            .iter()
+                            .chain(&l.target_config)
+                            .any(|c| changed_config.contains(c))
+                    })
+            })
+            .cloned()
+            .collect();
+        let config_changed = !changed_config.is_empty();
         *guard = next;
         if config_changed {
             // Running components that name lattice config see the new
@@ -360,6 +385,11 @@ impl Host {
                     tracing::info!(component = %id, "config changed on the lattice; new values in effect");
                 }
             }
+        } else {
+            drop(guard);
+        }
+        for source in relink {
+            self.relink_provider(&source);
         }
         Ok(())
     }

@@ -698,22 +698,101 @@ impl Host {
         }
         // Providers that call components start once those run.
         for (spec, p) in m.components.iter().zip(&placed) {
-            let Some(provider) = p.provider() else {
-                continue;
-            };
-            let started = match &*provider {
-                Provider::HttpServer(listeners) => self.start_listeners(m, spec, listeners),
-                Provider::Messaging { bus, subscriptions } => {
-                    self.subscribe_handlers(spec, bus, subscriptions)
+            if let Some(provider) = p.provider() {
+                if let Err(reason) = self.start_provider_links(m, spec, &provider) {
+                    p.set(State::Failed, Some(reason));
                 }
-                Provider::Sensors { sensors, sampler } => {
-                    self.start_sampler(spec, sensors, sampler)
-                }
-                Provider::KeyValue(_) => Ok(()),
-            };
-            if let Err(reason) = started {
-                p.set(State::Failed, Some(reason));
             }
+        }
+    }
+
+    /// Starts what a provider does for the components it links to: HTTP
+    /// listeners, message subscriptions, sensor sampling. Its links are the
+    /// manifest's plus the lattice's links whose source it is.
+    fn start_provider_links(
+        &self,
+        m: &Manifest,
+        spec: &ComponentSpec,
+        provider: &Provider,
+    ) -> Result<(), String> {
+        let links = self.provider_links(spec);
+        match provider {
+            Provider::HttpServer(listeners) => self.start_listeners(m, spec, &links, listeners),
+            Provider::Messaging { bus, subscriptions } => {
+                self.subscribe_handlers(spec, &links, bus, subscriptions)
+            }
+            Provider::Sensors { sensors, sampler } => {
+                self.start_sampler(spec, &links, sensors, sampler)
+            }
+            Provider::KeyValue(_) => Ok(()),
+        }
+    }
+
+    /// A provider's links: its manifest's, then the lattice's with it as
+    /// source (`link.put` from wadm for an HTTP server or a messaging
+    /// provider), their named config looked up in the lattice's config.
+    fn provider_links(&self, spec: &ComponentSpec) -> Vec<twig_manifest::Link> {
+        let mut links = spec.links.clone();
+        let lattice = read(&self.inner.lattice);
+        let named = |names: &[String]| -> Vec<twig_manifest::ConfigRef> {
+            names
+                .iter()
+                .map(|n| twig_manifest::ConfigRef {
+                    name: n.clone(),
+                    properties: lattice.config.get(n).cloned().unwrap_or_default(),
+                })
+                .collect()
+        };
+        for l in lattice.links.get(&spec.id).into_iter().flatten() {
+            links.push(twig_manifest::Link {
+                namespace: l.wit_namespace.clone(),
+                package: l.wit_package.clone(),
+                interfaces: l.interfaces.clone(),
+                name: l.name.clone(),
+                target: l.target.clone(),
+                target_id: l.target.clone(),
+                source_config: named(&l.source_config),
+                target_config: named(&l.target_config),
+            });
+        }
+        links
+    }
+
+    /// Restarts what a running provider does for its links, after the
+    /// lattice changed the links whose source it is (or their config).
+    pub(crate) fn relink_provider(&self, id: &str) {
+        let Some(placed) = read(&self.inner.components).get(id).cloned() else {
+            return;
+        };
+        let Some(provider) = placed.provider() else {
+            return;
+        };
+        let Some(m) = lock(&self.inner.desired)
+            .app(&placed.app)
+            .map(|a| a.manifest.clone())
+        else {
+            return;
+        };
+        let Some(spec) = m.components.iter().find(|c| c.id == id) else {
+            return;
+        };
+        match &*provider {
+            // Dropping a listener stops it and frees its port.
+            Provider::HttpServer(listeners) => lock(listeners).clear(),
+            Provider::Messaging { bus, subscriptions } => {
+                for sub in lock(subscriptions).drain(..) {
+                    bus.unsubscribe(sub);
+                }
+            }
+            Provider::Sensors { sampler, .. } => *lock(sampler) = None,
+            Provider::KeyValue(_) => return,
+        }
+        match self.start_provider_links(&m, spec, &provider) {
+            Ok(()) => {
+                tracing::info!(provider = %id, "links changed on the lattice; provider relinked");
+                placed.set(State::Running, None);
+            }
+            Err(reason) => placed.set(State::Failed, Some(reason)),
         }
     }
 
@@ -734,10 +813,11 @@ impl Host {
     fn subscribe_handlers(
         &self,
         spec: &ComponentSpec,
+        links: &[twig_manifest::Link],
         bus: &Arc<twig_messaging::Bus>,
         subscriptions: &Mutex<Vec<twig_messaging::SubscriptionId>>,
     ) -> Result<(), String> {
-        for link in handler_links(spec) {
+        for link in handler_links(links) {
             let config = providers::merged_properties(&link.source_config);
             let Some(subs) = config.get(twig_messaging::CONFIG_SUBSCRIPTIONS) else {
                 tracing::warn!(provider = %spec.id, target = %link.target_id, "handler link has no `subscriptions` in its source config; nothing is delivered to it");
@@ -769,10 +849,11 @@ impl Host {
     fn start_sampler(
         &self,
         spec: &ComponentSpec,
+        links: &[twig_manifest::Link],
         sensors: &Arc<twig_sensors::Sensors>,
         sampler: &Mutex<Option<providers::Sampler>>,
     ) -> Result<(), String> {
-        let targets: Vec<String> = handler_links(spec).map(|l| l.target_id.clone()).collect();
+        let targets: Vec<String> = handler_links(links).map(|l| l.target_id.clone()).collect();
         if targets.is_empty() || sensors.sampling().is_empty() {
             return Ok(());
         }
@@ -840,9 +921,10 @@ impl Host {
         &self,
         m: &Manifest,
         spec: &ComponentSpec,
+        links: &[twig_manifest::Link],
         listeners: &Mutex<Vec<http::HttpServer>>,
     ) -> Result<(), String> {
-        let links = spec.links.iter().filter(|l| {
+        let links = links.iter().filter(|l| {
             l.namespace == "wasi"
                 && l.package == "http"
                 && l.interfaces.iter().any(|i| i == "incoming-handler")
@@ -1562,8 +1644,8 @@ fn contains_resource(v: &Val) -> bool {
 
 /// The `wasmcloud:messaging` `handler` links of a provider: the components
 /// it delivers messages to.
-fn handler_links(spec: &ComponentSpec) -> impl Iterator<Item = &twig_manifest::Link> {
-    spec.links.iter().filter(|l| {
+fn handler_links(links: &[twig_manifest::Link]) -> impl Iterator<Item = &twig_manifest::Link> {
+    links.iter().filter(|l| {
         l.namespace == "wasmcloud"
             && l.package == "messaging"
             && l.interfaces.iter().any(|i| i == "handler")

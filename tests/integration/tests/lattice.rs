@@ -679,3 +679,124 @@ async fn a_component_on_one_host_calls_a_component_on_another_over_wrpc() {
     );
     twig_a.assert_demo_answers();
 }
+
+/// A GET over a plain TCP connection: the status line and headers, or
+/// `None` if nothing listens on `port`.
+fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+/// Polls until `port` answers `path` with 200 (or, with `up == false`,
+/// until nothing listens there any more).
+fn wait_http(twig: &Twig, port: u16, path: &str, up: bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let got = http_get(port, path);
+        match (&got, up) {
+            (Some(r), true) if r.starts_with("HTTP/1.1 200") => return r.clone(),
+            (None, false) => return String::new(),
+            _ => {}
+        }
+        assert!(
+            Instant::now() < deadline,
+            "port {port} {path}: {got:?} (wanted it {}); log:\n{}",
+            if up { "serving" } else { "closed" },
+            twig.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// How wadm deploys an HTTP app: it starts the HTTP server provider, scales
+/// the handler component, and links provider → component with the
+/// listen address in a named source config. twig's built-in HTTP server
+/// serves on that address, moves when the config changes, and stops
+/// when the link goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_server_provider_linked_from_the_lattice_serves_its_target() {
+    let dir = TempDir::new("lattice-http");
+    let topo = Topology::start();
+    let twig = up(&dir, "data", &twig_args(&topo));
+    wait_connected(&twig);
+    let id = host_id(&twig);
+    let ctl = ctl_client(&topo).await;
+
+    let r = ctl
+        .start_provider(
+            &id,
+            "ghcr.io/wasmcloud/http-server:0.27.0",
+            "lat-http",
+            None,
+            vec![],
+        )
+        .await
+        .expect("provider start");
+    assert!(r.succeeded(), "{r:?}");
+    let echo = format!(
+        "file://{}",
+        twig_integration_tests::guest_path("http-echo").display()
+    );
+    let r = ctl
+        .scale_component(&id, &echo, "lat-echo", 1, None, vec![], false)
+        .await
+        .expect("scale");
+    assert!(r.succeeded(), "{r:?}");
+
+    let (port_a, port_b) = (
+        twig_integration_tests::topology::free_port(),
+        twig_integration_tests::topology::free_port(),
+    );
+    let address = |port: u16| HashMap::from([("address".to_string(), format!("127.0.0.1:{port}"))]);
+    let r = ctl
+        .put_config("lat-http-listen", address(port_a))
+        .await
+        .expect("config");
+    assert!(r.succeeded(), "{r:?}");
+    let link = Link::builder()
+        .source_id("lat-http")
+        .target("lat-echo")
+        .name("default")
+        .wit_namespace("wasi")
+        .wit_package("http")
+        .interfaces(vec!["incoming-handler".to_string()])
+        .source_config(vec!["lat-http-listen".to_string()])
+        .build()
+        .expect("link");
+    let r = ctl.put_link(link).await.expect("link put");
+    assert!(r.succeeded(), "{r:?}");
+
+    let answer = wait_http(&twig, port_a, "/from-the-lattice", true);
+    assert!(
+        answer.to_lowercase().contains("x-path: /from-the-lattice"),
+        "{answer}"
+    );
+
+    // New config: the listener moves.
+    let r = ctl
+        .put_config("lat-http-listen", address(port_b))
+        .await
+        .expect("config");
+    assert!(r.succeeded(), "{r:?}");
+    wait_http(&twig, port_b, "/moved", true);
+    wait_http(&twig, port_a, "/", false);
+
+    // No link, no listener; the component itself keeps running.
+    let r = ctl
+        .delete_link("lat-http", "default", "wasi", "http")
+        .await
+        .expect("link del");
+    assert!(r.succeeded(), "{r:?}");
+    wait_http(&twig, port_b, "/", false);
+    let (state, _) = Twig::component_state(&twig.status(), "lat-echo");
+    assert_eq!(state, "running");
+}
