@@ -79,6 +79,28 @@ async fn call(
     Ok(out)
 }
 
+/// [`call`], retried for up to 20 s while twig has not started serving
+/// the component (the caller sees "no responders" until then).
+async fn call_when_served(
+    twig: &Twig,
+    wrpc: &wrpc_transport_nats::Client,
+    instance: &str,
+    func: &str,
+    arg: &str,
+) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match call(wrpc, instance, func, arg.into()).await {
+            Ok(s) => return s,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("not yet: {e:#}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("no answer over wRPC: {e:#}\nlog:\n{}", twig.log_text()),
+        }
+    }
+}
+
 /// A wasmCloud-style caller invokes the demo app's exports on twig: the
 /// crate's client, handshake and parameter stream, and its decoder reads
 /// twig's results. Small and large (chunked both ways) values, concurrent
@@ -102,24 +124,12 @@ async fn wrpc_transport_nats_client_calls_a_component_on_twig() {
         .await
         .expect("wrpc client");
 
-    // twig starts serving a component shortly after it runs.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let first = loop {
-        match call(&greeter, GREETER, "greet", "Ada".into()).await {
-            Ok(s) => break s,
-            Err(e) if Instant::now() < deadline => {
-                eprintln!("not yet: {e:#}");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(e) => panic!("no answer over wRPC: {e:#}\nlog:\n{}", twig.log_text()),
-        }
-    };
+    // twig starts serving each component shortly after it runs.
+    let first = call_when_served(&twig, &greeter, GREETER, "greet", "Ada").await;
     assert_eq!(first, "Hello from the edge, Ada!");
 
     // An export that calls another component on twig (the app's link).
-    let welcome = call(&frontend, FRONTEND, "welcome", "Grace".into())
-        .await
-        .expect("welcome");
+    let welcome = call_when_served(&twig, &frontend, FRONTEND, "welcome", "Grace").await;
     assert_eq!(welcome, "Hello from the edge, Grace! (via frontend)");
 
     // Parameters larger than one NATS message: the crate sends the first
