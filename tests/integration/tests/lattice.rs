@@ -13,9 +13,7 @@ use std::time::{Duration, Instant};
 
 use async_nats_039 as nats;
 use twig_integration_tests::topology::Topology;
-use twig_integration_tests::twig::{
-    demo_manifest, demo_path, lattice_args, stdout, TempDir, Twig,
-};
+use twig_integration_tests::twig::{demo_manifest, demo_path, lattice_args, stdout, TempDir, Twig};
 use wasmcloud_control_interface::{Client, ClientBuilder, Link};
 
 /// Connects a control client to the leaf, as an operator's tool would.

@@ -150,7 +150,10 @@ async fn wrpc_transport_nats_client_calls_a_component_on_twig() {
         async move { (i, call(&greeter, GREETER, "greet", format!("n{i}")).await) }
     });
     for (i, r) in futures::future::join_all(calls).await {
-        assert_eq!(r.expect("concurrent call"), format!("Hello from the edge, n{i}!"));
+        assert_eq!(
+            r.expect("concurrent call"),
+            format!("Hello from the edge, n{i}!")
+        );
     }
 
     // An unknown function: twig refuses, the caller gets an error (no
@@ -196,11 +199,7 @@ async fn component_on_twig_calls_a_wrpc_transport_nats_server() {
     .await
     .expect("wrpc server");
     let invocations = server
-        .serve_values::<(String,), (String,)>(
-            GREETER,
-            "greet",
-            Vec::<Box<[Option<usize>]>>::new(),
-        )
+        .serve_values::<(String,), (String,)>(GREETER, "greet", Vec::<Box<[Option<usize>]>>::new())
         .await
         .expect("serve");
     // Make sure the server's subscription is in place before twig calls.
@@ -223,10 +222,11 @@ async fn component_on_twig_calls_a_wrpc_transport_nats_server() {
                     .map(|v| v.to_string())
                     .unwrap_or_default()
             };
-            seen_by_server
-                .lock()
-                .expect("lock")
-                .push((h("source-id"), h("link-name"), name.clone()));
+            seen_by_server.lock().expect("lock").push((
+                h("source-id"),
+                h("link-name"),
+                name.clone(),
+            ));
             let reply = format!("{} from wrpc, {name}!", name.len());
             if let Err(e) = respond((reply,)).await {
                 eprintln!("respond: {e:#}");
@@ -291,7 +291,10 @@ async fn component_on_twig_calls_a_wrpc_transport_nats_server() {
         .unwrap_or_else(|e| panic!("large call: {e}\nlog:\n{}", twig.log_text()));
     assert_eq!(
         out,
-        vec![format!("\"{} from wrpc, {big}! (via frontend)\"", big.len())]
+        vec![format!(
+            "\"{} from wrpc, {big}! (via frontend)\"",
+            big.len()
+        )]
     );
 
     // The server goes away: the call fails with a clear error.

@@ -101,7 +101,11 @@ impl Inbox {
 
     /// A subject no other call of this connection uses.
     fn subject(&self) -> String {
-        format!("{}.{}", self.prefix, self.next.fetch_add(1, Ordering::Relaxed))
+        format!(
+            "{}.{}",
+            self.prefix,
+            self.next.fetch_add(1, Ordering::Relaxed)
+        )
     }
 
     /// Starts delivering messages on `subject`; they stop when the route
