@@ -200,6 +200,31 @@ impl Twig {
         assert_eq!(stdout(&o).trim(), DEMO_WELCOME, "log:\n{}", self.log_text());
     }
 
+    /// The host id `twig status` shows (the lattice identity).
+    pub fn host_id(&self) -> String {
+        self.status()["host"]["host_id"]
+            .as_str()
+            .expect("twig status shows a host id")
+            .to_string()
+    }
+
+    /// Waits (30 s at most) until `twig status` shows the uplink connected.
+    pub fn wait_connected(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let up = self.status()["host"]["uplink"].clone();
+            if up["state"] == "connected" {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "uplink never connected: {up}; log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -355,4 +380,30 @@ pub fn admin_call(
     } else {
         Err(v["error"].as_str().unwrap_or("unknown error").to_string())
     }
+}
+
+/// `twig up` arguments that join the lattice through the topology's leaf
+/// the way a field device does: mutual TLS, a creds file, JetStream domain
+/// `core`, a heartbeat every second, a friendly name and a label.
+pub fn lattice_args(t: &crate::topology::Topology) -> Vec<String> {
+    vec![
+        "--nats-url".into(),
+        t.leaf_url(),
+        "--nats-creds".into(),
+        t.user_creds.display().to_string(),
+        "--nats-tls-ca".into(),
+        t.ca_pem.display().to_string(),
+        "--nats-tls-cert".into(),
+        t.client_cert_pem.display().to_string(),
+        "--nats-tls-key".into(),
+        t.client_key_pem.display().to_string(),
+        "--js-domain".into(),
+        "core".into(),
+        "--heartbeat-secs".into(),
+        "1".into(),
+        "--friendly-name".into(),
+        "edge-gw-1".into(),
+        "--label".into(),
+        "site=north".into(),
+    ]
 }

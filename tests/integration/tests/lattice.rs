@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use async_nats_039 as nats;
 use twig_integration_tests::topology::Topology;
-use twig_integration_tests::twig::{demo_manifest, demo_path, stdout, TempDir, Twig};
+use twig_integration_tests::twig::{demo_manifest, demo_path, lattice_args, stdout, TempDir, Twig};
 use wasmcloud_control_interface::{Client, ClientBuilder, Link};
 
 /// Connects a control client to the leaf, as an operator's tool would.
@@ -33,31 +33,8 @@ async fn ctl_client(t: &Topology) -> Client {
         .build()
 }
 
-fn twig_args(t: &Topology) -> Vec<String> {
-    vec![
-        "--nats-url".into(),
-        t.leaf_url(),
-        "--nats-creds".into(),
-        t.user_creds.display().to_string(),
-        "--nats-tls-ca".into(),
-        t.ca_pem.display().to_string(),
-        "--nats-tls-cert".into(),
-        t.client_cert_pem.display().to_string(),
-        "--nats-tls-key".into(),
-        t.client_key_pem.display().to_string(),
-        "--js-domain".into(),
-        "core".into(),
-        "--heartbeat-secs".into(),
-        "1".into(),
-        "--friendly-name".into(),
-        "edge-gw-1".into(),
-        "--label".into(),
-        "site=north".into(),
-    ]
-}
-
 /// A board profile (the sim one plus a `[lattice]` table) with the same
-/// settings as [`twig_args`]; the creds file sits beside it and is named
+/// settings as `lattice_args`; the creds file sits beside it and is named
 /// by a relative path, as on a device.
 fn board_with_lattice(dir: &TempDir, t: &Topology) -> std::path::PathBuf {
     let board_dir = dir.path().join("board");
@@ -85,29 +62,6 @@ fn board_with_lattice(dir: &TempDir, t: &Topology) -> std::path::PathBuf {
 fn up(dir: &TempDir, name: &str, extra: &[String]) -> Twig {
     let args: Vec<&str> = extra.iter().map(String::as_str).collect();
     Twig::up(&dir.path().join(name), &args)
-}
-
-fn host_id(twig: &Twig) -> String {
-    twig.status()["host"]["host_id"]
-        .as_str()
-        .expect("twig status shows a host id")
-        .to_string()
-}
-
-fn wait_connected(twig: &Twig) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let up = twig.status()["host"]["uplink"].clone();
-        if up["state"] == "connected" {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "uplink never connected: {up}; log:\n{}",
-            twig.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Waits for the next event of `kind` that `pick` accepts.
@@ -147,9 +101,9 @@ fn file_ref(name: &str) -> String {
 async fn control_interface_client_sees_and_drives_twig() {
     let dir = TempDir::new("lattice-ctl");
     let topo = Topology::start();
-    let twig = up(&dir, "data", &twig_args(&topo));
-    wait_connected(&twig);
-    let id = host_id(&twig);
+    let twig = up(&dir, "data", &lattice_args(&topo));
+    twig.wait_connected();
+    let id = twig.host_id();
     let ctl = ctl_client(&topo).await;
     let mut events = ctl
         .events_receiver(vec![
@@ -514,7 +468,7 @@ fn refused_credentials_certificates_and_subjects_are_named_and_local_work_goes_o
     let topo = Topology::start();
     let app = demo_manifest();
     let with = |creds: &std::path::Path, ca: &std::path::Path| {
-        let mut a = twig_args(&topo);
+        let mut a = lattice_args(&topo);
         a[3] = creds.display().to_string();
         a[5] = ca.display().to_string();
         a.extend(["--app".to_string(), app.clone()]);
@@ -539,7 +493,7 @@ fn refused_credentials_certificates_and_subjects_are_named_and_local_work_goes_o
         e.to_lowercase().contains("issuer") || e.contains("UnknownIssuer"),
         "{e}"
     );
-    wait_connected(&denied);
+    denied.wait_connected();
     let e = wait_error(&denied, "permissions violation");
     assert!(e.contains("wasmbus.evt.default"), "{e}");
 
@@ -570,7 +524,7 @@ async fn a_component_on_one_host_calls_a_component_on_another_over_wrpc() {
     let dir = TempDir::new("lattice-wrpc");
     let topo = Topology::start();
     let app = demo_manifest();
-    let mut args_a = twig_args(&topo);
+    let mut args_a = lattice_args(&topo);
     args_a.extend(["--app".to_string(), app]);
     let twig_a = up(&dir, "a", &args_a);
     // B is set up the way a device is installed: everything about the
@@ -581,9 +535,9 @@ async fn a_component_on_one_host_calls_a_component_on_another_over_wrpc() {
         "b",
         &["--board".into(), board_b.display().to_string()],
     );
-    wait_connected(&twig_a);
-    wait_connected(&twig_b);
-    let (a, b) = (host_id(&twig_a), host_id(&twig_b));
+    twig_a.wait_connected();
+    twig_b.wait_connected();
+    let (a, b) = (twig_a.host_id(), twig_b.host_id());
     assert_ne!(a, b);
     assert_eq!(
         twig_b.status()["host"]["friendly_name"],
@@ -726,9 +680,9 @@ fn wait_http(twig: &Twig, port: u16, path: &str, up: bool) -> String {
 async fn an_http_server_provider_linked_from_the_lattice_serves_its_target() {
     let dir = TempDir::new("lattice-http");
     let topo = Topology::start();
-    let twig = up(&dir, "data", &twig_args(&topo));
-    wait_connected(&twig);
-    let id = host_id(&twig);
+    let twig = up(&dir, "data", &lattice_args(&topo));
+    twig.wait_connected();
+    let id = twig.host_id();
     let ctl = ctl_client(&topo).await;
 
     let r = ctl

@@ -169,15 +169,23 @@ impl Agent {
 }
 
 /// Runs the agent's tasks for the life of the runtime.
-pub(crate) fn spawn(agent: Arc<Agent>) {
-    agent.host.set_remote(Arc::new(super::wrpc::WrpcClient {
-        client: agent.client.clone(),
-        lattice: agent.opts.lattice.clone(),
-        runtime: tokio::runtime::Handle::current(),
-        status: agent.status.clone(),
-    }));
-    let a = agent.clone();
-    tokio::spawn(async move { super::wrpc::serve(a).await });
+pub(crate) async fn spawn(agent: Arc<Agent>) {
+    // One inbox for every wRPC call this host makes or answers.
+    match super::wrpc::Inbox::new(&agent.client).await {
+        Ok(inbox) => {
+            let inbox = Arc::new(inbox);
+            agent.host.set_remote(Arc::new(super::wrpc::WrpcClient {
+                client: agent.client.clone(),
+                inbox: inbox.clone(),
+                lattice: agent.opts.lattice.clone(),
+                runtime: tokio::runtime::Handle::current(),
+                status: agent.status.clone(),
+            }));
+            let a = agent.clone();
+            tokio::spawn(async move { super::wrpc::serve(a, inbox).await });
+        }
+        Err(e) => tracing::warn!("wRPC is off: {e}"),
+    }
     let a = agent.clone();
     tokio::spawn(async move { control_server(a).await });
     let a = agent.clone();

@@ -29,7 +29,7 @@ pub mod cache;
 mod probe;
 pub mod wire;
 #[cfg(feature = "lattice")]
-mod wrpc;
+pub mod wrpc;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -187,7 +187,7 @@ pub fn start(
                     buckets: Default::default(),
                 });
                 let _ = cell.set(a.clone());
-                agent::spawn(a);
+                agent::spawn(a).await;
             }
             Err(why) => {
                 tracing::error!(url = %opts.url, "uplink: {why}; twig keeps running without the lattice");

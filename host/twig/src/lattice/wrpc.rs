@@ -27,11 +27,14 @@
 //! measurements.)
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use async_nats::{Client, HeaderMap, Subscriber};
+use async_nats::{Client, HeaderMap, Message, Subscriber};
 use futures_util::StreamExt;
+use tokio::sync::mpsc;
 
 use super::agent::Agent;
 use crate::host::{RemoteCall, RemoteCalls};
@@ -39,9 +42,118 @@ use crate::host::{RemoteCall, RemoteCalls};
 /// The protocol token in every invocation subject.
 pub const PROTOCOL: &str = "wrpc.0.0.1";
 
+/// How many messages one call's stream may have waiting before it is cut
+/// off: a peer that floods a stream fails its own call instead of growing
+/// this host's memory.
+const STREAM_BACKLOG: usize = 256;
+
+/// The reply subjects of every call on one connection, behind a single
+/// wildcard subscription `{inbox}.>`.
+///
+/// Each call needs subjects of its own (the handshake and results of a
+/// call made, the parameters of a call served). Subscribing to each on
+/// the server costs a SUB and an UNSUB per subject and call, and on a leaf
+/// node every new subject is also announced to the hub; here a call's
+/// subjects are only entries in a local table, added before the subject is
+/// handed to the peer, so no message can arrive before its route exists
+/// (wrpc-transport-nats routes its replies the same way).
+pub struct Inbox {
+    prefix: String,
+    next: AtomicU64,
+    routes: Arc<Mutex<HashMap<String, mpsc::Sender<Message>>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Inbox {
+    /// Subscribes `{a fresh inbox}.>` on `client` and routes what arrives.
+    pub async fn new(client: &Client) -> Result<Inbox, String> {
+        let prefix = client.new_inbox();
+        let mut sub = client
+            .subscribe(format!("{prefix}.>"))
+            .await
+            .map_err(|e| format!("subscribing to the wRPC inbox: {e}"))?;
+        let routes: Arc<Mutex<HashMap<String, mpsc::Sender<Message>>>> = Arc::default();
+        let table = routes.clone();
+        let task = tokio::spawn(async move {
+            while let Some(m) = sub.next().await {
+                let Ok(mut t) = table.lock() else { return };
+                let Some(tx) = t.get(m.subject.as_str()) else {
+                    // A call that is over (e.g. the end-of-parameters
+                    // message of a call answered from its first message).
+                    continue;
+                };
+                if let Err(e) = tx.try_send(m) {
+                    // Full or gone: drop the route, so the call sees its
+                    // stream end and fails instead of reading a gap.
+                    let m = e.into_inner();
+                    tracing::warn!(subject = %m.subject, "wRPC stream overflowed; the call fails");
+                    t.remove(m.subject.as_str());
+                }
+            }
+        });
+        Ok(Inbox {
+            prefix,
+            next: AtomicU64::new(0),
+            routes,
+            task,
+        })
+    }
+
+    /// A subject no other call of this connection uses.
+    fn subject(&self) -> String {
+        format!(
+            "{}.{}",
+            self.prefix,
+            self.next.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    /// Starts delivering messages on `subject`; they stop when the route
+    /// is dropped.
+    fn route(&self, subject: String) -> Route {
+        let (tx, rx) = mpsc::channel(STREAM_BACKLOG);
+        if let Ok(mut t) = self.routes.lock() {
+            t.insert(subject.clone(), tx);
+        }
+        Route {
+            rx,
+            subject,
+            routes: self.routes.clone(),
+        }
+    }
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// One subject's messages; unrouted on drop.
+struct Route {
+    rx: mpsc::Receiver<Message>,
+    subject: String,
+    routes: Arc<Mutex<HashMap<String, mpsc::Sender<Message>>>>,
+}
+
+impl Route {
+    async fn next(&mut self) -> Option<Message> {
+        self.rx.recv().await
+    }
+}
+
+impl Drop for Route {
+    fn drop(&mut self) {
+        if let Ok(mut t) = self.routes.lock() {
+            t.remove(&self.subject);
+        }
+    }
+}
+
 /// Calls to remote targets, from the blocking threads components run on.
 pub(crate) struct WrpcClient {
     pub client: Client,
+    pub inbox: Arc<Inbox>,
     pub lattice: String,
     pub runtime: tokio::runtime::Handle,
     pub status: super::SharedStatus,
@@ -61,25 +173,28 @@ impl RemoteCalls for WrpcClient {
         }
         let deadline = tokio::time::Instant::from_std(c.deadline);
         self.runtime.block_on(async {
-            tokio::time::timeout_at(deadline, invoke(&self.client, &self.lattice, &c))
-                .await
-                .unwrap_or_else(|_| {
-                    Err(format!("no answer from `{}` before the deadline", c.target))
-                })
+            tokio::time::timeout_at(
+                deadline,
+                invoke(&self.client, &self.inbox, &self.lattice, &c),
+            )
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer from `{}` before the deadline", c.target)))
         })
     }
 }
 
-async fn invoke(client: &Client, lattice: &str, c: &RemoteCall<'_>) -> Result<Vec<u8>, String> {
-    let inbox = client.new_inbox();
-    let mut handshake = client
-        .subscribe(inbox.clone())
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut results = client
-        .subscribe(format!("{inbox}.results"))
-        .await
-        .map_err(|e| e.to_string())?;
+/// Makes one call: `c.params` (value-encoded) to `c.func` of `c.instance`
+/// on `c.target`; returns the value-encoded results. No deadline of its
+/// own: the caller bounds it.
+pub async fn invoke(
+    client: &Client,
+    inbox: &Inbox,
+    lattice: &str,
+    c: &RemoteCall<'_>,
+) -> Result<Vec<u8>, String> {
+    let rx = inbox.subject();
+    let mut handshake = inbox.route(rx.clone());
+    let mut results = inbox.route(format!("{rx}.results"));
     let mut headers = HeaderMap::new();
     headers.insert("source-id", c.source);
     headers.insert("link-name", c.link_name);
@@ -91,11 +206,11 @@ async fn invoke(client: &Client, lattice: &str, c: &RemoteCall<'_>) -> Result<Ve
     let room = client
         .server_info()
         .max_payload
-        .saturating_sub(inbox.len() + 128)
+        .saturating_sub(rx.len() + 128)
         .max(1024);
     let (first, rest) = c.params.split_at(c.params.len().min(room));
     client
-        .publish_with_reply_and_headers(subject, inbox.clone(), headers, first.to_vec().into())
+        .publish_with_reply_and_headers(subject, rx, headers, first.to_vec().into())
         .await
         .map_err(|e| e.to_string())?;
     let hs = handshake
@@ -129,7 +244,11 @@ async fn invoke(client: &Client, lattice: &str, c: &RemoteCall<'_>) -> Result<Ve
         .await
         .map_err(|e| e.to_string())?;
     let mut out = Vec::new();
-    while let Some(m) = results.next().await {
+    loop {
+        let m = results
+            .next()
+            .await
+            .ok_or("the results stream was cut off")?;
         if m.payload.is_empty() {
             break;
         }
@@ -142,7 +261,7 @@ async fn invoke(client: &Client, lattice: &str, c: &RemoteCall<'_>) -> Result<Ve
 
 /// Serves this host's components to the lattice: one queue subscription
 /// per running component, kept in step with what runs.
-pub(crate) async fn serve(agent: Arc<Agent>) {
+pub(crate) async fn serve(agent: Arc<Agent>, inbox: Arc<Inbox>) {
     let mut served: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
@@ -171,9 +290,10 @@ pub(crate) async fn serve(agent: Arc<Agent>) {
                     tracing::debug!(component = %id, %subject, "serving over wRPC");
                     let a = agent.clone();
                     let cid = id.clone();
+                    let inbox = inbox.clone();
                     served.insert(
                         id,
-                        tokio::spawn(async move { serve_component(a, cid, sub).await }),
+                        tokio::spawn(async move { serve_component(a, inbox, cid, sub).await }),
                     );
                 }
                 Err(e) => tracing::warn!(component = %id, "cannot serve over wRPC: {e}"),
@@ -182,82 +302,95 @@ pub(crate) async fn serve(agent: Arc<Agent>) {
     }
 }
 
-async fn serve_component(agent: Arc<Agent>, id: String, mut sub: Subscriber) {
+async fn serve_component(agent: Arc<Agent>, inbox: Arc<Inbox>, id: String, mut sub: Subscriber) {
     let prefix = format!("{}.{id}.{PROTOCOL}.", agent.opts.lattice);
     while let Some(msg) = sub.next().await {
-        let Some(tail) = msg.subject.as_str().strip_prefix(&prefix) else {
-            continue;
-        };
-        // `{instance}.{func}`: the instance holds dots (`@0.1.0`), the
-        // function name does not.
-        let Some((instance, func)) = tail.rsplit_once('.') else {
+        let Some((instance, func)) = split_subject(&msg, &prefix) else {
             continue;
         };
         let (instance, func) = (instance.to_string(), func.to_string());
         let a = agent.clone();
         let id = id.clone();
+        let inbox = inbox.clone();
         tokio::spawn(async move {
-            if let Err(e) = answer(&a, &id, &instance, &func, msg).await {
-                tracing::warn!(component = %id, "wRPC call {instance}#{func}: {e}");
+            let source = msg
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("source-id"))
+                .map(|v| v.to_string())
+                .unwrap_or_default();
+            let deadline =
+                Instant::now() + Duration::from_millis(a.host.board().limits.deadline_ms);
+            let run = |params: Vec<u8>| {
+                let host = a.host.clone();
+                let (i, f, cid) = (instance.clone(), func.clone(), id.clone());
+                async move {
+                    tokio::task::spawn_blocking(move || {
+                        host.call_from_lattice(&cid, &i, &f, &params, deadline)
+                    })
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r)
+                }
+            };
+            if let Err(e) = answer(&a.client, &inbox, msg, deadline, run).await {
+                tracing::warn!(component = %id, "wRPC call {instance}#{func} from {source}: {e}");
             }
         });
     }
 }
 
-/// Answers one invocation.
-async fn answer(
-    agent: &Agent,
-    id: &str,
-    instance: &str,
-    func: &str,
-    msg: async_nats::Message,
-) -> Result<(), String> {
+/// `(instance, func)` of an invocation subject `{prefix}{instance}.{func}`:
+/// the instance holds dots (`@0.1.0`), the function name does not.
+pub fn split_subject<'m>(msg: &'m Message, prefix: &str) -> Option<(&'m str, &'m str)> {
+    msg.subject.as_str().strip_prefix(prefix)?.rsplit_once('.')
+}
+
+/// Answers one invocation `msg`: the handshake, the rest of the parameters
+/// if the first message did not hold them all, and the results. `run` gets
+/// the parameters received so far and returns the value-encoded results,
+/// `Ok(None)` when the parameters are not complete yet, or why the call
+/// failed (the caller then gets an empty result stream).
+pub async fn answer<F, Fut>(
+    client: &Client,
+    inbox: &Inbox,
+    msg: Message,
+    deadline: Instant,
+    mut run: F,
+) -> Result<(), String>
+where
+    F: FnMut(Vec<u8>) -> Fut,
+    Fut: Future<Output = Result<Option<Vec<u8>>, String>>,
+{
     let reply = msg.reply.clone().ok_or("no reply subject")?;
-    let source = msg
-        .headers
-        .as_ref()
-        .and_then(|h| h.get("source-id"))
-        .map(|v| v.to_string())
-        .unwrap_or_default();
-    let client = &agent.client;
-    let rx = client.new_inbox();
-    let mut params_sub = client
-        .subscribe(format!("{rx}.params"))
-        .await
-        .map_err(|e| e.to_string())?;
+    let rx = inbox.subject();
+    // Routed before the handshake reply names it: the caller sends the
+    // rest of the parameters as soon as it has that reply. The route is a
+    // local table entry, so this costs nothing when the first message held
+    // everything (the common case; the caller's end-of-parameters message
+    // then lands here unread).
+    let mut params_in = inbox.route(format!("{rx}.params"));
     client
         .publish_with_reply(reply.clone(), rx, bytes::Bytes::new())
         .await
         .map_err(|e| e.to_string())?;
-    let deadline = Instant::now() + Duration::from_millis(agent.host.board().limits.deadline_ms);
     let mut params = msg.payload.to_vec();
     let results_to = format!("{reply}.results");
     let outcome = loop {
-        let host = agent.host.clone();
-        let (i, f, p, cid) = (
-            instance.to_string(),
-            func.to_string(),
-            params.clone(),
-            id.to_string(),
-        );
-        let r =
-            tokio::task::spawn_blocking(move || host.call_from_lattice(&cid, &i, &f, &p, deadline))
-                .await
-                .map_err(|e| e.to_string())
-                .and_then(|r| r);
-        match r {
+        match run(params.clone()).await {
             Ok(Some(results)) => break Ok(results),
             Err(e) => break Err(e),
             Ok(None) => {
-                // More parameters to come on `{rx}.params`.
+                // More parameters to come.
                 let left = deadline.saturating_duration_since(Instant::now());
-                match tokio::time::timeout(left, params_sub.next()).await {
+                match tokio::time::timeout(left, params_in.next()).await {
                     Ok(Some(m)) if !m.payload.is_empty() => params.extend_from_slice(&m.payload),
                     _ => break Err("the parameters ended early".to_string()),
                 }
             }
         }
     };
+    drop(params_in);
     let room = client.server_info().max_payload.max(1024);
     if let Ok(results) = &outcome {
         for chunk in results.chunks(room) {
@@ -273,7 +406,5 @@ async fn answer(
         .publish(results_to, bytes::Bytes::new())
         .await
         .map_err(|e| e.to_string())?;
-    outcome
-        .map(|_| ())
-        .map_err(|e| format!("from {source}: {e}"))
+    outcome.map(|_| ())
 }
