@@ -62,9 +62,8 @@ fn headers(source: &str) -> nats::HeaderMap {
 /// client, bounded in time so a protocol mismatch fails instead of hanging.
 ///
 /// A call with no answer within 3 s is made once more: the crate's client
-/// now and then drops a reply that reaches it before its own route for
-/// it (its router takes routes and messages in random order; about one
-/// call in 500 here, see BENCHMARKS.md), which is no fault of the callee.
+/// now and then loses a reply, against its own server too (about one call
+/// in 500, see BENCHMARKS.md), which is no fault of the callee.
 async fn call(
     wrpc: &wrpc_transport_nats::Client,
     instance: &str,
