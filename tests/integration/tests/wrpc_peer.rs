@@ -60,23 +60,31 @@ fn headers(source: &str) -> nats::HeaderMap {
 
 /// One `greet`-shaped call (`func(string) -> string`) through the crate's
 /// client, bounded in time so a protocol mismatch fails instead of hanging.
+///
+/// A call with no answer within 3 s is made once more: the crate's client
+/// now and then loses a reply, against its own server too (about one call
+/// in 500, see BENCHMARKS.md), which is no fault of the callee.
 async fn call(
     wrpc: &wrpc_transport_nats::Client,
     instance: &str,
     func: &str,
     arg: String,
 ) -> anyhow::Result<String> {
-    let fut = wrpc.invoke_values_blocking::<_, (String,), (String,)>(
-        Some(headers("wrpc-peer-test")),
-        instance,
-        func,
-        (arg,),
-        NO_PATHS,
-    );
-    let (out,) = tokio::time::timeout(Duration::from_secs(10), fut)
-        .await
-        .map_err(|_| anyhow::anyhow!("no answer within 10 s"))??;
-    Ok(out)
+    for attempt in 0..2 {
+        let fut = wrpc.invoke_values_blocking::<_, (String,), (String,)>(
+            Some(headers("wrpc-peer-test")),
+            instance,
+            func,
+            (arg.clone(),),
+            NO_PATHS,
+        );
+        match tokio::time::timeout(Duration::from_secs(3), fut).await {
+            Ok(r) => return r.map(|(out,)| out),
+            Err(_) if attempt == 0 => eprintln!("no answer within 3 s; once more"),
+            Err(_) => {}
+        }
+    }
+    anyhow::bail!("no answer within 3 s, twice")
 }
 
 /// [`call`], retried for up to 20 s while twig has not started serving

@@ -7,11 +7,10 @@
 //!
 //! ```text
 //! caller                                           callee (queue group {lattice}.{id})
-//!   sub R, R.results
+//!   route R, R.results (in its Inbox)
 //!   pub {lattice}.{id}.wrpc.0.0.1.{instance}.{func}  reply R, headers source-id, link-name
 //!       payload: the parameters, value-encoded  ─────►
-//!                                                   sub S.params (only if the parameters
-//!                                                   are not all there)
+//!                                                   route S.params (in its Inbox)
 //!                              ◄───── pub R  reply S, empty payload (the handshake)
 //!   pub S.params: rest of the parameters, then an empty message (end)
 //!                                                   runs the export
@@ -20,11 +19,16 @@
 //!
 //! The value encoding is in `twig_component::wrpc`. Streams, futures and
 //! resources are not sent; twig refuses calls that would need them.
+//! Every reply subject lives under one wildcard subscription per
+//! connection ([`Inbox`]), so a call adds no subscription on the server.
+//!
 //! Twig implements the transport itself rather than through the
 //! `wrpc-transport-nats` crate: that crate pins async-nats 0.39 (twig uses
-//! 0.51), so it would put a second NATS client into the device binary;
-//! the protocol above is all twig needs of it. (BENCHMARKS.md has the
-//! measurements.)
+//! 0.51), so it would put a second NATS client into the device binary, and
+//! its client now and then loses a reply (about one call in 500 in
+//! lattice-bench, against its own server too). tests/integration/tests/wrpc_peer.rs checks this module
+//! against the crate both ways; BENCHMARKS.md ("Lattice") has the sizes
+//! and round trips side by side.
 
 use std::collections::HashMap;
 use std::future::Future;
