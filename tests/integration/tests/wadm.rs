@@ -7,8 +7,11 @@
 //! through wadm's NATS API (`wadm.api.{lattice}.model.*`), and wadm alone
 //! then drives twig over the lattice: it scales the components, puts their
 //! config and the link between them. The test asserts that wadm reports the
-//! app `deployed`, that twig runs what wadm asked for, and that the link
-//! wadm put works on a call.
+//! app `deployed`; that twig runs what wadm asked for, under the ids wadm
+//! computed, with wadm's counts and annotations; that the link and config
+//! wadm put answer a call; that wadm asks for nothing more over the next
+//! heartbeats and parses everything twig sends; and that undeploying
+//! through wadm stops the components on twig.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -240,6 +243,30 @@ async fn wait_event_pipeline(nc: &nats::Client, logs: &impl Fn() -> String) {
     }
 }
 
+/// wadm's streams and their consumers as the core's JetStream reports
+/// them, for a failure message: where an event stopped on its way.
+async fn wadm_streams(nc: &nats::Client) -> String {
+    let mut out = String::new();
+    for stream in [
+        "wasmbus_events",
+        "wadm_events",
+        "wadm_event_consumer",
+        "wadm_commands",
+        "wadm_notify",
+    ] {
+        for api in ["STREAM.INFO", "CONSUMER.LIST"] {
+            let subject = format!("$JS.{CORE_DOMAIN}.API.{api}.{stream}");
+            let reply = nc
+                .request(subject.clone(), Vec::new().into())
+                .await
+                .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
+                .unwrap_or_else(|e| e.to_string());
+            out.push_str(&format!("{subject}: {reply}\n"));
+        }
+    }
+    out
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wadm_deploys_a_manifest_onto_twig() {
     let dir = TempDir::new("wadm");
@@ -287,43 +314,20 @@ async fn wadm_deploys_a_manifest_onto_twig() {
     .await;
     assert_eq!(deploy["result"], "acknowledged", "{deploy}");
 
-    // wadm reports the app deployed once every scaler (two spread scalers,
-    // the config and the link) agrees with what it sees on the lattice.
+    // wadm reports the app deployed once every scaler agrees with what it
+    // sees on the lattice.
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
         let s = wadm_api(&nc, "model.status.edge-demo", None, Vec::new()).await;
         if s["status"]["status"]["type"] == "deployed" {
             break s;
         }
-        if Instant::now() >= deadline {
-            let mut js = String::new();
-            for st in [
-                "wadm_events",
-                "wasmbus_events",
-                "wadm_event_consumer",
-                "wadm_notify",
-            ] {
-                let m = nc
-                    .request(format!("$JS.core.API.STREAM.INFO.{st}"), Vec::new().into())
-                    .await
-                    .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
-                    .unwrap_or_else(|e| e.to_string());
-                js.push_str(&format!("{st}: {m}\n"));
-                let m = nc
-                    .request(
-                        format!("$JS.core.API.CONSUMER.LIST.{st}"),
-                        Vec::new().into(),
-                    )
-                    .await
-                    .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
-                    .unwrap_or_else(|e| e.to_string());
-                js.push_str(&format!("{st} consumers: {m}\n"));
-            }
-            panic!(
-                "the app never reached `deployed`; last status: {s}\n{js}\n{}",
-                logs()
-            );
-        }
+        assert!(
+            Instant::now() < deadline,
+            "the app never reached `deployed`; last status: {s}\n{}\n{}",
+            wadm_streams(&nc).await,
+            logs()
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     let scalers = status["status"]["scalers"]

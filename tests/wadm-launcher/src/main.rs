@@ -26,10 +26,7 @@ fn parse_args() -> Result<WadmConfig> {
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
-        let mut value = || {
-            args.next()
-                .with_context(|| format!("{flag} needs a value"))
-        };
+        let mut value = || args.next().with_context(|| format!("{flag} needs a value"));
         match flag.as_str() {
             "--nats-server" => config.nats_server = value()?,
             "--creds" => config.nats_creds = Some(PathBuf::from(value()?)),
