@@ -16,9 +16,9 @@ use twig_integration_tests::topology::Topology;
 use twig_integration_tests::twig::{demo_manifest, demo_path, lattice_args, stdout, TempDir, Twig};
 use wasmcloud_control_interface::{Client, ClientBuilder, Link};
 
-/// Connects a control client to the leaf, as an operator's tool would.
-async fn ctl_client(t: &Topology) -> Client {
-    let nc = nats::ConnectOptions::with_credentials_file(t.user_creds.clone())
+/// A NATS client of the leaf (mTLS, creds), as an operator's tool has.
+async fn leaf_client(t: &Topology) -> nats::Client {
+    nats::ConnectOptions::with_credentials_file(t.user_creds.clone())
         .await
         .expect("creds")
         .add_root_certificates(t.ca_pem.clone())
@@ -26,7 +26,12 @@ async fn ctl_client(t: &Topology) -> Client {
         .require_tls(true)
         .connect(t.leaf_url())
         .await
-        .expect("control client connects to the leaf");
+        .expect("client connects to the leaf")
+}
+
+/// Connects a control client to the leaf, as an operator's tool would.
+async fn ctl_client(t: &Topology) -> Client {
+    let nc = leaf_client(t).await;
     ClientBuilder::new(nc)
         .timeout(Duration::from_secs(5))
         .auction_timeout(Duration::from_secs(2))
@@ -202,6 +207,19 @@ async fn control_interface_client_sees_and_drives_twig() {
             "wadm"
         );
     }
+    // By the time `component_scaled` is out, twig serves the component
+    // over wRPC: the first message of an invocation gets the handshake
+    // reply at once, not "no responders". (`greet("Ada")`: the string is
+    // its LEB128 length and its bytes.)
+    let nc = leaf_client(&topo).await;
+    let handshake = nc
+        .request(
+            "default.lat-greeter.wrpc.0.0.1.twig:demo/greeter@0.1.0.greet",
+            vec![3, b'A', b'd', b'a'].into(),
+        )
+        .await
+        .expect("a scaled component is served when component_scaled is out");
+    assert!(handshake.payload.is_empty(), "{handshake:?}");
 
     // The inventory lists them, annotations echoed.
     let inv = ctl.get_host_inventory(&id).await.expect("inventory");

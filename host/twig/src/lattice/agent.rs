@@ -51,6 +51,9 @@ pub(crate) struct Agent {
     /// A reconnect, or a failed pass of the data watcher (a bucket deleted
     /// or the domain gone), makes the next use look again.
     pub buckets: std::sync::Mutex<BTreeMap<&'static str, (u64, kv::Store)>>,
+    /// Asks the wRPC server to bring what it serves in step with what runs
+    /// now, and says when it has (set once the server runs).
+    pub serve_sync: std::sync::OnceLock<super::wrpc::SyncRequests>,
 }
 
 impl Agent {
@@ -162,6 +165,20 @@ impl Agent {
         self.buckets.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Waits (at most 2 s) until the wRPC server serves exactly the
+    /// components running now. Its subscriptions go out on this connection
+    /// before anything published after this, so a caller that hears
+    /// `component_scaled` finds the component served.
+    async fn serving_in_step(&self) {
+        let Some(tx) = self.serve_sync.get() else {
+            return;
+        };
+        let (ack, done) = tokio::sync::oneshot::channel();
+        if tx.send(ack).is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), done).await;
+        }
+    }
+
     /// Makes the next [`Agent::bucket`] look the buckets up again.
     fn forget_buckets(&self) {
         self.cached_buckets().clear();
@@ -181,8 +198,10 @@ pub(crate) async fn spawn(agent: Arc<Agent>) {
                 runtime: tokio::runtime::Handle::current(),
                 status: agent.status.clone(),
             }));
+            let (sync_tx, sync_rx) = tokio::sync::mpsc::unbounded_channel();
+            let _ = agent.serve_sync.set(sync_tx);
             let a = agent.clone();
-            tokio::spawn(async move { super::wrpc::serve(a, inbox).await });
+            tokio::spawn(async move { super::wrpc::serve(a, inbox, sync_rx).await });
         }
         Err(e) => tracing::warn!("wRPC is off: {e}"),
     }
@@ -648,6 +667,7 @@ fn run_plan(agent: Arc<Agent>, plan: crate::control::ScalePlan) {
         match result {
             Ok(()) => {
                 tracing::info!(component = %plan.id, instances = o.max_instances, "scaled by the lattice");
+                agent.serving_in_step().await;
                 agent
                     .publish_event(
                         "component_scaled",

@@ -185,6 +185,7 @@ pub fn start(
                     connects,
                     stop,
                     buckets: Default::default(),
+                    serve_sync: Default::default(),
                 });
                 let _ = cell.set(a.clone());
                 agent::spawn(a).await;

@@ -265,11 +265,22 @@ pub async fn invoke(
 
 /// Serves this host's components to the lattice: one queue subscription
 /// per running component, kept in step with what runs.
-pub(crate) async fn serve(agent: Arc<Agent>, inbox: Arc<Inbox>) {
+pub(crate) async fn serve(agent: Arc<Agent>, inbox: Arc<Inbox>, mut sync: SyncReceiver) {
     let mut served: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
+    // The tick catches components started or stopped by other means
+    // (`twig apply`, a crash); the agent asks for a pass at once after a
+    // scale, before it announces it.
     let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut acks = Vec::new();
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            Some(ack) = sync.recv() => acks.push(ack),
+        }
+        // Everyone who asked while this pass was due is answered by it.
+        while let Ok(ack) = sync.try_recv() {
+            acks.push(ack);
+        }
         let host = agent.host.clone();
         let want: Vec<String> =
             match tokio::task::spawn_blocking(move || host.served_components()).await {
@@ -303,8 +314,15 @@ pub(crate) async fn serve(agent: Arc<Agent>, inbox: Arc<Inbox>) {
                 Err(e) => tracing::warn!(component = %id, "cannot serve over wRPC: {e}"),
             }
         }
+        for ack in acks.drain(..) {
+            let _ = ack.send(());
+        }
     }
 }
+
+/// A request for a serving pass, answered when it is done.
+pub(crate) type SyncRequests = mpsc::UnboundedSender<tokio::sync::oneshot::Sender<()>>;
+type SyncReceiver = mpsc::UnboundedReceiver<tokio::sync::oneshot::Sender<()>>;
 
 async fn serve_component(agent: Arc<Agent>, inbox: Arc<Inbox>, id: String, mut sub: Subscriber) {
     let prefix = format!("{}.{id}.{PROTOCOL}.", agent.opts.lattice);
