@@ -298,6 +298,26 @@ impl Topology {
         format!("tls://127.0.0.1:{}", self.leaf.ports.client)
     }
 
+    /// A client of the leaf as the lattice peers in the tests connect (the
+    /// control client, wRPC peers, the benchmarks): the test CA as the
+    /// only root, the client certificate the leaf demands, the user creds.
+    pub async fn leaf_client(&self) -> Result<async_nats_039::Client, String> {
+        async_nats_039::ConnectOptions::with_credentials_file(self.user_creds.clone())
+            .await
+            .map_err(|e| format!("creds {}: {e}", self.user_creds.display()))?
+            .add_root_certificates(self.ca_pem.clone())
+            .add_client_certificate(self.client_cert_pem.clone(), self.client_key_pem.clone())
+            .require_tls(true)
+            .connect(self.leaf_url())
+            .await
+            .map_err(|e| {
+                format!(
+                    "connecting to the leaf: {e}\n{}",
+                    self.log_tail(Server::Leaf)
+                )
+            })
+    }
+
     /// Where clients connect to the core directly: TLS (server-authenticated
     /// only; a client certificate is accepted but not required).
     pub fn core_url(&self) -> String {

@@ -114,6 +114,13 @@ impl Twig {
         Twig::start(data_dir, extra, false)
     }
 
+    /// [`Twig::up`] with data directory `dir/name` and owned arguments
+    /// (as the lattice tests build them).
+    pub fn up_in(dir: &TempDir, name: &str, extra: &[String]) -> Twig {
+        let args: Vec<&str> = extra.iter().map(String::as_str).collect();
+        Twig::up(&dir.path().join(name), &args)
+    }
+
     /// Like [`Twig::up`], but in a new network namespace with no interfaces
     /// but a down loopback (`unshare -n`), to prove boot needs no network.
     /// Where namespaces cannot be made, says so and runs without one.
@@ -284,6 +291,36 @@ impl Twig {
         let mut a = vec!["invoke", component, function];
         a.extend_from_slice(args);
         self.cli(&a)
+    }
+
+    /// Invokes until stdout is `want` (20 s at most, every 200 ms): for an
+    /// answer that depends on something settling elsewhere, such as a link
+    /// or a peer reaching this host. `context` adds to the failure message
+    /// (another host's log, say).
+    pub fn invoke_until(
+        &self,
+        component: &str,
+        function: &str,
+        args: &[&str],
+        want: &str,
+        context: impl Fn() -> String,
+    ) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let o = self.invoke(component, function, args);
+            if stdout(&o).trim() == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{component} {function} never answered {want}: {}{}\nlog:\n{}\n{}",
+                stdout(&o),
+                stderr(&o),
+                self.log_text(),
+                context()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     /// Calls an export through the admin socket directly (the protocol

@@ -18,15 +18,7 @@ use wasmcloud_control_interface::{Client, ClientBuilder, Link};
 
 /// A NATS client of the leaf (mTLS, creds), as an operator's tool has.
 async fn leaf_client(t: &Topology) -> nats::Client {
-    nats::ConnectOptions::with_credentials_file(t.user_creds.clone())
-        .await
-        .expect("creds")
-        .add_root_certificates(t.ca_pem.clone())
-        .add_client_certificate(t.client_cert_pem.clone(), t.client_key_pem.clone())
-        .require_tls(true)
-        .connect(t.leaf_url())
-        .await
-        .expect("client connects to the leaf")
+    t.leaf_client().await.unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Connects a control client to the leaf, as an operator's tool would.
@@ -62,11 +54,6 @@ fn board_with_lattice(dir: &TempDir, t: &Topology) -> std::path::PathBuf {
     let file = board_dir.join("board.toml");
     std::fs::write(&file, profile).expect("write board profile");
     file
-}
-
-fn up(dir: &TempDir, name: &str, extra: &[String]) -> Twig {
-    let args: Vec<&str> = extra.iter().map(String::as_str).collect();
-    Twig::up(&dir.path().join(name), &args)
 }
 
 /// Waits for the next event of `kind` that `pick` accepts.
@@ -106,7 +93,7 @@ fn file_ref(name: &str) -> String {
 async fn control_interface_client_sees_and_drives_twig() {
     let dir = TempDir::new("lattice-ctl");
     let topo = Topology::start();
-    let twig = up(&dir, "data", &lattice_args(&topo));
+    let twig = Twig::up_in(&dir, "data", &lattice_args(&topo));
     twig.wait_connected();
     let id = twig.host_id();
     let ctl = ctl_client(&topo).await;
@@ -492,13 +479,13 @@ fn refused_credentials_certificates_and_subjects_are_named_and_local_work_goes_o
         a.extend(["--app".to_string(), app.clone()]);
         a
     };
-    let bad_creds = up(&dir, "bad-creds", &with(&topo.bad_creds, &topo.ca_pem));
-    let bad_ca = up(
+    let bad_creds = Twig::up_in(&dir, "bad-creds", &with(&topo.bad_creds, &topo.ca_pem));
+    let bad_ca = Twig::up_in(
         &dir,
         "bad-ca",
         &with(&topo.user_creds, &topo.untrusted_ca_pem),
     );
-    let denied = up(&dir, "denied", &with(&topo.deny_evt_creds, &topo.ca_pem));
+    let denied = Twig::up_in(&dir, "denied", &with(&topo.deny_evt_creds, &topo.ca_pem));
 
     let e = wait_error(&bad_creds, "authorization violation");
     assert_ne!(
@@ -544,11 +531,11 @@ async fn a_component_on_one_host_calls_a_component_on_another_over_wrpc() {
     let app = demo_manifest();
     let mut args_a = lattice_args(&topo);
     args_a.extend(["--app".to_string(), app]);
-    let twig_a = up(&dir, "a", &args_a);
+    let twig_a = Twig::up_in(&dir, "a", &args_a);
     // B is set up the way a device is installed: everything about the
     // lattice in its board profile's `[lattice]` table, no flags.
     let board_b = board_with_lattice(&dir, &topo);
-    let mut twig_b = up(
+    let mut twig_b = Twig::up_in(
         &dir,
         "b",
         &["--board".into(), board_b.display().to_string()],
@@ -607,22 +594,13 @@ async fn a_component_on_one_host_calls_a_component_on_another_over_wrpc() {
     assert!(ctl.put_link(link).await.expect("link").succeeded());
 
     // A's frontend reaches B's greeter over the lattice.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let o = twig_a.invoke("edge-frontend", "welcome", &["\"Ada\""]);
-        if stdout(&o).trim() == "\"Hej, Ada! (via frontend)\"" {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no answer over wRPC: {}{}\nA:\n{}\nB:\n{}",
-            stdout(&o),
-            twig_integration_tests::twig::stderr(&o),
-            twig_a.log_text(),
-            twig_b.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    twig_a.invoke_until(
+        "edge-frontend",
+        "welcome",
+        &["\"Ada\""],
+        "\"Hej, Ada! (via frontend)\"",
+        || format!("B:\n{}", twig_b.log_text()),
+    );
     let b_status = twig_b.status();
     let calls = b_status["apps"]
         .as_array()
@@ -698,7 +676,7 @@ fn wait_http(twig: &Twig, port: u16, path: &str, up: bool) -> String {
 async fn an_http_server_provider_linked_from_the_lattice_serves_its_target() {
     let dir = TempDir::new("lattice-http");
     let topo = Topology::start();
-    let twig = up(&dir, "data", &lattice_args(&topo));
+    let twig = Twig::up_in(&dir, "data", &lattice_args(&topo));
     twig.wait_connected();
     let id = twig.host_id();
     let ctl = ctl_client(&topo).await;

@@ -74,6 +74,19 @@ async fn round_trip(client: &nats::Client) {
     }
 }
 
+/// Makes the test's KV bucket in domain `core` through `client` (a client
+/// of the leaf).
+async fn core_bucket(client: &nats::Client) -> kv::Store {
+    jetstream::with_domain(client.clone(), CORE_DOMAIN)
+        .create_key_value(kv::Config {
+            bucket: BUCKET.to_string(),
+            storage: jetstream::stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .expect("create KV bucket in domain core")
+}
+
 async fn kv_get(store: &kv::Store, key: &str) -> Option<Vec<u8>> {
     store
         .get(key)
@@ -129,15 +142,7 @@ async fn leaf_carries_messages_and_the_core_domain() {
     assert_eq!(&msg.payload[..], b"across");
 
     // A KV bucket made through domain `core` from the leaf ...
-    let js = jetstream::with_domain(leaf.clone(), CORE_DOMAIN);
-    let store = js
-        .create_key_value(kv::Config {
-            bucket: BUCKET.to_string(),
-            storage: jetstream::stream::StorageType::File,
-            ..Default::default()
-        })
-        .await
-        .expect("create KV bucket in domain core");
+    let store = core_bucket(&leaf).await;
     store
         .put("greeting", "from the leaf".into())
         .await
@@ -281,15 +286,7 @@ async fn jwt_publish_deny_is_enforced() {
 async fn core_outage_keeps_the_leaf_up_and_the_kv_data() {
     let mut t = Topology::start();
     let leaf = connect_leaf(&t, "topo-outage").await;
-    let js = jetstream::with_domain(leaf.clone(), CORE_DOMAIN);
-    let store = js
-        .create_key_value(kv::Config {
-            bucket: BUCKET.to_string(),
-            storage: jetstream::stream::StorageType::File,
-            ..Default::default()
-        })
-        .await
-        .expect("create KV bucket in domain core");
+    let store = core_bucket(&leaf).await;
     store
         .put("kept", "across the outage".into())
         .await

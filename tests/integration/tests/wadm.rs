@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use async_nats_039 as nats;
 use twig_integration_tests::topology::{Topology, CORE_DOMAIN};
-use twig_integration_tests::twig::{demo_path, repo_root, stdout, TempDir, Twig};
+use twig_integration_tests::twig::{demo_path, lattice_args, repo_root, stdout, TempDir, Twig};
 
 /// The launcher binary: `$TWIG_WADM_LAUNCHER`, else where tests/run builds
 /// it (`target/wadm-launcher`).
@@ -93,43 +93,6 @@ impl Drop for Wadm {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-fn twig_args(t: &Topology) -> Vec<String> {
-    vec![
-        "--nats-url".into(),
-        t.leaf_url(),
-        "--nats-creds".into(),
-        t.user_creds.display().to_string(),
-        "--nats-tls-ca".into(),
-        t.ca_pem.display().to_string(),
-        "--nats-tls-cert".into(),
-        t.client_cert_pem.display().to_string(),
-        "--nats-tls-key".into(),
-        t.client_key_pem.display().to_string(),
-        "--js-domain".into(),
-        CORE_DOMAIN.into(),
-        "--heartbeat-secs".into(),
-        "1".into(),
-        "--friendly-name".into(),
-        "edge-wadm-1".into(),
-    ]
-}
-
-fn wait_connected(twig: &Twig) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let up = twig.status()["host"]["uplink"].clone();
-        if up["state"] == "connected" {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "uplink never connected: {up}; log:\n{}",
-            twig.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -272,14 +235,8 @@ async fn wadm_deploys_a_manifest_onto_twig() {
     let dir = TempDir::new("wadm");
     let topo = Topology::start();
     let wadm = Wadm::start(&topo, &dir);
-    let twig = Twig::up(
-        &dir.path().join("data"),
-        &twig_args(&topo)
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-    );
-    wait_connected(&twig);
+    let twig = Twig::up_in(&dir, "data", &lattice_args(&topo));
+    twig.wait_connected();
     let logs = || {
         format!(
             "--- wadm ---\n{}\n--- twig ---\n{}",
@@ -400,10 +357,7 @@ async fn wadm_deploys_a_manifest_onto_twig() {
     let ctl = wasmcloud_control_interface::ClientBuilder::new(nc.clone())
         .timeout(Duration::from_secs(5))
         .build();
-    let host_id = twig.status()["host"]["host_id"]
-        .as_str()
-        .expect("twig status shows a host id")
-        .to_string();
+    let host_id = twig.host_id();
     let inv = ctl
         .get_host_inventory(&host_id)
         .await

@@ -34,20 +34,7 @@ const FRONTEND: &str = "twig:demo/frontend@0.1.0";
 const NO_PATHS: [&[Option<usize>]; 0] = [];
 
 async fn connect(t: &Topology) -> nats::Client {
-    nats::ConnectOptions::with_credentials_file(t.user_creds.clone())
-        .await
-        .expect("creds")
-        .add_root_certificates(t.ca_pem.clone())
-        .add_client_certificate(t.client_cert_pem.clone(), t.client_key_pem.clone())
-        .require_tls(true)
-        .connect(t.leaf_url())
-        .await
-        .expect("the peer connects to the leaf")
-}
-
-fn up(dir: &TempDir, name: &str, extra: &[String]) -> Twig {
-    let args: Vec<&str> = extra.iter().map(String::as_str).collect();
-    Twig::up(&dir.path().join(name), &args)
+    t.leaf_client().await.unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The headers a wasmCloud 1.x host puts on an invocation.
@@ -119,7 +106,7 @@ async fn wrpc_transport_nats_client_calls_a_component_on_twig() {
     let topo = Topology::start();
     let mut args = lattice_args(&topo);
     args.extend(["--app".to_string(), demo_manifest()]);
-    let twig = up(&dir, "data", &args);
+    let twig = Twig::up_in(&dir, "data", &args);
     twig.wait_connected();
 
     let nc = connect(&topo).await;
@@ -192,7 +179,7 @@ async fn wrpc_transport_nats_client_calls_a_component_on_twig() {
 async fn component_on_twig_calls_a_wrpc_transport_nats_server() {
     let dir = TempDir::new("wrpc-peer-serve");
     let topo = Topology::start();
-    let twig = up(&dir, "data", &lattice_args(&topo));
+    let twig = Twig::up_in(&dir, "data", &lattice_args(&topo));
     twig.wait_connected();
     let host = twig.host_id();
 
@@ -264,21 +251,13 @@ async fn component_on_twig_calls_a_wrpc_transport_nats_server() {
         .expect("link");
     assert!(ctl.put_link(link).await.expect("link").succeeded());
 
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let o = twig.invoke("edge-frontend", "welcome", &["\"Ada\""]);
-        if stdout(&o).trim() == "\"3 from wrpc, Ada! (via frontend)\"" {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no answer from the wrpc server: {}{}\nlog:\n{}",
-            stdout(&o),
-            stderr(&o),
-            twig.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    twig.invoke_until(
+        "edge-frontend",
+        "welcome",
+        &["\"Ada\""],
+        "\"3 from wrpc, Ada! (via frontend)\"",
+        || "(the wrpc server is in this test)".to_string(),
+    );
     {
         let seen = seen.lock().expect("lock");
         assert!(

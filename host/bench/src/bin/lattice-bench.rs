@@ -155,15 +155,7 @@ fn decode_string(b: &[u8]) -> Result<Option<String>> {
 }
 
 async fn connect_039(t: &Topology) -> Result<nats039::Client> {
-    nats039::ConnectOptions::with_credentials_file(t.user_creds.clone())
-        .await
-        .context("creds")?
-        .add_root_certificates(t.ca_pem.clone())
-        .add_client_certificate(t.client_cert_pem.clone(), t.client_key_pem.clone())
-        .require_tls(true)
-        .connect(t.leaf_url())
-        .await
-        .context("async-nats 0.39 connects to the leaf")
+    t.leaf_client().await.map_err(anyhow::Error::msg)
 }
 
 async fn connect_051(t: &Topology) -> Result<async_nats::Client> {
