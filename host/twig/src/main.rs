@@ -110,8 +110,11 @@ impl NatsArgs {
     /// The uplink settings: each flag (or its `TWIG_*` variable) over the
     /// board profile's `[lattice]` field, over the default. `None` when
     /// neither names a server: twig runs offline.
-    fn options(self, board: &Board) -> anyhow::Result<Option<twig::lattice::UplinkOptions>> {
-        let profile = board.lattice();
+    fn options(
+        self,
+        board: &Board,
+        profile: twig::board::BoardLattice,
+    ) -> anyhow::Result<Option<twig::lattice::UplinkOptions>> {
         let Some(url) = self.nats_url.or(profile.url) else {
             return Ok(None);
         };
@@ -317,11 +320,12 @@ fn run(cli: Cli, started: Instant) -> anyhow::Result<ExitCode> {
                 board.labels.insert(k, v);
             }
             let data_dir = resolve_data_dir(dir.as_deref(), Some(&board));
+            let mut profile = board.lattice();
             let friendly_name = nats
                 .friendly_name
                 .clone()
-                .or_else(|| board.lattice().friendly_name);
-            let uplink = nats.options(&board)?;
+                .or_else(|| profile.friendly_name.take());
+            let uplink = nats.options(&board, profile)?;
             twig::up::run(twig::up::UpOptions {
                 board,
                 apps,
