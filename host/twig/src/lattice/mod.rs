@@ -16,7 +16,11 @@
 //!   (parsing and checking everything that comes off the network);
 //! * [`cache`]: the lattice's links, config and label changes on disk;
 //! * `agent`: the control server, heartbeats and the bucket watcher that
-//!   run on the connection (only with the `lattice` feature).
+//!   run on the connection (only with the `lattice` feature);
+//! * `wrpc`: calls to link targets elsewhere in the lattice and serving
+//!   this host's components, over one reply inbox per connection;
+//! * `probe`: one TLS handshake of its own, to name why the server's
+//!   certificate or ours was refused.
 //!
 //! The host side of each request (scale, labels, links, …) is in
 //! [`crate::control`]. The `lattice` cargo feature leaves the agent, and
