@@ -581,3 +581,95 @@ fn write_all_at(f: &File, mut buf: &[u8], mut offset: u64) -> io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ClassConfig;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn outbox_is_send_and_sync() {
+        assert_send_sync::<Outbox>();
+    }
+
+    struct TempDir(PathBuf);
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn temp_dir(name: &str) -> TempDir {
+        let p =
+            std::env::temp_dir().join(format!("twig-outbox-unit-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&p);
+        TempDir(p)
+    }
+
+    /// A write that fails (ENOSPC from /dev/full standing in for the
+    /// segment) returns an error naming the segment and leaves the outbox
+    /// as it was: the next append gets the same seq and everything reads
+    /// back.
+    #[test]
+    fn failed_write_leaves_the_outbox_usable() {
+        let Ok(full) = OpenOptions::new().write(true).open("/dev/full") else {
+            eprintln!("no /dev/full here; skipping");
+            return;
+        };
+        let dir = temp_dir("enospc");
+        let ob = Outbox::open(OutboxConfig::new(
+            &dir.0,
+            vec![ClassConfig::new("t", 1, DropPolicy::DropOldest)],
+        ))
+        .expect("open");
+        let t = ob.class("t").expect("t");
+        assert_eq!(ob.append(t, "s", &[], b"one").expect("append"), 1);
+        let (real, total) = {
+            let mut st = ob.lock();
+            let total = st.total;
+            let real = st.classes[0].active.replace(Arc::new(full));
+            (real.expect("active segment"), total)
+        };
+        let e = ob
+            .append(t, "s", &[], b"two")
+            .expect_err("write to /dev/full");
+        assert!(
+            matches!(&e, OutboxError::Io { path, .. } if path.ends_with("t/00000000000000000001.seg")),
+            "{e}"
+        );
+        {
+            let mut st = ob.lock();
+            assert_eq!(st.total, total, "failed write not counted");
+            assert_eq!(st.classes[0].next_seq, 2);
+            st.classes[0].active = Some(real);
+        }
+        assert_eq!(ob.append(t, "s", &[], b"two").expect("append"), 2);
+        let b = ob.next_batch(10, usize::MAX).expect("batch");
+        let bodies: Vec<&[u8]> = b.iter().map(|r| r.body.as_slice()).collect();
+        assert_eq!(bodies, vec![&b"one"[..], &b"two"[..]]);
+        assert_eq!(ob.stats().classes[0].appended, 2);
+    }
+
+    /// Creating a new segment fails (its name is taken): the append
+    /// reports the file, and succeeds once the obstacle is gone.
+    #[test]
+    fn failed_segment_creation_is_reported() {
+        let dir = temp_dir("create");
+        let ob = Outbox::open(OutboxConfig::new(
+            &dir.0,
+            vec![ClassConfig::new("t", 1, DropPolicy::DropOldest)],
+        ))
+        .expect("open");
+        let t = ob.class("t").expect("t");
+        let blocker = dir.0.join("t").join("00000000000000000001.seg");
+        fs::create_dir(&blocker).expect("blocker");
+        let e = ob.append(t, "s", &[], b"x").expect_err("name taken");
+        assert!(e.to_string().contains("00000000000000000001.seg"), "{e}");
+        fs::remove_dir(&blocker).expect("remove blocker");
+        assert_eq!(ob.append(t, "s", &[], b"x").expect("append"), 1);
+        assert_eq!(ob.next_batch(10, usize::MAX).expect("batch").len(), 1);
+    }
+}

@@ -151,6 +151,12 @@ impl Flusher {
                 let (m, cv) = &*stop2;
                 let mut stopped = m.lock().unwrap_or_else(|e| e.into_inner());
                 loop {
+                    // Checked before waiting too: a stop requested before
+                    // this thread first took the lock must not wait out a
+                    // whole interval.
+                    if *stopped {
+                        return;
+                    }
                     let (g, _) = cv
                         .wait_timeout(stopped, every)
                         .unwrap_or_else(|e| e.into_inner());

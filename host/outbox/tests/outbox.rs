@@ -262,7 +262,7 @@ fn drop_oldest_keeps_the_newest_within_the_cap() {
             st.total_bytes,
             st.max_bytes
         );
-        if i % 97 == 0 {
+        if i.is_multiple_of(97) {
             assert!(segment_bytes_on_disk(dir.path()) <= 16 << 10);
             assert_eq!(segment_bytes_on_disk(dir.path()), st.total_bytes);
         }
@@ -615,4 +615,20 @@ fn stray_files_are_removed_on_open() {
     assert!(!junk.exists());
     let t = ob.class("t").expect("t");
     assert_eq!(append(&ob, t, b"ok"), 1);
+}
+
+#[test]
+fn closing_soon_after_opening_does_not_wait_for_the_interval() {
+    let dir = TempDir::new("quickclose");
+    let mut cfg = one_class(dir.path());
+    cfg.sync = SyncPolicy::Interval(Duration::from_secs(60));
+    let started = std::time::Instant::now();
+    for _ in 0..20 {
+        drop(Outbox::open(cfg.clone()).expect("open"));
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
 }

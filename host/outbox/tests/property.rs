@@ -36,7 +36,7 @@ fn run(seed: u64, steps: usize) {
     let dir = TempDir::new(&format!("prop{seed}"));
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let priorities = [2u8, 5, 5];
-    let sync = if seed % 2 == 0 {
+    let sync = if seed.is_multiple_of(2) {
         SyncPolicy::Always
     } else {
         interval()
