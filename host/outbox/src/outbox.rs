@@ -49,7 +49,7 @@ impl Record {
 
 /// A snapshot of the outbox's state and counters. Counters count since
 /// the outbox was opened.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct OutboxStats {
     /// Bytes of all segment files together.
     pub total_bytes: u64,
@@ -59,7 +59,7 @@ pub struct OutboxStats {
 }
 
 /// One class's part of [`OutboxStats`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ClassStats {
     pub name: String,
     /// Records appended and neither acknowledged, dropped nor expired yet.

@@ -401,6 +401,9 @@ pub(crate) struct HostInner {
     kv_stores: Mutex<HashMap<String, Weak<twig_keyvalue::Store>>>,
     /// The in-process message bus, made when a messaging provider starts.
     bus: std::sync::OnceLock<Arc<twig_messaging::Bus>>,
+    /// The durable outbox of what leaves the device, once `twig up` has
+    /// opened it (before any app starts).
+    upstream: std::sync::OnceLock<Arc<crate::outbox::Upstream>>,
     /// The board's sensors, or why they cannot be read.
     sensors: Result<Arc<twig_sensors::Sensors>, String>,
     /// The uplink's state, once `twig up` starts one.
@@ -464,6 +467,9 @@ pub struct HostStatus {
     pub labels: BTreeMap<String, String>,
     /// The uplink to the lattice, when `twig up` was given one.
     pub uplink: Option<crate::lattice::UplinkStatus>,
+    /// The durable outbox: what waits to leave the device, per class,
+    /// with its drop and expiry counters.
+    pub outbox: Option<twig_outbox::OutboxStats>,
     /// The host's lattice identity (id `N…`, friendly name).
     #[serde(flatten)]
     pub identity: Option<crate::lattice::HostIdentity>,
@@ -606,6 +612,7 @@ impl Host {
                 apps: RwLock::new(BTreeMap::new()),
                 kv_stores: Mutex::new(HashMap::new()),
                 bus: std::sync::OnceLock::new(),
+                upstream: std::sync::OnceLock::new(),
                 sensors,
                 uplink: std::sync::OnceLock::new(),
                 identity: std::sync::OnceLock::new(),
@@ -801,9 +808,18 @@ impl Host {
         if let Some(b) = self.inner.bus.get() {
             return Ok(b.clone());
         }
-        let bus = twig_messaging::Bus::new(twig_messaging::BusConfig::default())
+        let upstream = self.inner.upstream.get().cloned();
+        let config = twig_messaging::BusConfig {
+            export: upstream.as_ref().map(|u| u.exports()).unwrap_or_default(),
+            ..twig_messaging::BusConfig::default()
+        };
+        let bus = twig_messaging::Bus::new(config)
             .map_err(|e| format!("cannot start the message bus: {e}"))?;
-        Ok(self.inner.bus.get_or_init(|| Arc::new(bus)).clone())
+        let bus = self.inner.bus.get_or_init(|| Arc::new(bus)).clone();
+        if let Some(u) = upstream {
+            bus.set_uplink(u);
+        }
+        Ok(bus)
     }
 
     /// Subscribes, for each `wasmcloud:messaging` `handler` link of a
@@ -1387,6 +1403,31 @@ impl Host {
         let _ = self.inner.identity.set(identity);
     }
 
+    /// Opens the durable outbox (`DATA/outbox`) with the board's
+    /// `[outbox]` classes; `heartbeat` is the lattice heartbeat interval.
+    /// Call before starting apps, so the message bus exports to it. A
+    /// failure is returned for the caller to log: the host runs on, and
+    /// nothing leaves the device.
+    pub fn open_upstream(
+        &self,
+        heartbeat: std::time::Duration,
+    ) -> Result<Arc<crate::outbox::Upstream>, String> {
+        if let Some(u) = self.inner.upstream.get() {
+            return Ok(u.clone());
+        }
+        let u = crate::outbox::Upstream::open(
+            &self.inner.board.outbox,
+            &self.inner.data_dir,
+            heartbeat,
+        )?;
+        Ok(self.inner.upstream.get_or_init(|| Arc::new(u)).clone())
+    }
+
+    /// The outbox, once [`Host::open_upstream`] has opened it.
+    pub fn upstream(&self) -> Option<Arc<crate::outbox::Upstream>> {
+        self.inner.upstream.get().cloned()
+    }
+
     /// Shows the uplink's state in [`Host::status`]; set once.
     pub fn set_uplink(&self, status: crate::lattice::SharedStatus) {
         let _ = self.inner.uplink.set(status);
@@ -1401,6 +1442,7 @@ impl Host {
                 data_dir: self.inner.data_dir.display().to_string(),
                 labels: read(&self.inner.labels).clone(),
                 uplink: self.inner.uplink.get().map(|s| lock(s).clone()),
+                outbox: self.inner.upstream.get().map(|u| u.outbox.stats()),
                 identity: self.inner.identity.get().cloned(),
             },
             apps: apps

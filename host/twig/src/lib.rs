@@ -25,7 +25,11 @@
 //! * [`http`] — the HTTP server provider's glue (`wasi:http` handlers,
 //!   listeners); the one place the `http` cargo feature is looked at.
 //! * [`lattice`] — the uplink to a NATS server (in the background; never
-//!   needed to boot or run) and its state.
+//!   needed to boot or run) and its state; `lattice::drain` sends the
+//!   outbox upstream.
+//! * [`outbox`] — what leaves the device: the board's `[outbox]` classes
+//!   and the durable on-disk queue (`twig-outbox`) that messages wait in
+//!   while the uplink is down.
 //! * [`admin`] — the local admin socket that `twig status|invoke|apply|
 //!   delete` use.
 //! * [`up`] — `twig up`: lock the data dir, restore the desired state,
@@ -39,6 +43,8 @@
 //! boot / apply: desired.json + cache --verify hash--> Component --> Pool (instances)
 //! trigger (admin invoke, HTTP request) --> Pool --> guest --import--> WASI | config
 //!                                                   | link --> other Pool | provider (KV store)
+//! publish (messaging) --> Bus --> local subscribers
+//!                          \--exported subject--> outbox (disk) --drain--> NATS / JetStream
 //! ```
 
 pub mod admin;
@@ -48,6 +54,7 @@ pub mod control;
 pub mod host;
 pub mod http;
 pub mod lattice;
+pub mod outbox;
 pub mod providers;
 pub mod state;
 pub mod up;

@@ -84,6 +84,16 @@ pub fn run(opts: UpOptions) -> anyhow::Result<()> {
             None
         }
     };
+    // The outbox before any app starts, so the bus exports to it from
+    // the first message. Without it the host still runs; nothing leaves.
+    let heartbeat = opts
+        .uplink
+        .as_ref()
+        .map(|u| u.heartbeat)
+        .unwrap_or(std::time::Duration::from_secs(30));
+    if let Err(e) = host.open_upstream(heartbeat) {
+        tracing::error!("{e}; messages for the lattice are not kept");
+    }
     for app in &opts.apps {
         let text = std::fs::read_to_string(app)
             .with_context(|| format!("{}: cannot read app manifest", app.display()))?;

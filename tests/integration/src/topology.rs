@@ -318,6 +318,26 @@ impl Topology {
             })
     }
 
+    /// A client of the core itself (where the lattice's streams are), with
+    /// the user creds and the test CA.
+    pub async fn core_client(&self) -> Result<async_nats_039::Client, String> {
+        async_nats_039::ConnectOptions::with_credentials_file(self.user_creds.clone())
+            .await
+            .map_err(|e| format!("creds {}: {e}", self.user_creds.display()))?
+            .add_root_certificates(self.ca_pem.clone())
+            .require_tls(true)
+            // The core comes and goes in the tests; be back soon after it.
+            .reconnect_delay_callback(|_| Duration::from_millis(100))
+            .connect(self.core_url())
+            .await
+            .map_err(|e| {
+                format!(
+                    "connecting to the core: {e}\n{}",
+                    self.log_tail(Server::Core)
+                )
+            })
+    }
+
     /// Where clients connect to the core directly: TLS (server-authenticated
     /// only; a client certificate is accepted but not required).
     pub fn core_url(&self) -> String {

@@ -40,7 +40,8 @@ pub(crate) struct Agent {
     pub opts: UplinkOptions,
     pub status: SharedStatus,
     pub started: Instant,
-    /// Counts (re)connects: on each, heartbeat now and copy the buckets
+    /// Counts (re)connects and returns of the upstream past a leaf node
+    /// (`drain::supervise`): on each, heartbeat now and copy the buckets
     /// again. Each task watches its own clone.
     pub connects: tokio::sync::watch::Receiver<u64>,
     /// Rung by `host.stop`.
@@ -79,7 +80,28 @@ impl Agent {
             }
         };
         let subject = format!("wasmbus.evt.{}.{name}", self.opts.lattice);
-        if let Err(e) = self.client.publish(subject, bytes.into()).await {
+        // Through the outbox, so an event of an outage arrives after it,
+        // in order, and heartbeats go ahead of a telemetry backlog.
+        if let Some(up) = self.host.upstream() {
+            let class = if name == "host_heartbeat" {
+                up.host_heartbeats
+            } else {
+                up.host_events
+            };
+            let (subj, body) = (subject.clone(), bytes.clone());
+            match blocking(move || up.outbox.append(class, &subj, &[], &body)).await {
+                Ok(Ok(_)) => return,
+                Ok(Err(e)) => tracing::warn!("event {name}: outbox: {e}; publishing directly"),
+                Err(e) => tracing::warn!("event {name}: {e}; publishing directly"),
+            }
+        }
+        self.publish_event_now(&subject, name, bytes).await;
+    }
+
+    /// Publishes an event directly, past the outbox (on the way out, when
+    /// nothing would be left to send the outbox).
+    async fn publish_event_now(&self, subject: &str, name: &str, bytes: Vec<u8>) {
+        if let Err(e) = self.client.publish(subject.to_string(), bytes.into()).await {
             tracing::warn!("cannot publish event {name}: {e}");
         }
     }
@@ -219,8 +241,15 @@ pub(crate) async fn announce_stop(agent: &Agent) {
         return;
     }
     let data = serde_json::json!({ "labels": agent.host.labels() });
+    let event = CloudEvent::new(&agent.id.host_id, "host_stopped", data);
+    let Ok(bytes) = serde_json::to_vec(&event) else {
+        return;
+    };
+    let subject = format!("wasmbus.evt.{}.host_stopped", agent.opts.lattice);
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        agent.publish_event("host_stopped", data).await;
+        agent
+            .publish_event_now(&subject, "host_stopped", bytes)
+            .await;
         let _ = agent.client.flush().await;
     })
     .await;
@@ -255,10 +284,44 @@ async fn heartbeat(agent: Arc<Agent>) {
         }
         let inv = agent.inventory();
         match serde_json::to_value(&inv) {
-            Ok(v) => agent.publish_event("host_heartbeat", v).await,
+            Ok(mut v) => {
+                // twig's own field (wasmCloud's parsers ignore it): the
+                // link's state and the outbox's backlog, so a fleet view
+                // sees a device that is behind.
+                if let Some(obj) = v.as_object_mut() {
+                    obj.insert("twig_link".into(), link_report(&agent));
+                }
+                agent.publish_event("host_heartbeat", v).await
+            }
             Err(e) => tracing::error!("heartbeat: {e}"),
         }
     }
+}
+
+/// The `twig_link` field of a heartbeat.
+fn link_report(agent: &Agent) -> serde_json::Value {
+    let status = agent
+        .status
+        .lock()
+        .map(|s| s.clone())
+        .unwrap_or_else(|e| e.into_inner().clone());
+    let outbox = agent.host.upstream().map(|u| {
+        let st = u.outbox.stats();
+        serde_json::json!({
+            "pending": st.classes.iter().map(|c| c.pending_records).sum::<u64>(),
+            "bytes": st.total_bytes,
+            "dropped": st.classes.iter().map(|c| c.dropped_full + c.rejected_full).sum::<u64>(),
+            "expired": st.classes.iter().map(|c| c.expired).sum::<u64>(),
+        })
+    });
+    serde_json::json!({
+        "state": status.state,
+        "upstream": status.upstream,
+        "upstream_rtt_ms": status.upstream_rtt_ms,
+        "connects": status.connects,
+        "delivered": status.delivered,
+        "outbox": outbox,
+    })
 }
 
 /// Subscribes to the control subjects and answers them in order.

@@ -20,7 +20,10 @@
 //! * `wrpc`: calls to link targets elsewhere in the lattice and serving
 //!   this host's components, over one reply inbox per connection;
 //! * `probe`: one TLS handshake of its own, to name why the server's
-//!   certificate or ours was refused.
+//!   certificate or ours was refused;
+//! * `drain`: link supervision (pings of the upstream past a leaf node,
+//!   backoff with jitter) and the drain that sends the durable outbox
+//!   ([`crate::outbox`]) upstream, exactly once where a stream takes it.
 //!
 //! The host side of each request (scale, labels, links, …) is in
 //! [`crate::control`]. The `lattice` cargo feature leaves the agent, and
@@ -30,6 +33,8 @@
 mod agent;
 pub mod cache;
 #[cfg(feature = "lattice")]
+mod drain;
+#[cfg(feature = "lattice")]
 mod probe;
 pub mod wire;
 #[cfg(feature = "lattice")]
@@ -37,6 +42,8 @@ pub mod wrpc;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+#[cfg(feature = "lattice")]
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -104,15 +111,42 @@ pub enum LinkState {
     Failed,
 }
 
+/// Whether the lattice past the server twig is connected to answers (the
+/// core behind a leaf node), by the supervisor's last ping.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamState {
+    /// Not pinged yet.
+    Unknown,
+    Reachable,
+    Unreachable,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct UplinkStatus {
     pub url: String,
     pub lattice: String,
+    /// The connection to the server twig talks to (often a leaf node).
     pub state: LinkState,
     /// Times the link came up.
     pub connects: u64,
     /// The last problem the link had, as logged.
     pub last_error: Option<String>,
+    /// Whether the upstream past that server answers.
+    pub upstream: UpstreamState,
+    /// Round trip of the last answered ping, in milliseconds.
+    pub upstream_rtt_ms: Option<f64>,
+    /// Why the last unanswered ping failed.
+    pub upstream_error: Option<String>,
+    /// Outbox messages the upstream has acknowledged since start.
+    pub delivered: u64,
+    /// Of those, how many a stream said it already had (a resend after a
+    /// lost acknowledgement or a crash; not stored twice).
+    pub stream_duplicates: u64,
+    /// When the last outbox message was delivered (ms since the epoch).
+    pub last_delivered_ms: Option<u64>,
+    /// The last reason the drain could not deliver.
+    pub last_delivery_error: Option<String>,
 }
 
 /// The shared, updated-in-place status of the uplink.
@@ -126,6 +160,13 @@ impl UplinkStatus {
             state: LinkState::Connecting,
             connects: 0,
             last_error: None,
+            upstream: UpstreamState::Unknown,
+            upstream_rtt_ms: None,
+            upstream_error: None,
+            delivered: 0,
+            stream_duplicates: 0,
+            last_delivered_ms: None,
+            last_delivery_error: None,
         }
     }
 }
@@ -171,8 +212,24 @@ pub fn start(
     };
     tokio::spawn(async move {
         let (connects_tx, connects) = tokio::sync::watch::channel(0u64);
-        match connect(&opts, status.clone(), connects_tx).await {
+        let epochs = Arc::new(connects_tx);
+        match connect(&opts, status.clone(), epochs.clone()).await {
             Ok(client) => {
+                // Link supervision and the outbox drain run with or
+                // without a lattice identity.
+                let link = Arc::new(drain::Link {
+                    client: client.clone(),
+                    js_domain: opts.js_domain.clone(),
+                    status: status.clone(),
+                    upstream_back: tokio::sync::Notify::new(),
+                    epochs,
+                });
+                let every =
+                    (opts.heartbeat / 3).clamp(Duration::from_secs(1), Duration::from_secs(10));
+                tokio::spawn(drain::supervise(link.clone(), every));
+                if let Some(up) = host.upstream() {
+                    tokio::spawn(drain::run(link, up));
+                }
                 let Some(id) = identity else {
                     tracing::error!("uplink: no host identity, so twig does not join the lattice's control interface");
                     let _client = client;
@@ -228,7 +285,7 @@ pub fn start(
 async fn connect(
     opts: &UplinkOptions,
     status: SharedStatus,
-    connects: tokio::sync::watch::Sender<u64>,
+    connects: Arc<tokio::sync::watch::Sender<u64>>,
 ) -> Result<async_nats::Client, String> {
     use async_nats::{ConnectOptions, Event};
 
@@ -279,7 +336,6 @@ async fn connect(
     }
     let url = opts.url.clone();
     let st = status.clone();
-    let connects = Arc::new(connects);
     let seen: Arc<Mutex<std::collections::HashSet<String>>> = Arc::default();
     let probe_opts = Arc::new(opts.clone());
     o = o
@@ -287,6 +343,9 @@ async fn connect(
         // Never give up: a device may be offline for days.
         .retry_on_initial_connect()
         .max_reconnects(None)
+        // Backoff with jitter, so devices behind one site link that lost
+        // the server together do not all come back in the same instant.
+        .reconnect_delay_callback(drain::reconnect_delay)
         .event_callback(move |event| {
             let st = st.clone();
             let url = url.clone();
@@ -306,7 +365,10 @@ async fn connect(
                     }
                     Event::Disconnected => {
                         tracing::warn!(%url, "uplink lost; reconnecting in the background");
-                        update(&st, |s| s.state = LinkState::Disconnected);
+                        update(&st, |s| {
+                            s.state = LinkState::Disconnected;
+                            s.upstream = UpstreamState::Unknown;
+                        });
                     }
                     other => {
                         let raw = other.to_string();

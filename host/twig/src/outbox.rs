@@ -1,0 +1,193 @@
+//! What leaves the device: the board's `[outbox]` classes, the on-disk
+//! outbox they open (`DATA/outbox`, the `twig-outbox` crate), and the
+//! bridge that puts messages into it.
+//!
+//! Data flow:
+//!
+//! ```text
+//! component --publish--> Bus --subject matches a class--> Upstream::publish
+//!                         |                                   | append (durable)
+//!                         v                                   v
+//!              local subscribers                   DATA/outbox/{class}/*.seg
+//!                                                             |
+//!              lattice::drain (when the uplink is up) <-------+ next_batch / ack
+//!                 JetStream publish with Nats-Msg-Id, wait for the ack
+//! ```
+//!
+//! A message a component publishes is written to the outbox before
+//! `publish` returns, whether or not the uplink is up, so a crash or power
+//! cut after that loses nothing; the drain in `lattice::drain` sends it
+//! when it can and acknowledges it in the outbox only once the upstream
+//! has it. The host's own CloudEvents take the same path (classes
+//! [`HOST_EVENTS`] and [`HOST_HEARTBEATS`]), ahead of component messages.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use twig_messaging::Pattern;
+use twig_outbox::{ClassConfig, ClassId, DropPolicy, Outbox, OutboxConfig, SyncPolicy};
+
+use crate::board::{BoardOutbox, Delivery, WhenFull};
+
+/// The built-in class of the host's events (`component_scaled`,
+/// `linkdef_set`, …): sent before anything else but heartbeats, kept an
+/// hour.
+pub const HOST_EVENTS: &str = "host-events";
+/// The built-in class of `host_heartbeat`: first of all, and only as long
+/// as one heartbeat interval (a stale heartbeat says nothing).
+pub const HOST_HEARTBEATS: &str = "host-heartbeats";
+
+/// Checks a class name: `[a-z0-9_-]`, 1 to 32 characters, and not one of
+/// the built-in classes.
+pub fn check_class_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 32 {
+        return Err(format!("`{name}` must be 1 to 32 characters"));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '_'))
+    {
+        return Err(format!(
+            "`{name}` may hold only a-z, 0-9, `-` and `_` (found {c:?})"
+        ));
+    }
+    if name == HOST_EVENTS || name == HOST_HEARTBEATS {
+        return Err(format!("`{name}` is a built-in class"));
+    }
+    Ok(())
+}
+
+/// How the drain sends upstream; from the board's `[outbox]`.
+#[derive(Debug, Clone)]
+pub struct DrainSettings {
+    /// Messages per second at most; 0 is unlimited.
+    pub rate: u32,
+    /// Bytes per second at most; 0 is unlimited.
+    pub bytes_per_sec: u64,
+    /// How long to wait for a stream's acknowledgement.
+    pub ack_timeout: Duration,
+}
+
+/// The open outbox with the board's routing of subjects to classes.
+pub struct Upstream {
+    pub outbox: Arc<Outbox>,
+    /// (pattern, class) in the board's order; the first match wins.
+    routes: Vec<(Pattern, ClassId)>,
+    /// How each class (by index) is delivered.
+    delivery: Vec<Delivery>,
+    pub drain: DrainSettings,
+    pub host_events: ClassId,
+    pub host_heartbeats: ClassId,
+}
+
+impl Upstream {
+    /// Opens (or makes) `DIR/outbox` with the board's classes and the two
+    /// built-in ones. `heartbeat` is the heartbeat interval (the TTL of
+    /// queued heartbeats).
+    pub fn open(
+        cfg: &BoardOutbox,
+        data_dir: &Path,
+        heartbeat: Duration,
+    ) -> Result<Upstream, String> {
+        let dir = data_dir.join("outbox");
+        let mut classes = vec![
+            ClassConfig {
+                name: HOST_HEARTBEATS.into(),
+                priority: 255,
+                ttl: Some(heartbeat),
+                when_full: DropPolicy::DropOldest,
+            },
+            ClassConfig {
+                name: HOST_EVENTS.into(),
+                priority: 254,
+                ttl: Some(Duration::from_secs(3600)),
+                when_full: DropPolicy::DropOldest,
+            },
+        ];
+        let mut delivery = vec![Delivery::Auto, Delivery::Auto];
+        let mut routes = Vec::new();
+        for c in &cfg.classes {
+            let id = ClassId(classes.len());
+            for s in &c.subjects {
+                // Checked with the profile; a failure here is a bug.
+                let p =
+                    Pattern::parse(s).map_err(|e| format!("outbox class {}: {s}: {e}", c.name))?;
+                routes.push((p, id));
+            }
+            classes.push(ClassConfig {
+                name: c.name.clone(),
+                priority: c.priority,
+                ttl: c.ttl_secs.map(Duration::from_secs),
+                when_full: match c.when_full {
+                    WhenFull::DropOldest => DropPolicy::DropOldest,
+                    WhenFull::RejectNew => DropPolicy::RejectNew,
+                },
+            });
+            delivery.push(c.delivery);
+        }
+        let mut config = OutboxConfig::new(dir.clone(), classes);
+        config.max_bytes = cfg.max_mib.saturating_mul(1 << 20);
+        config.sync = if cfg.sync_interval_ms == 0 {
+            SyncPolicy::Always
+        } else {
+            SyncPolicy::Interval(Duration::from_millis(cfg.sync_interval_ms))
+        };
+        let outbox = Outbox::open(config).map_err(|e| format!("outbox {}: {e}", dir.display()))?;
+        Ok(Upstream {
+            outbox: Arc::new(outbox),
+            routes,
+            delivery,
+            drain: DrainSettings {
+                rate: cfg.drain_rate,
+                bytes_per_sec: cfg.drain_bytes_per_sec,
+                ack_timeout: Duration::from_millis(cfg.ack_timeout_ms),
+            },
+            host_events: ClassId(1),
+            host_heartbeats: ClassId(0),
+        })
+    }
+
+    /// The subject patterns that leave the device (the bus's exports).
+    pub fn exports(&self) -> Vec<String> {
+        self.routes
+            .iter()
+            .map(|(p, _)| p.as_str().to_string())
+            .collect()
+    }
+
+    /// The class a component's message on `subject` goes to, if it leaves.
+    pub fn class_for(&self, subject: &str) -> Option<ClassId> {
+        self.routes
+            .iter()
+            .find(|(p, _)| p.matches(subject))
+            .map(|(_, c)| *c)
+    }
+
+    /// How messages of `class` are delivered.
+    pub fn delivery(&self, class: ClassId) -> Delivery {
+        self.delivery.get(class.0).copied().unwrap_or_default()
+    }
+}
+
+impl twig_messaging::Uplink for Upstream {
+    /// Called by the bus on the publisher's thread: appends durably, so the
+    /// component's `publish` returns only once its message is safe.
+    fn publish(&self, msg: &twig_messaging::Message) -> Result<(), String> {
+        let Some(class) = self.class_for(&msg.subject) else {
+            return Ok(());
+        };
+        if msg.reply_to.is_some() {
+            // A request cannot wait in a queue for hours; its answer would
+            // come to an inbox long gone. Say so rather than hang.
+            return Err(format!(
+                "{}: requests are not sent upstream through the outbox",
+                msg.subject
+            ));
+        }
+        self.outbox
+            .append(class, &msg.subject, &[], &msg.body)
+            .map(|_| ())
+            .map_err(|e| format!("outbox: {e}"))
+    }
+}

@@ -1,0 +1,602 @@
+//! The disconnect soak: telemetry from a device through outages, a crash
+//! and an offline restart, counted at a JetStream stream in the core.
+//!
+//! Shared by `tests/outbox.rs` (a short run in the test command) and the
+//! `soak` binary behind `tests/soak` (as long as asked).
+//!
+//! ```text
+//! sensors (sim, interval) --> telemetry component --publish telemetry.{sensor}-->
+//!   twig outbox (disk) --TLS--> leaf nats-server (domain leaf) --TLS leafnode-->
+//!   core nats-server (domain core), stream TELEMETRY (telemetry.>) <-- the check reads it
+//! ```
+//!
+//! During the run the core is killed and restarted `outages` times, and
+//! twig is `kill -9`ed `kills` times and restarted with both servers down
+//! (so it boots with no uplink at all) before they come back. At the end
+//! the component is paused, its counters say how many readings of each
+//! sensor it numbered, and the stream must hold each number exactly once,
+//! in order per sensor.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::guest_path;
+use crate::topology::{Server, Topology};
+use crate::twig::{lattice_args, TempDir, Twig};
+
+/// What the soak does.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// How long the device produces before the final count.
+    pub seconds: u64,
+    /// Readings per second of each sensor (1 to 100).
+    pub rate: u32,
+    /// Times the core is killed and restarted.
+    pub outages: u32,
+    /// Times twig is `kill -9`ed and restarted offline.
+    pub kills: u32,
+    /// How long each outage (and each offline restart) lasts.
+    pub outage: Duration,
+    /// The sensors (each its own sequence).
+    pub sensors: Vec<String>,
+    /// The outbox's `drain_rate` (messages per second; 0 unlimited).
+    pub drain_rate: u32,
+    /// Print a line per step to stderr.
+    pub progress: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            seconds: 30,
+            rate: 10,
+            outages: 3,
+            kills: 1,
+            outage: Duration::from_secs(3),
+            sensors: vec!["s1".into(), "s2".into()],
+            drain_rate: 500,
+            progress: true,
+        }
+    }
+}
+
+/// Per sensor: what was numbered and what the stream holds.
+#[derive(Debug, Clone, Default)]
+pub struct SensorReport {
+    pub produced: u64,
+    /// Distinct numbers in 1..=produced present in the stream.
+    pub delivered: u64,
+    /// Copies beyond the first of any number.
+    pub duplicates: u64,
+    /// Numbers in 1..=produced not in the stream (the first few listed).
+    pub lost: u64,
+    pub first_lost: Vec<u64>,
+    /// Times a number came after a higher one in stream order.
+    pub out_of_order: u64,
+    /// Numbers above `produced` (must not exist).
+    pub unexpected: u64,
+}
+
+/// The outcome of a soak.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub sensors: BTreeMap<String, SensorReport>,
+    /// Stream messages without a `Nats-Msg-Id` header.
+    pub without_msg_id: u64,
+    /// Messages in the stream that are not telemetry JSON.
+    pub malformed: u64,
+    /// The largest outbox backlog seen during an outage (records).
+    pub max_backlog: u64,
+    /// What twig's status said at the end: messages delivered (since its
+    /// last start) and resends the stream recognised as duplicates.
+    pub twig_delivered: u64,
+    pub twig_stream_duplicates: u64,
+    /// Seconds from the core's last return to the first new message in
+    /// the stream (one sample per outage).
+    pub recovery_secs: Vec<f64>,
+}
+
+impl Report {
+    pub fn produced(&self) -> u64 {
+        self.sensors.values().map(|s| s.produced).sum()
+    }
+    pub fn delivered(&self) -> u64 {
+        self.sensors.values().map(|s| s.delivered).sum()
+    }
+    pub fn duplicates(&self) -> u64 {
+        self.sensors.values().map(|s| s.duplicates).sum()
+    }
+    pub fn lost(&self) -> u64 {
+        self.sensors.values().map(|s| s.lost).sum()
+    }
+    pub fn out_of_order(&self) -> u64 {
+        self.sensors.values().map(|s| s.out_of_order).sum()
+    }
+
+    /// The summary `tests/soak` ends with, exactly.
+    pub fn last_line(&self) -> String {
+        format!(
+            "produced={} delivered={} duplicates={} lost={}",
+            self.produced(),
+            self.delivered(),
+            self.duplicates(),
+            self.lost()
+        )
+    }
+}
+
+const APP: &str = "soak";
+const COMPONENT: &str = "soak-telemetry";
+const STREAM: &str = "TELEMETRY";
+
+fn say(opts: &Options, started: Instant, what: &str) {
+    if opts.progress {
+        eprintln!("soak: t={:>5.1}s {what}", started.elapsed().as_secs_f64());
+    }
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
+
+/// The board profile of the soak's device: one simulated sensor per
+/// sequence, sampled `rate` times a second, and the outbox class that
+/// sends `telemetry.>` upstream.
+fn board_profile(opts: &Options) -> String {
+    let interval = (1000 / opts.rate.clamp(1, 100)).max(10);
+    let mut s = format!(
+        "name = \"soak\"\n\
+         [limits]\nmax_components = 16\nmax_instances = 4\nmemory_mib = 64\n\
+         fuel_per_call = 10_000_000_000\ndeadline_ms = 10_000\n\
+         [outbox]\nmax_mib = 64\ndrain_rate = {}\n\
+         [[outbox.classes]]\nname = \"telemetry\"\nsubjects = [\"telemetry.>\"]\npriority = 100\n",
+        opts.drain_rate
+    );
+    for name in &opts.sensors {
+        s.push_str(&format!(
+            "[[sensors]]\nname = \"{name}\"\ninterval_ms = {interval}\n\
+             source.sim.sine = {{ amplitude = 1.0, period_ms = 60000, offset = 20.0 }}\n"
+        ));
+    }
+    s
+}
+
+/// The app: the telemetry component with key-value (its counters) and
+/// messaging (its publishes), and the sensors provider delivering each
+/// reading to it.
+fn manifest() -> String {
+    format!(
+        r#"apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata:
+  name: {APP}
+spec:
+  components:
+    - name: telemetry
+      type: component
+      properties:
+        image: {image}
+      traits:
+        - type: spreadscaler
+          properties:
+            instances: 1
+        - type: link
+          properties:
+            target:
+              name: store
+            namespace: wasi
+            package: keyvalue
+            interfaces: [store, atomics]
+        - type: link
+          properties:
+            target:
+              name: nats
+            namespace: wasmcloud
+            package: messaging
+            interfaces: [consumer]
+    - name: store
+      type: capability
+      properties:
+        image: twig:keyvalue
+    - name: nats
+      type: capability
+      properties:
+        image: twig:messaging
+    - name: sensors
+      type: capability
+      properties:
+        image: twig:sensors
+      traits:
+        - type: link
+          properties:
+            target:
+              name: telemetry
+            namespace: wasmcloud
+            package: messaging
+            interfaces: [handler]
+"#,
+        image = guest_path("telemetry").display()
+    )
+}
+
+/// The stream in the core that captures the telemetry. Its duplicate
+/// window (the time within which a resend with the same `Nats-Msg-Id` is
+/// recognised) is an hour: longer than any outage here, which is what
+/// exactly-once needs (README, "Through disconnects").
+async fn make_stream(core: &async_nats_039::Client) -> Result<(), String> {
+    let js = async_nats_039::jetstream::new(core.clone());
+    js.create_stream(async_nats_039::jetstream::stream::Config {
+        name: STREAM.into(),
+        subjects: vec!["telemetry.>".into()],
+        storage: async_nats_039::jetstream::stream::StorageType::File,
+        duplicate_window: Duration::from_secs(3600),
+        ..Default::default()
+    })
+    .await
+    .map(|_| ())
+    .map_err(|e| format!("create stream {STREAM}: {e}"))
+}
+
+/// One telemetry message as the check reads it.
+struct Seen {
+    sensor: String,
+    seq: u64,
+    /// When the stream stored it (ns since the epoch, the server's clock;
+    /// the same machine's as ours).
+    stored_ns: i128,
+}
+
+/// Reads the stream's messages from `from` on (stream sequence numbers);
+/// returns those read, the next sequence to read, and the error that
+/// stopped it early, if one did.
+async fn read_stream(
+    core: &async_nats_039::Client,
+    from: u64,
+    report: &mut Report,
+) -> (Vec<Seen>, u64, Option<String>) {
+    let mut out = Vec::new();
+    let js = async_nats_039::jetstream::new(core.clone());
+    let mut stream = match js.get_stream(STREAM).await {
+        Ok(s) => s,
+        Err(e) => return (out, from, Some(format!("stream {STREAM}: {e}"))),
+    };
+    let last = match stream.info().await {
+        Ok(i) => i.state.last_sequence,
+        Err(e) => return (out, from, Some(format!("stream {STREAM} info: {e}"))),
+    };
+    let mut n = from;
+    while n <= last {
+        let m = match stream.get_raw_message(n).await {
+            Ok(m) => m,
+            Err(e) => {
+                return (out, n, Some(format!("stream {STREAM} message {n}: {e}")));
+            }
+        };
+        n += 1;
+        if m.headers
+            .get(async_nats_039::header::NATS_MESSAGE_ID)
+            .is_none()
+        {
+            report.without_msg_id += 1;
+        }
+        let v: serde_json::Value = match serde_json::from_slice(&m.payload) {
+            Ok(v) => v,
+            Err(_) => {
+                report.malformed += 1;
+                continue;
+            }
+        };
+        match (v["sensor"].as_str(), v["seq"].as_u64()) {
+            (Some(s), Some(seq)) => out.push(Seen {
+                sensor: s.to_string(),
+                seq,
+                stored_ns: m.time.unix_timestamp_nanos(),
+            }),
+            _ => report.malformed += 1,
+        }
+    }
+    (out, n, None)
+}
+
+fn produced(twig: &Twig, sensor: &str) -> u64 {
+    let arg = format!("\"{sensor}\"");
+    match twig.call(COMPONENT, "produced", &[&arg]) {
+        Ok(r) => {
+            let s = r.first().cloned().unwrap_or_default();
+            s.strip_prefix("ok(")
+                .and_then(|x| x.strip_suffix(')'))
+                .and_then(|x| x.parse().ok())
+                .unwrap_or_else(|| panic!("produced({sensor}) = {s}"))
+        }
+        Err(e) => panic!("produced({sensor}): {e}\nlog:\n{}", twig.log_text()),
+    }
+}
+
+fn backlog(twig: &Twig) -> u64 {
+    let s = twig.status();
+    s["host"]["outbox"]["classes"]
+        .as_array()
+        .map(|cs| {
+            cs.iter()
+                .filter(|c| c["name"] == "telemetry")
+                .filter_map(|c| c["pending_records"].as_u64())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn wait_running(twig: &Twig) {
+    let s = twig.settled(1);
+    let (state, why) = Twig::component_state(&s, COMPONENT);
+    assert_eq!(
+        state,
+        "running",
+        "{COMPONENT}: {why}\nlog:\n{}",
+        twig.log_text()
+    );
+}
+
+/// Runs the soak; panics (with logs) if the setup fails, and otherwise
+/// returns the counts for the caller to judge.
+pub fn run(opts: &Options) -> Report {
+    let started = Instant::now();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let dir = TempDir::new("soak");
+    let mut topo = Topology::start();
+    say(
+        opts,
+        started,
+        "core (domain core) and leaf (domain leaf) up, TLS leafnode link",
+    );
+    let core = rt.block_on(topo.core_client()).expect("client of the core");
+    rt.block_on(make_stream(&core)).expect("stream");
+
+    let board = dir.path().join("board.toml");
+    write(&board, &board_profile(opts));
+    let app = dir.path().join("app.yaml");
+    write(&app, &manifest());
+    let mut args = vec![
+        "--board".to_string(),
+        board.display().to_string(),
+        "--app".to_string(),
+        app.display().to_string(),
+    ];
+    args.extend(lattice_args(&topo));
+    let mut twig = Twig::up_in(&dir, "device", &args);
+    wait_running(&twig);
+    twig.wait_connected();
+    say(opts, started, "twig up and connected; telemetry flowing");
+
+    let mut report = Report::default();
+    let mut next = 1u64;
+    let mut seen: Vec<Seen> = Vec::new();
+    // Reads what is new in the stream. Right after the core restarts its
+    // JetStream may not answer yet: keep what was read and try again, for
+    // up to a minute.
+    let read = |report: &mut Report, seen: &mut Vec<Seen>, next: &mut u64| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (mut got, n, err) = rt.block_on(read_stream(&core, *next, report));
+            seen.append(&mut got);
+            *next = n;
+            match err {
+                None => return,
+                Some(e) if Instant::now() > deadline => panic!("{e}"),
+                Some(_) => std::thread::sleep(Duration::from_millis(250)),
+            }
+        }
+    };
+
+    // The disruptions, evenly spread over the run: outages first and the
+    // kill(s) in between.
+    let steps = opts.outages + opts.kills;
+    let mut plan: Vec<bool> = Vec::new(); // true = kill
+    let (mut o, mut k) = (opts.outages, opts.kills);
+    while o + k > 0 {
+        if k > 0 && (o == 0 || plan.len() % 2 == 1) {
+            plan.push(true);
+            k -= 1;
+        } else {
+            plan.push(false);
+            o -= 1;
+        }
+    }
+    let run_for = Duration::from_secs(opts.seconds);
+    let (mut outage_no, mut kill_no) = (0, 0);
+    for (i, kill) in plan.iter().enumerate() {
+        let at = run_for.mul_f64((i + 1) as f64 / (steps + 1) as f64);
+        if let Some(wait) = at.checked_sub(started.elapsed()) {
+            std::thread::sleep(wait);
+        }
+        read(&mut report, &mut seen, &mut next);
+        let count_before = next;
+        if *kill {
+            kill_no += 1;
+            say(
+                opts,
+                started,
+                &format!(
+                    "kill {kill_no}/{}: kill -9 twig; leaf and core down",
+                    opts.kills
+                ),
+            );
+            twig.kill9();
+            topo.stop_leaf();
+            topo.stop_core();
+            twig = Twig::up_in(&dir, "device", &args);
+            wait_running(&twig);
+            say(
+                opts,
+                started,
+                "twig restarted offline (no server reachable); producing",
+            );
+            std::thread::sleep(opts.outage);
+            report.max_backlog = report.max_backlog.max(backlog(&twig));
+            topo.start_core();
+            topo.start_leaf();
+            say(opts, started, "core and leaf back");
+        } else {
+            outage_no += 1;
+            say(
+                opts,
+                started,
+                &format!("outage {outage_no}/{}: core down", opts.outages),
+            );
+            topo.stop_core();
+            std::thread::sleep(opts.outage);
+            report.max_backlog = report.max_backlog.max(backlog(&twig));
+            topo.start_core();
+            say(opts, started, "core back");
+        }
+        // Time to the first new message in the stream, by the stream's
+        // own timestamp (our client of the core may itself take a while
+        // to reconnect).
+        let back = Instant::now();
+        let back_ns = now_ns();
+        let seen_before = seen.len();
+        loop {
+            read(&mut report, &mut seen, &mut next);
+            if next > count_before {
+                let first = seen[seen_before..].iter().map(|m| m.stored_ns).min();
+                if let Some(t) = first {
+                    report.recovery_secs.push((t - back_ns).max(0) as f64 / 1e9);
+                }
+                break;
+            }
+            if back.elapsed() > Duration::from_secs(60) {
+                say(
+                    opts,
+                    started,
+                    "nothing new reached the stream within 60 s of the return",
+                );
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    if let Some(wait) = run_for.checked_sub(started.elapsed()) {
+        std::thread::sleep(wait);
+    }
+
+    // Stop numbering, let the last reading finish, and count.
+    twig.call(COMPONENT, "pause", &[])
+        .unwrap_or_else(|e| panic!("pause: {e}\nlog:\n{}", twig.log_text()));
+    std::thread::sleep(Duration::from_millis(
+        2000 / opts.rate.clamp(1, 100) as u64 + 200,
+    ));
+    let mut want: BTreeMap<String, u64> = BTreeMap::new();
+    for s in &opts.sensors {
+        want.insert(s.clone(), produced(&twig, s));
+    }
+    let total: u64 = want.values().sum();
+    say(
+        opts,
+        started,
+        &format!("paused; {total} readings numbered; waiting for the stream"),
+    );
+
+    // Wait for the backlog to drain (bounded by the drain rate).
+    let drain_bound = if opts.drain_rate > 0 {
+        Duration::from_secs(total / opts.drain_rate as u64 + 60)
+    } else {
+        Duration::from_secs(60)
+    };
+    let deadline = Instant::now() + drain_bound;
+    loop {
+        read(&mut report, &mut seen, &mut next);
+        let mut have: BTreeMap<&str, std::collections::BTreeSet<u64>> = BTreeMap::new();
+        for m in &seen {
+            have.entry(&m.sensor).or_default().insert(m.seq);
+        }
+        let complete = want.iter().all(|(s, n)| {
+            have.get(s.as_str())
+                .map_or(0, |h| h.range(1..=*n).count() as u64)
+                == *n
+        });
+        if complete || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // A little longer, so duplicates that would arrive late are seen too.
+    std::thread::sleep(Duration::from_secs(1));
+    read(&mut report, &mut seen, &mut next);
+
+    let status = twig.status();
+    report.twig_delivered = status["host"]["uplink"]["delivered"].as_u64().unwrap_or(0);
+    report.twig_stream_duplicates = status["host"]["uplink"]["stream_duplicates"]
+        .as_u64()
+        .unwrap_or(0);
+
+    for (sensor, n) in &want {
+        let mut r = SensorReport {
+            produced: *n,
+            ..Default::default()
+        };
+        let mut count: BTreeMap<u64, u64> = BTreeMap::new();
+        let mut last = 0u64;
+        for m in seen.iter().filter(|m| &m.sensor == sensor) {
+            *count.entry(m.seq).or_default() += 1;
+            if m.seq < last {
+                r.out_of_order += 1;
+            }
+            last = last.max(m.seq);
+            if m.seq > *n || m.seq == 0 {
+                r.unexpected += 1;
+            }
+        }
+        for seq in 1..=*n {
+            match count.get(&seq) {
+                Some(c) => {
+                    r.delivered += 1;
+                    r.duplicates += c - 1;
+                }
+                None => {
+                    r.lost += 1;
+                    if r.first_lost.len() < 10 {
+                        r.first_lost.push(seq);
+                    }
+                }
+            }
+        }
+        report.sensors.insert(sensor.clone(), r);
+    }
+    if report.lost() > 0 || report.duplicates() > 0 || report.out_of_order() > 0 {
+        eprintln!(
+            "soak: twig log tail:\n{}\n--- core ---\n{}\n--- leaf ---\n{}",
+            tail(&twig.log_text(), 60),
+            tail(&topo.log_tail(Server::Core), 20),
+            tail(&topo.log_tail(Server::Leaf), 20),
+        );
+    }
+    if std::env::var_os("SOAK_DEBUG").is_some() {
+        let text = twig.log_text();
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("outbox") || l.contains("upstream") || l.contains("uplink"))
+            .collect();
+        eprintln!("{}", lines.join("\n"));
+        eprintln!(
+            "{}",
+            serde_json::to_string_pretty(&status["host"]).unwrap_or_default()
+        );
+    }
+    let _ = twig.terminate();
+    report
+}
+
+fn now_ns() -> i128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i128)
+        .unwrap_or(0)
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let v: Vec<&str> = text.lines().collect();
+    v[v.len().saturating_sub(lines)..].join("\n")
+}
