@@ -721,4 +721,66 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn outbox_table_is_read_and_checked() {
+        let b = Board::sim();
+        assert_eq!(b.outbox.max_mib, 64);
+        assert_eq!(b.outbox.drain_rate, 200);
+        let names: Vec<&str> = b.outbox.classes.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["alerts", "telemetry"]);
+        assert_eq!(b.outbox.classes[0].when_full, WhenFull::RejectNew);
+        assert_eq!(b.outbox.classes[0].ttl_secs, Some(86400));
+        assert_eq!(b.outbox.classes[1].delivery, Delivery::Auto);
+
+        for (from, to, field) in [
+            ("max_mib = 64 ", "max_mib = 0 ", "outbox.max_mib"),
+            (
+                "ack_timeout_ms = 5000",
+                "ack_timeout_ms = 1",
+                "outbox.ack_timeout_ms",
+            ),
+            (
+                "name = \"alerts\"",
+                "name = \"Alerts!\"",
+                "outbox.classes[0].name",
+            ),
+            (
+                "name = \"alerts\"",
+                "name = \"telemetry\"",
+                "outbox.classes[1].name",
+            ),
+            (
+                "name = \"alerts\"",
+                "name = \"host-events\"",
+                "outbox.classes[0].name",
+            ),
+            (
+                "subjects = [\"alerts.>\"]",
+                "subjects = []",
+                "outbox.classes[0].subjects",
+            ),
+            (
+                "subjects = [\"alerts.>\"]",
+                "subjects = [\"alerts..x\"]",
+                "outbox.classes[0].subjects",
+            ),
+            (
+                "ttl_secs = 86400",
+                "ttl_secs = 0",
+                "outbox.classes[0].ttl_secs",
+            ),
+            (
+                "when_full = \"reject-new\"",
+                "when_full = \"maybe\"",
+                "when_full",
+            ),
+            ("delivery = \"auto\"", "delivery = \"pigeon\"", "delivery"),
+        ] {
+            assert!(SIM_PROFILE.contains(from), "{from}");
+            let text = SIM_PROFILE.replacen(from, to, 1);
+            let e = Board::parse(&text, "b.toml").unwrap_err().to_string();
+            assert!(e.starts_with("b.toml: ") && e.contains(field), "{to}: {e}");
+        }
+    }
 }

@@ -191,3 +191,80 @@ impl twig_messaging::Uplink for Upstream {
             .map_err(|e| format!("outbox: {e}"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use twig_messaging::Uplink;
+
+    fn temp_dir(tag: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "twig-upstream-{tag}-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)
+        ));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn subjects_go_to_the_first_matching_class_and_requests_are_refused() {
+        let dir = temp_dir("route");
+        let board = crate::board::Board::sim();
+        let up = Upstream::open(&board.outbox, &dir, Duration::from_secs(30)).unwrap();
+        assert_eq!(up.exports(), ["alerts.>", "telemetry.>"]);
+        let alerts = up.outbox.class("alerts").unwrap();
+        let telemetry = up.outbox.class("telemetry").unwrap();
+        assert_eq!(up.class_for("alerts.door.open"), Some(alerts));
+        assert_eq!(up.class_for("telemetry.s1"), Some(telemetry));
+        assert_eq!(up.class_for("local.only"), None);
+        assert_eq!(up.outbox.class(HOST_HEARTBEATS), Some(up.host_heartbeats));
+        assert_eq!(up.outbox.class(HOST_EVENTS), Some(up.host_events));
+
+        up.publish(&twig_messaging::Message::new("telemetry.s1", b"1".to_vec()))
+            .unwrap();
+        up.publish(&twig_messaging::Message::new("alerts.door", b"2".to_vec()))
+            .unwrap();
+        // Not exported: ignored (the bus only hands over exported subjects).
+        up.publish(&twig_messaging::Message::new("local.x", b"3".to_vec()))
+            .unwrap();
+        let e = up
+            .publish(
+                &twig_messaging::Message::new("telemetry.s1", b"4".to_vec())
+                    .with_reply_to("_INBOX.1"),
+            )
+            .unwrap_err();
+        assert!(e.contains("requests are not sent upstream"), "{e}");
+        // Alerts first (priority 200), then telemetry.
+        let b = up.outbox.next_batch(10, 1 << 20).unwrap();
+        assert_eq!(b.len(), 1);
+        assert_eq!(
+            (b[0].subject.as_str(), b[0].body.as_slice()),
+            ("alerts.door", &b"2"[..])
+        );
+        up.outbox.ack(b[0].class, b[0].seq).unwrap();
+        let b = up.outbox.next_batch(10, 1 << 20).unwrap();
+        assert_eq!(b.len(), 1);
+        assert_eq!(b[0].subject, "telemetry.s1");
+        drop(up);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn class_names_are_checked() {
+        assert!(check_class_name("telemetry_2-x").is_ok());
+        for bad in [
+            "",
+            "Tele",
+            "a.b",
+            HOST_EVENTS,
+            HOST_HEARTBEATS,
+            &"x".repeat(33),
+        ] {
+            assert!(check_class_name(bad).is_err(), "{bad}");
+        }
+    }
+}
