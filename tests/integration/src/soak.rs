@@ -600,3 +600,102 @@ fn tail(text: &str, lines: usize) -> String {
     let v: Vec<&str> = text.lines().collect();
     v[v.len().saturating_sub(lines)..].join("\n")
 }
+
+/// What [`drain_bench`] measured.
+#[derive(Debug, Clone)]
+pub struct DrainFigures {
+    /// Messages waiting in the outbox when the upstream came back.
+    pub backlog: u64,
+    /// From the core's return (once the leaf had linked to it again) to
+    /// the first backlog message stored in the stream.
+    pub first_delivery_secs: f64,
+    /// Backlog messages stored per second, first to last.
+    pub drain_msgs_per_sec: f64,
+}
+
+/// The drain after an outage: the device produces with the core down
+/// for `outage`, stops producing, the core comes back, and the stream's
+/// own timestamps give the time to the first delivered message and the
+/// rate the backlog drains at (`opts.drain_rate` is the outbox's limit).
+pub fn drain_bench(opts: &Options) -> DrainFigures {
+    let started = Instant::now();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let dir = TempDir::new("drain");
+    let mut topo = Topology::start();
+    let core = rt.block_on(topo.core_client()).expect("client of the core");
+    rt.block_on(make_stream(&core)).expect("stream");
+    let board = dir.path().join("board.toml");
+    write(&board, &board_profile(opts));
+    let app = dir.path().join("app.yaml");
+    write(&app, &manifest());
+    let mut args = vec![
+        "--board".to_string(),
+        board.display().to_string(),
+        "--app".to_string(),
+        app.display().to_string(),
+    ];
+    args.extend(lattice_args(&topo));
+    let twig = Twig::up_in(&dir, "device", &args);
+    wait_running(&twig);
+    twig.wait_connected();
+    let mut report = Report::default();
+    // Flowing before the outage.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut next = 1u64;
+    loop {
+        let (_, n, _) = rt.block_on(read_stream(&core, next, &mut report));
+        next = n;
+        if next > 1 || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(next > 1, "nothing reached the stream before the outage");
+    say(opts, started, "flowing; core down");
+    // Messages stored up to now are not part of the backlog.
+    let down_ns = now_ns();
+    topo.stop_core();
+    std::thread::sleep(opts.outage);
+    twig.call(COMPONENT, "pause", &[])
+        .unwrap_or_else(|e| panic!("pause: {e}\nlog:\n{}", twig.log_text()));
+    std::thread::sleep(Duration::from_millis(500));
+    let backlog = backlog(&twig);
+    let produced_total: u64 = opts.sensors.iter().map(|s| produced(&twig, s)).sum();
+    say(opts, started, &format!("backlog {backlog}; core back"));
+    topo.start_core();
+    let back_ns = now_ns();
+    let mut new: Vec<Seen> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let (mut got, n, _) = rt.block_on(read_stream(&core, next, &mut report));
+        new.append(&mut got);
+        next = n;
+        let distinct: std::collections::BTreeSet<(&str, u64)> =
+            new.iter().map(|m| (m.sensor.as_str(), m.seq)).collect();
+        let before = next - 1 - new.len() as u64;
+        if before + distinct.len() as u64 >= produced_total || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let drained: Vec<i128> = new
+        .iter()
+        .map(|m| m.stored_ns)
+        .filter(|t| *t > down_ns)
+        .collect();
+    let first = drained.iter().copied().min().unwrap_or(back_ns);
+    let last = drained.iter().copied().max().unwrap_or(first);
+    let span = (last - first) as f64 / 1e9;
+    DrainFigures {
+        backlog,
+        first_delivery_secs: (first - back_ns).max(0) as f64 / 1e9,
+        drain_msgs_per_sec: if span > 0.0 {
+            (drained.len().saturating_sub(1)) as f64 / span
+        } else {
+            0.0
+        },
+    }
+}
