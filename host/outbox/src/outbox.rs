@@ -400,7 +400,7 @@ impl Outbox {
         let Some(seg) = class.segments.back_mut() else {
             return Err(OutboxError::InvalidConfig("no active segment".into()));
         };
-        if let Err(e) = write_all_at(&file, &st.buf, seg.len) {
+        if let Err(e) = file.write_all_at(&st.buf, seg.len) {
             // Leave the file as it was so the next append (written at the
             // same offset) and recovery both see a clean end.
             if let Err(e2) = file.set_len(seg.len) {
@@ -563,23 +563,6 @@ impl Drop for Outbox {
             tracing::error!(dir = %self.dir.display(), error = %e, "outbox: final fsync failed");
         }
     }
-}
-
-/// Writes all of `buf` at `offset`: one pwrite(2) unless the kernel
-/// writes short.
-fn write_all_at(f: &File, mut buf: &[u8], mut offset: u64) -> io::Result<()> {
-    while !buf.is_empty() {
-        match f.write_at(buf, offset) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => {
-                buf = &buf[n..];
-                offset += n as u64;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -337,16 +337,25 @@ fn wait_running(twig: &Twig) {
     );
 }
 
-/// Runs the soak; panics (with logs) if the setup fails, and otherwise
-/// returns the counts for the caller to judge.
-pub fn run(opts: &Options) -> Report {
-    let started = Instant::now();
+/// Everything a run needs: the topology with the stream, a client of the
+/// core, the device's files and `twig up` arguments, and twig itself,
+/// running the app and connected.
+struct Setup {
+    rt: tokio::runtime::Runtime,
+    dir: TempDir,
+    topo: Topology,
+    core: async_nats_039::Client,
+    args: Vec<String>,
+    twig: Twig,
+}
+
+fn setup(opts: &Options, tag: &str, started: Instant) -> Setup {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let dir = TempDir::new("soak");
-    let mut topo = Topology::start();
+    let dir = TempDir::new(tag);
+    let topo = Topology::start();
     say(
         opts,
         started,
@@ -354,7 +363,6 @@ pub fn run(opts: &Options) -> Report {
     );
     let core = rt.block_on(topo.core_client()).expect("client of the core");
     rt.block_on(make_stream(&core)).expect("stream");
-
     let board = dir.path().join("board.toml");
     write(&board, &board_profile(opts));
     let app = dir.path().join("app.yaml");
@@ -366,10 +374,32 @@ pub fn run(opts: &Options) -> Report {
         app.display().to_string(),
     ];
     args.extend(lattice_args(&topo));
-    let mut twig = Twig::up_in(&dir, "device", &args);
+    let twig = Twig::up_in(&dir, "device", &args);
     wait_running(&twig);
     twig.wait_connected();
     say(opts, started, "twig up and connected; telemetry flowing");
+    Setup {
+        rt,
+        dir,
+        topo,
+        core,
+        args,
+        twig,
+    }
+}
+
+/// Runs the soak; panics (with logs) if the setup fails, and otherwise
+/// returns the counts for the caller to judge.
+pub fn run(opts: &Options) -> Report {
+    let started = Instant::now();
+    let Setup {
+        rt,
+        dir,
+        mut topo,
+        core,
+        args,
+        mut twig,
+    } = setup(opts, "soak", started);
 
     let mut report = Report::default();
     let mut next = 1u64;
@@ -619,28 +649,14 @@ pub struct DrainFigures {
 /// rate the backlog drains at (`opts.drain_rate` is the outbox's limit).
 pub fn drain_bench(opts: &Options) -> DrainFigures {
     let started = Instant::now();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let dir = TempDir::new("drain");
-    let mut topo = Topology::start();
-    let core = rt.block_on(topo.core_client()).expect("client of the core");
-    rt.block_on(make_stream(&core)).expect("stream");
-    let board = dir.path().join("board.toml");
-    write(&board, &board_profile(opts));
-    let app = dir.path().join("app.yaml");
-    write(&app, &manifest());
-    let mut args = vec![
-        "--board".to_string(),
-        board.display().to_string(),
-        "--app".to_string(),
-        app.display().to_string(),
-    ];
-    args.extend(lattice_args(&topo));
-    let twig = Twig::up_in(&dir, "device", &args);
-    wait_running(&twig);
-    twig.wait_connected();
+    let Setup {
+        rt,
+        dir: _dir,
+        mut topo,
+        core,
+        twig,
+        ..
+    } = setup(opts, "drain", started);
     let mut report = Report::default();
     // Flowing before the outage.
     let deadline = Instant::now() + Duration::from_secs(30);
