@@ -603,6 +603,8 @@ pub fn run(opts: &Options) -> Report {
             tail(&topo.log_tail(Server::Leaf), 20),
         );
     }
+    // SOAK_DEBUG=1: twig's uplink and outbox log lines and its final
+    // status, for finding out where a number went.
     if std::env::var_os("SOAK_DEBUG").is_some() {
         let text = twig.log_text();
         let lines: Vec<&str> = text

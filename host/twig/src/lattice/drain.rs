@@ -209,7 +209,8 @@ pub(crate) async fn supervise(link: Arc<Link>, every: Duration) {
             match &state {
                 Ok(_) => {
                     tracing::info!("upstream reachable");
-                    link.upstream_back.notify_waiters();
+                    // The drain is the only waiter; a stored permit
+                    // reaches it even if it is not waiting right now.
                     link.upstream_back.notify_one();
                     // Not on the first answer after a connect: the connect
                     // itself bumped the epoch.
