@@ -500,6 +500,18 @@ impl Outbox {
         Ok(out)
     }
 
+    /// Whether a class that [`Outbox::next_batch`] serves before `class`
+    /// (a higher priority, or the same priority and a lower index) has
+    /// records pending: a sender in the middle of a long, paced batch of
+    /// `class` asks this to step aside for, say, a heartbeat.
+    pub fn pending_before(&self, class: ClassId) -> bool {
+        let st = self.lock();
+        self.order
+            .iter()
+            .take_while(|&&ci| ci != class.0)
+            .any(|&ci| st.classes[ci].has_pending())
+    }
+
     /// Marks every record of `class` with seq <= `upto` delivered: the
     /// class's cursor is persisted (temporary file, fsync, rename, fsync
     /// of the directory) and segment files wholly below it are deleted.

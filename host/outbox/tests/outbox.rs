@@ -98,6 +98,38 @@ fn equal_priorities_go_by_class_index() {
 }
 
 #[test]
+fn pending_before_sees_only_classes_served_first() {
+    let dir = TempDir::new("before");
+    let cfg = config(
+        dir.path(),
+        vec![
+            class("bulk", 1, DropOldest),
+            class("beat", 9, DropOldest),
+            class("peer", 1, DropOldest),
+        ],
+    );
+    let ob = Outbox::open(cfg).expect("open");
+    let (bulk, beat, peer) = (
+        ob.class("bulk").expect("bulk"),
+        ob.class("beat").expect("beat"),
+        ob.class("peer").expect("peer"),
+    );
+    append(&ob, bulk, b"x");
+    assert!(!ob.pending_before(bulk), "nothing ahead of bulk yet");
+    // Same priority, higher index: served after bulk, so not "before".
+    append(&ob, peer, b"y");
+    assert!(!ob.pending_before(bulk));
+    assert!(ob.pending_before(peer), "bulk (lower index) comes first");
+    append(&ob, beat, b"hb");
+    assert!(ob.pending_before(bulk), "a higher priority is pending");
+    assert!(!ob.pending_before(beat));
+    let b = ob.next_batch(10, usize::MAX).expect("batch");
+    assert_eq!(b[0].class, beat);
+    ob.ack(beat, b[0].seq).expect("ack");
+    assert!(!ob.pending_before(bulk), "the heartbeat is delivered");
+}
+
+#[test]
 fn reopen_keeps_unacked_and_continues_seq() {
     let dir = TempDir::new("reopen");
     let mk = || {

@@ -3,6 +3,7 @@
 //! WASI and the test interfaces.
 
 pub mod arbitrary;
+pub mod netns;
 pub mod soak;
 pub mod topology;
 pub mod twig;

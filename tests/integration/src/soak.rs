@@ -22,6 +22,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::guest_path;
+use crate::netns::ShapedLink;
 use crate::topology::{Server, Topology};
 use crate::twig::{lattice_args, TempDir, Twig};
 
@@ -349,13 +350,19 @@ struct Setup {
     twig: Twig,
 }
 
-fn setup(opts: &Options, tag: &str, started: Instant) -> Setup {
-    let rt = tokio::runtime::Builder::new_current_thread()
+fn setup(opts: &Options, tag: &str, started: Instant, link: Option<&ShapedLink>) -> Setup {
+    // One worker thread, so clients of the core (and a heartbeat watcher)
+    // keep running while the scenario sleeps between steps.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()
         .expect("tokio runtime");
     let dir = TempDir::new(tag);
-    let topo = Topology::start();
+    let topo = match link {
+        Some(l) => Topology::start_over(l),
+        None => Topology::start(),
+    };
     say(
         opts,
         started,
@@ -399,7 +406,7 @@ pub fn run(opts: &Options) -> Report {
         core,
         args,
         mut twig,
-    } = setup(opts, "soak", started);
+    } = setup(opts, "soak", started, None);
 
     let mut report = Report::default();
     let mut next = 1u64;
@@ -562,7 +569,38 @@ pub fn run(opts: &Options) -> Report {
         .as_u64()
         .unwrap_or(0);
 
-    for (sensor, n) in &want {
+    report.sensors = judge(&want, &seen);
+    if report.lost() > 0 || report.duplicates() > 0 || report.out_of_order() > 0 {
+        eprintln!(
+            "soak: twig log tail:\n{}\n--- core ---\n{}\n--- leaf ---\n{}",
+            tail(&twig.log_text(), 60),
+            tail(&topo.log_tail(Server::Core), 20),
+            tail(&topo.log_tail(Server::Leaf), 20),
+        );
+    }
+    // SOAK_DEBUG=1: twig's uplink and outbox log lines and its final
+    // status, for finding out where a number went.
+    if std::env::var_os("SOAK_DEBUG").is_some() {
+        let text = twig.log_text();
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("outbox") || l.contains("upstream") || l.contains("uplink"))
+            .collect();
+        eprintln!("{}", lines.join("\n"));
+        eprintln!(
+            "{}",
+            serde_json::to_string_pretty(&status["host"]).unwrap_or_default()
+        );
+    }
+    let _ = twig.terminate();
+    report
+}
+
+/// Per sensor: `want` numbers produced against what the stream holds, in
+/// stream order.
+fn judge(want: &BTreeMap<String, u64>, seen: &[Seen]) -> BTreeMap<String, SensorReport> {
+    let mut out = BTreeMap::new();
+    for (sensor, n) in want {
         let mut r = SensorReport {
             produced: *n,
             ..Default::default()
@@ -593,32 +631,9 @@ pub fn run(opts: &Options) -> Report {
                 }
             }
         }
-        report.sensors.insert(sensor.clone(), r);
+        out.insert(sensor.clone(), r);
     }
-    if report.lost() > 0 || report.duplicates() > 0 || report.out_of_order() > 0 {
-        eprintln!(
-            "soak: twig log tail:\n{}\n--- core ---\n{}\n--- leaf ---\n{}",
-            tail(&twig.log_text(), 60),
-            tail(&topo.log_tail(Server::Core), 20),
-            tail(&topo.log_tail(Server::Leaf), 20),
-        );
-    }
-    // SOAK_DEBUG=1: twig's uplink and outbox log lines and its final
-    // status, for finding out where a number went.
-    if std::env::var_os("SOAK_DEBUG").is_some() {
-        let text = twig.log_text();
-        let lines: Vec<&str> = text
-            .lines()
-            .filter(|l| l.contains("outbox") || l.contains("upstream") || l.contains("uplink"))
-            .collect();
-        eprintln!("{}", lines.join("\n"));
-        eprintln!(
-            "{}",
-            serde_json::to_string_pretty(&status["host"]).unwrap_or_default()
-        );
-    }
-    let _ = twig.terminate();
-    report
+    out
 }
 
 fn now_ns() -> i128 {
@@ -658,7 +673,7 @@ pub fn drain_bench(opts: &Options) -> DrainFigures {
         core,
         twig,
         ..
-    } = setup(opts, "drain", started);
+    } = setup(opts, "drain", started, None);
     let mut report = Report::default();
     // Flowing before the outage.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -716,4 +731,322 @@ pub fn drain_bench(opts: &Options) -> DrainFigures {
             0.0
         },
     }
+}
+
+/// The slow-uplink scenario: what to do.
+#[derive(Debug, Clone)]
+pub struct SlowOptions {
+    /// Each direction of the leaf→core link, in kbit/s.
+    pub rate_kbit: u32,
+    /// Readings per second of each of the two sensors.
+    pub rate: u32,
+    /// The outbox's `drain_rate` (messages per second).
+    pub drain_rate: u32,
+    /// How long the link is cut.
+    pub cut: Duration,
+    pub progress: bool,
+}
+
+impl Default for SlowOptions {
+    fn default() -> Self {
+        SlowOptions {
+            rate_kbit: 50,
+            rate: 2,
+            drain_rate: 10,
+            cut: Duration::from_secs(20),
+            progress: true,
+        }
+    }
+}
+
+/// What the slow-uplink scenario saw.
+#[derive(Debug, Clone, Default)]
+pub struct SlowReport {
+    pub sensors: BTreeMap<String, SensorReport>,
+    pub without_msg_id: u64,
+    pub malformed: u64,
+    /// Telemetry waiting in the outbox when the link came back.
+    pub backlog_at_return: u64,
+    /// Numbers produced before the return that were not in the stream yet
+    /// (the backlog as the stream sees it).
+    pub backlog_messages: u64,
+    /// From the link's return to the first message stored (s): the leaf
+    /// noticing, relinking over the slow link, twig's supervisor seeing
+    /// the upstream answer.
+    pub relink_secs: f64,
+    /// From the first message stored after the return to the last
+    /// backlog message stored (s), and every message stored in that
+    /// span per second: the drain rate.
+    pub drain_secs: f64,
+    pub drain_msgs_per_sec: f64,
+    /// Heartbeats that reached the core during the drain, and the longest
+    /// time the core went without one then (s).
+    pub heartbeats_during_drain: u64,
+    pub max_heartbeat_gap_secs: f64,
+    /// Readings the component numbered during the drain against what its
+    /// sensors' rate asks for: local work going on meanwhile.
+    pub produced_during_drain: u64,
+    pub expected_during_drain: f64,
+    /// The slowest `twig status` answer during the drain (ms).
+    pub slowest_status_ms: u64,
+}
+
+impl SlowReport {
+    pub fn last_line(&self) -> String {
+        let sum = |f: fn(&SensorReport) -> u64| self.sensors.values().map(f).sum::<u64>();
+        format!(
+            "produced={} delivered={} duplicates={} lost={}",
+            sum(|s| s.produced),
+            sum(|s| s.delivered),
+            sum(|s| s.duplicates),
+            sum(|s| s.lost)
+        )
+    }
+}
+
+/// Stamps (ns since the epoch, on arrival) of every `host_heartbeat` a
+/// client of the core sees, over the unshaped pair.
+async fn watch_heartbeats(
+    core: async_nats_039::Client,
+) -> Result<std::sync::Arc<std::sync::Mutex<Vec<i128>>>, String> {
+    use futures::StreamExt as _;
+    let mut sub = core
+        .subscribe("wasmbus.evt.*.host_heartbeat")
+        .await
+        .map_err(|e| format!("subscribe to heartbeats: {e}"))?;
+    // The subscription is registered with the server before we return.
+    core.flush()
+        .await
+        .map_err(|e| format!("flush the heartbeat subscription: {e}"))?;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let out = seen.clone();
+    tokio::spawn(async move {
+        while sub.next().await.is_some() {
+            if let Ok(mut v) = seen.lock() {
+                v.push(now_ns());
+            }
+        }
+    });
+    Ok(out)
+}
+
+/// The backlog of a cut drains over a ~50 kbit/s leaf→core link: the core
+/// runs in a network namespace of `link`, the leaf reaches it over the
+/// shaped veth pair, and the pair is cut for `opts.cut` while the device
+/// goes on producing. Afterwards the backlog must drain at the outbox's
+/// `drain_rate`, heartbeats must keep reaching the core, local work must
+/// go on at its pace, and every number must be in the stream once.
+pub fn slow_uplink(link: &ShapedLink, opts: &SlowOptions) -> SlowReport {
+    let started = Instant::now();
+    let sensors: Vec<String> = vec!["s1".into(), "s2".into()];
+    let base = Options {
+        rate: opts.rate,
+        sensors: sensors.clone(),
+        drain_rate: opts.drain_rate,
+        progress: opts.progress,
+        ..Options::default()
+    };
+    say(&base, started, &format!("shaped link: {}", link.describe()));
+    let Setup {
+        rt,
+        dir: _dir,
+        topo,
+        core,
+        mut twig,
+        ..
+    } = setup(&base, "slow", started, Some(link));
+    let mut report = SlowReport::default();
+    let mut scratch = Report::default();
+    let heartbeats = rt
+        .block_on(watch_heartbeats(core.clone()))
+        .expect("watch heartbeats");
+
+    let mut seen: Vec<Seen> = Vec::new();
+    let mut next = 1u64;
+    let read = |seen: &mut Vec<Seen>, next: &mut u64, scratch: &mut Report| {
+        let (mut got, n, _) = rt.block_on(read_stream(&core, *next, scratch));
+        seen.append(&mut got);
+        *next = n;
+    };
+
+    // Flowing over the slow link first.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while next < 5 {
+        assert!(
+            Instant::now() < deadline,
+            "telemetry did not reach the stream over the slow link within 60 s\nlog:\n{}",
+            tail(&twig.log_text(), 40)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        read(&mut seen, &mut next, &mut scratch);
+    }
+    say(
+        &base,
+        started,
+        &format!("flowing ({} stored); cutting the link", next - 1),
+    );
+
+    link.set_shaped_link(false).expect("cut the shaped link");
+    std::thread::sleep(opts.cut);
+    let produced_at = |twig: &Twig| -> BTreeMap<String, u64> {
+        sensors
+            .iter()
+            .map(|s| (s.clone(), produced(twig, s)))
+            .collect()
+    };
+    report.backlog_at_return = backlog(&twig);
+    read(&mut seen, &mut next, &mut scratch);
+    let before_return = seen.len();
+    link.set_shaped_link(true).expect("restore the shaped link");
+    let back_ns = now_ns();
+    let back = Instant::now();
+    let produced_back = produced_at(&twig);
+    say(
+        &base,
+        started,
+        &format!(
+            "link back; {} readings waiting in the outbox",
+            report.backlog_at_return
+        ),
+    );
+
+    // Which numbers the backlog holds: produced by the return, not yet
+    // stored.
+    let mut have: BTreeMap<String, std::collections::BTreeSet<u64>> = BTreeMap::new();
+    for m in &seen {
+        have.entry(m.sensor.clone()).or_default().insert(m.seq);
+    }
+    let backlog_numbers: Vec<(String, u64)> = produced_back
+        .iter()
+        .flat_map(|(s, n)| {
+            let have = have.get(s).cloned().unwrap_or_default();
+            (1..=*n)
+                .filter(move |k| !have.contains(k))
+                .map(move |k| (s.clone(), k))
+        })
+        .collect();
+    report.backlog_messages = backlog_numbers.len() as u64;
+
+    // Until the backlog is in the stream, asking twig for its status now
+    // and then (local work on the device) and timing it.
+    let bound =
+        Duration::from_secs(90 + report.backlog_messages / u64::from(opts.drain_rate.max(1)) * 2);
+    let drained_at = loop {
+        let t = Instant::now();
+        let _ = twig.status();
+        report.slowest_status_ms = report.slowest_status_ms.max(t.elapsed().as_millis() as u64);
+        read(&mut seen, &mut next, &mut scratch);
+        for m in &seen[before_return..] {
+            have.entry(m.sensor.clone()).or_default().insert(m.seq);
+        }
+        let missing = backlog_numbers
+            .iter()
+            .filter(|(s, k)| !have.get(s).is_some_and(|h| h.contains(k)))
+            .count();
+        if missing == 0 {
+            break Some(Instant::now());
+        }
+        if back.elapsed() > bound {
+            say(
+                &base,
+                started,
+                &format!("{missing} backlog readings still missing after {bound:?}"),
+            );
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let produced_drained = produced_at(&twig);
+    if let Some(at) = drained_at {
+        let secs = (at - back).as_secs_f64();
+        report.produced_during_drain = produced_drained
+            .iter()
+            .map(|(s, n)| n - produced_back.get(s).copied().unwrap_or(0))
+            .sum();
+        report.expected_during_drain = secs * f64::from(opts.rate) * sensors.len() as f64;
+    }
+
+    // The drain as the stream saw it.
+    let after: Vec<&Seen> = seen[before_return..].iter().collect();
+    let is_backlog: std::collections::BTreeSet<(&str, u64)> = backlog_numbers
+        .iter()
+        .map(|(s, k)| (s.as_str(), *k))
+        .collect();
+    let first = after.iter().map(|m| m.stored_ns).min();
+    let last_backlog = after
+        .iter()
+        .filter(|m| is_backlog.contains(&(m.sensor.as_str(), m.seq)))
+        .map(|m| m.stored_ns)
+        .max();
+    if let (Some(first), Some(last)) = (first, last_backlog) {
+        report.relink_secs = (first - back_ns).max(0) as f64 / 1e9;
+        report.drain_secs = (last - first) as f64 / 1e9;
+        let in_span = after
+            .iter()
+            .filter(|m| m.stored_ns >= first && m.stored_ns <= last)
+            .count();
+        if report.drain_secs > 0.0 {
+            report.drain_msgs_per_sec = (in_span.saturating_sub(1)) as f64 / report.drain_secs;
+        }
+        let beats: Vec<i128> = heartbeats
+            .lock()
+            .map(|v| v.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|t| *t >= first && *t <= last)
+            .collect();
+        report.heartbeats_during_drain = beats.len() as u64;
+        let mut prev = first;
+        let mut gap = 0i128;
+        for t in beats.iter().copied().chain(std::iter::once(last)) {
+            gap = gap.max(t - prev);
+            prev = t;
+        }
+        report.max_heartbeat_gap_secs = gap as f64 / 1e9;
+    }
+    say(
+        &base,
+        started,
+        &format!(
+            "backlog of {} stored in {:.1} s ({:.1}/s); counting",
+            report.backlog_messages, report.drain_secs, report.drain_msgs_per_sec
+        ),
+    );
+
+    // Stop numbering and wait for the rest.
+    twig.call(COMPONENT, "pause", &[])
+        .unwrap_or_else(|e| panic!("pause: {e}\nlog:\n{}", twig.log_text()));
+    std::thread::sleep(Duration::from_millis(
+        2000 / u64::from(opts.rate.clamp(1, 100)) + 200,
+    ));
+    let want = produced_at(&twig);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        read(&mut seen, &mut next, &mut scratch);
+        let done = judge(&want, &seen).values().all(|r| r.lost == 0);
+        if done || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    read(&mut seen, &mut next, &mut scratch);
+    report.sensors = judge(&want, &seen);
+    report.without_msg_id = scratch.without_msg_id;
+    report.malformed = scratch.malformed;
+    if report
+        .sensors
+        .values()
+        .any(|r| r.lost > 0 || r.duplicates > 0)
+        || drained_at.is_none()
+    {
+        eprintln!(
+            "slow: twig log tail:\n{}\n--- core ---\n{}\n--- leaf ---\n{}",
+            tail(&twig.log_text(), 60),
+            tail(&topo.log_tail(Server::Core), 30),
+            tail(&topo.log_tail(Server::Leaf), 30),
+        );
+    }
+    let _ = twig.terminate();
+    report
 }

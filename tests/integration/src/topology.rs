@@ -49,6 +49,7 @@ use rcgen::{
 use serde_json::{json, Value};
 use sha2::Digest as _;
 
+use crate::netns::ShapedLink;
 use crate::twig::TempDir;
 
 /// How long a server gets to listen, become healthy and link up.
@@ -108,6 +109,20 @@ impl Topology {
     /// Panics when `$NATS_SERVER` is unset or a server does not come up in
     /// time (with the tail of its log).
     pub fn start() -> Topology {
+        Topology::start_inner(None)
+    }
+
+    /// As [`Topology::start`], but with the core inside `link`'s network
+    /// namespace: the leaf reaches it only over the shaped (slow) pair,
+    /// while [`Topology::core_client`] and the core's monitoring port go
+    /// over the unshaped one. Both servers ping every 2 s and give up
+    /// after 3 missed pongs, so a cut link is noticed in seconds rather
+    /// than the default minutes.
+    pub fn start_over(link: &ShapedLink) -> Topology {
+        Topology::start_inner(Some(link))
+    }
+
+    fn start_inner(link: Option<&ShapedLink>) -> Topology {
         let bin = nats_server_bin();
         let dir = TempDir::new("topo");
         let d = dir.path().to_path_buf();
@@ -124,6 +139,13 @@ impl Topology {
         server_params
             .subject_alt_names
             .push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        if let Some(l) = link {
+            for ip in [l.shaped_ip, l.direct_ip] {
+                server_params
+                    .subject_alt_names
+                    .push(SanType::IpAddress(IpAddr::V4(ip)));
+            }
+        }
         server_params
             .distinguished_name
             .push(DnType::CommonName, "localhost");
@@ -193,6 +215,21 @@ impl Topology {
         // --- server configurations ---------------------------------------
         let core_ports = Ports::new(true);
         let leaf_ports = Ports::new(false);
+        // Inside its own namespace the core listens on every address there
+        // (its two veth ends); otherwise on loopback only.
+        let core_bind = if link.is_some() {
+            Ipv4Addr::UNSPECIFIED
+        } else {
+            Ipv4Addr::LOCALHOST
+        };
+        // Where the leaf dials the core, and where everyone else reaches it.
+        let core_for_leaf = link.map_or(Ipv4Addr::LOCALHOST, |l| l.shaped_ip);
+        let core_for_us = link.map_or(Ipv4Addr::LOCALHOST, |l| l.direct_ip);
+        let pings = if link.is_some() {
+            "ping_interval: \"2s\"\nping_max: 3\n"
+        } else {
+            ""
+        };
         // Shared by both servers: the operator they trust and the accounts
         // they know, preloaded because a MEMORY resolver fetches nothing.
         let common = format!(
@@ -222,13 +259,14 @@ impl Topology {
         };
         let core_conf = format!(
             "server_name: twig-core\n\
-             listen: \"127.0.0.1:{client}\"\n\
-             http: \"127.0.0.1:{monitor}\"\n\
+             listen: \"{core_bind}:{client}\"\n\
+             http: \"{core_bind}:{monitor}\"\n\
+             {pings}\
              {common}\
              # Clients of the core authenticate with their JWT only.\n\
              {client_tls}\
              jetstream {{\n  domain: {CORE_DOMAIN}\n  store_dir: {store}\n  max_memory_store: 64MB\n  max_file_store: 256MB\n}}\n\
-             leafnodes {{\n  listen: \"127.0.0.1:{leafport}\"\n  # The leaf proves itself with a certificate and a JWT.\n{leaf_tls}}}\n",
+             leafnodes {{\n  listen: \"{core_bind}:{leafport}\"\n  # The leaf proves itself with a certificate and a JWT.\n{leaf_tls}}}\n",
             client = core_ports.client,
             monitor = core_ports.monitor,
             leafport = core_ports.leaf,
@@ -238,7 +276,7 @@ impl Topology {
         );
         let remote = |creds: &Path, account: &str| {
             format!(
-                "    {{\n      url: \"tls://127.0.0.1:{port}\"\n      account: {account}\n      credentials: {creds}\n      tls {{\n        ca_file: {ca}\n        cert_file: {cert}\n        key_file: {key}\n      }}\n    }}\n",
+                "    {{\n      url: \"tls://{core_for_leaf}:{port}\"\n      account: {account}\n      credentials: {creds}\n      tls {{\n        ca_file: {ca}\n        cert_file: {cert}\n        key_file: {key}\n      }}\n    }}\n",
                 port = core_ports.leaf,
                 creds = q(creds),
                 ca = q(&ca_pem),
@@ -254,6 +292,7 @@ impl Topology {
             "server_name: twig-leaf\n\
              listen: \"127.0.0.1:{client}\"\n\
              http: \"127.0.0.1:{monitor}\"\n\
+             {pings}\
              {common}\
              # mTLS: no client without a certificate from our CA.\n\
              {client_tls}\
@@ -278,8 +317,22 @@ impl Topology {
             sys_creds,
             app_account,
             sys_account,
-            core: Node::new(&bin, "core", write(&d, "core.conf", &core_conf), core_ports),
-            leaf: Node::new(&bin, "leaf", write(&d, "leaf.conf", &leaf_conf), leaf_ports),
+            core: Node::new(
+                &bin,
+                "core",
+                write(&d, "core.conf", &core_conf),
+                core_ports,
+                core_for_us,
+                link.map(|l| l.ns.clone()),
+            ),
+            leaf: Node::new(
+                &bin,
+                "leaf",
+                write(&d, "leaf.conf", &leaf_conf),
+                leaf_ports,
+                Ipv4Addr::LOCALHOST,
+                None,
+            ),
             dir,
         };
         t.start_core();
@@ -341,7 +394,7 @@ impl Topology {
     /// Where clients connect to the core directly: TLS (server-authenticated
     /// only; a client certificate is accepted but not required).
     pub fn core_url(&self) -> String {
-        format!("tls://127.0.0.1:{}", self.core.ports.client)
+        format!("tls://{}:{}", self.core.host, self.core.ports.client)
     }
 
     /// Starts the core (again) on the same ports and JetStream store; waits
@@ -379,7 +432,8 @@ impl Topology {
     /// Names of the client connections a server lists on `/connz`
     /// (unnamed connections are left out).
     pub fn connections(&self, server: Server) -> Vec<String> {
-        connection_names(self.node(server).ports.monitor)
+        let node = self.node(server);
+        connection_names_at(node.host, node.ports.monitor)
     }
 
     /// The last lines of a server's log (all its runs), for assertion
@@ -407,7 +461,7 @@ impl Topology {
             format!("$JS.{CORE_DOMAIN}.API.$KV.>"),
         ];
         loop {
-            let leafz = http_get(self.leaf.ports.monitor, "/leafz?subs=1")
+            let leafz = http_get(self.leaf.host, self.leaf.ports.monitor, "/leafz?subs=1")
                 .and_then(|b| serde_json::from_str::<Value>(&b).ok());
             let links = leafz
                 .as_ref()
@@ -450,7 +504,11 @@ impl Drop for Topology {
 /// Names of a nats-server's client connections, from the `/connz` page of
 /// its monitoring port (unnamed connections are left out).
 pub fn connection_names(monitor_port: u16) -> Vec<String> {
-    let body = http_get(monitor_port, "/connz")
+    connection_names_at(Ipv4Addr::LOCALHOST, monitor_port)
+}
+
+fn connection_names_at(host: Ipv4Addr, monitor_port: u16) -> Vec<String> {
+    let body = http_get(host, monitor_port, "/connz")
         .unwrap_or_else(|| panic!("monitoring port {monitor_port} does not answer"));
     let v: Value = serde_json::from_str(&body).expect("connz JSON");
     v["connections"]
@@ -506,11 +564,22 @@ struct Node {
     conf: PathBuf,
     log: PathBuf,
     ports: Ports,
+    /// Where this process's ports are reached from the test.
+    host: Ipv4Addr,
+    /// The network namespace it runs in, if not this one.
+    netns: Option<String>,
     child: Option<Child>,
 }
 
 impl Node {
-    fn new(bin: &Path, name: &'static str, conf: PathBuf, ports: Ports) -> Node {
+    fn new(
+        bin: &Path,
+        name: &'static str,
+        conf: PathBuf,
+        ports: Ports,
+        host: Ipv4Addr,
+        netns: Option<String>,
+    ) -> Node {
         let log = conf.with_extension("log");
         Node {
             name,
@@ -518,6 +587,8 @@ impl Node {
             conf,
             log,
             ports,
+            host,
+            netns,
             child: None,
         }
     }
@@ -534,7 +605,17 @@ impl Node {
             .append(true)
             .open(&self.log)
             .expect("open nats-server log");
-        let child = Command::new(&self.bin)
+        // `ip netns exec` execs the server, so the child is the server
+        // itself and killing it kills the server.
+        let mut command = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&self.bin);
+                c
+            }
+            None => Command::new(&self.bin),
+        };
+        let child = command
             .arg("-c")
             .arg(&self.conf)
             .stdin(Stdio::null())
@@ -569,7 +650,7 @@ impl Node {
                     );
                 }
             }
-            let healthy = http_get(self.ports.monitor, "/healthz")
+            let healthy = http_get(self.host, self.ports.monitor, "/healthz")
                 .is_some_and(|b| b.contains("\"status\":\"ok\""));
             if healthy {
                 return;
@@ -594,8 +675,12 @@ impl Node {
 
 /// Body of `GET path` on a monitoring port, or `None` when the server does
 /// not answer (yet).
-fn http_get(port: u16, path: &str) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+fn http_get(host: Ipv4Addr, port: u16, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect_timeout(
+        &std::net::SocketAddr::from((host, port)),
+        Duration::from_secs(2),
+    )
+    .ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
     let mut text = String::new();

@@ -429,7 +429,14 @@ async fn send_batch(
     };
     let mut pending = Vec::with_capacity(batch.len());
     let mut any_plain = false;
-    for rec in batch {
+    for (i, rec) in batch.iter().enumerate() {
+        // A paced batch can take seconds on a slow uplink (32 messages at
+        // 10/s); a class ahead of this one (a heartbeat) must not wait for
+        // it, so end the batch early and let the next one serve that class.
+        // What was sent so far is still acknowledged below.
+        if i > 0 && upstream.outbox.pending_before(rec.class) {
+            break;
+        }
         let wait = pacer.take(rec.subject.len() + rec.body.len(), Instant::now());
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
