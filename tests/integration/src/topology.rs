@@ -30,6 +30,10 @@
 //! `LATTICEDATA_*` buckets. [`Topology::stop_core`] and
 //! [`Topology::start_core`] let a test cut the uplink and bring it back.
 //!
+//! [`Topology::start_over`] moves the core into a network namespace made
+//! by [`crate::netns::ShapedLink`], so the leafnode link crosses a slow,
+//! cuttable veth pair instead of loopback.
+//!
 //! The helper is synchronous std code: it only writes files, spawns
 //! processes and reads the servers' monitoring endpoints.
 
