@@ -90,8 +90,10 @@ fn backlog_drains_at_the_configured_rate_over_a_50_kbit_link() {
         r.heartbeats_during_drain,
         r.drain_secs
     );
+    // Without the drain stepping aside, a batch of 32 paced at 10/s holds
+    // the link for 3.2 s and the heartbeats (TTL 1 s) behind it expire.
     assert!(
-        r.max_heartbeat_gap_secs <= 3.5,
+        r.max_heartbeat_gap_secs <= 2.5,
         "the core went {:.1} s without a heartbeat during the drain: {r:?}",
         r.max_heartbeat_gap_secs
     );
