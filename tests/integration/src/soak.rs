@@ -79,6 +79,36 @@ pub struct SensorReport {
     pub unexpected: u64,
 }
 
+impl SensorReport {
+    /// Panics unless every number produced is in the stream exactly once,
+    /// in order, and nothing else is.
+    pub fn assert_exactly_once_in_order(&self, name: &str) {
+        assert!(self.produced > 0, "{name} produced nothing");
+        assert_eq!(
+            self.lost, 0,
+            "{name}: lost {} (first {:?})",
+            self.lost, self.first_lost
+        );
+        assert_eq!(self.duplicates, 0, "{name}: duplicates");
+        assert_eq!(self.out_of_order, 0, "{name}: out of order");
+        assert_eq!(self.unexpected, 0, "{name}: numbers never produced");
+        assert_eq!(self.delivered, self.produced, "{name}");
+    }
+}
+
+/// `produced=N delivered=N duplicates=D lost=L` over all sensors: the line
+/// `tests/soak` ends with.
+fn summary_line(sensors: &BTreeMap<String, SensorReport>) -> String {
+    let sum = |f: fn(&SensorReport) -> u64| sensors.values().map(f).sum::<u64>();
+    format!(
+        "produced={} delivered={} duplicates={} lost={}",
+        sum(|s| s.produced),
+        sum(|s| s.delivered),
+        sum(|s| s.duplicates),
+        sum(|s| s.lost)
+    )
+}
+
 /// The outcome of a soak.
 #[derive(Debug, Clone, Default)]
 pub struct Report {
@@ -117,13 +147,7 @@ impl Report {
 
     /// The summary `tests/soak` ends with, exactly.
     pub fn last_line(&self) -> String {
-        format!(
-            "produced={} delivered={} duplicates={} lost={}",
-            self.produced(),
-            self.delivered(),
-            self.duplicates(),
-            self.lost()
-        )
+        summary_line(&self.sensors)
     }
 }
 
@@ -793,14 +817,7 @@ pub struct SlowReport {
 
 impl SlowReport {
     pub fn last_line(&self) -> String {
-        let sum = |f: fn(&SensorReport) -> u64| self.sensors.values().map(f).sum::<u64>();
-        format!(
-            "produced={} delivered={} duplicates={} lost={}",
-            sum(|s| s.produced),
-            sum(|s| s.delivered),
-            sum(|s| s.duplicates),
-            sum(|s| s.lost)
-        )
+        summary_line(&self.sensors)
     }
 }
 

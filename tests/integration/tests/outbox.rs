@@ -30,15 +30,7 @@ fn telemetry_survives_outages_and_a_crash_exactly_once_in_order() {
     // less the time twig was down).
     for (name, s) in &r.sensors {
         assert!(s.produced >= 200, "{name} produced only {}", s.produced);
-        assert_eq!(
-            s.lost, 0,
-            "{name}: lost {} (first {:?})",
-            s.lost, s.first_lost
-        );
-        assert_eq!(s.duplicates, 0, "{name}: duplicates");
-        assert_eq!(s.out_of_order, 0, "{name}: out of order");
-        assert_eq!(s.unexpected, 0, "{name}: numbers never produced");
-        assert_eq!(s.delivered, s.produced, "{name}");
+        s.assert_exactly_once_in_order(name);
     }
     assert_eq!(r.without_msg_id, 0, "every message carries Nats-Msg-Id");
     assert_eq!(r.malformed, 0);

@@ -46,15 +46,7 @@ fn backlog_drains_at_the_configured_rate_over_a_50_kbit_link() {
 
     // Nothing lost, nothing twice, in order.
     for (name, s) in &r.sensors {
-        assert!(s.produced > 0, "{name} produced nothing");
-        assert_eq!(
-            s.lost, 0,
-            "{name}: lost {} (first {:?})",
-            s.lost, s.first_lost
-        );
-        assert_eq!(s.duplicates, 0, "{name}: duplicates");
-        assert_eq!(s.out_of_order, 0, "{name}: out of order");
-        assert_eq!(s.unexpected, 0, "{name}: numbers never produced");
+        s.assert_exactly_once_in_order(name);
     }
     assert_eq!(r.without_msg_id, 0);
     assert_eq!(r.malformed, 0);
