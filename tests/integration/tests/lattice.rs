@@ -527,7 +527,7 @@ fn refused_credentials_certificates_and_subjects_are_named_and_local_work_goes_o
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_component_on_one_host_calls_a_component_on_another_over_wrpc() {
     let dir = TempDir::new("lattice-wrpc");
-    let topo = Topology::start();
+    let mut topo = Topology::start();
     let app = demo_manifest();
     let mut args_a = lattice_args(&topo);
     args_a.extend(["--app".to_string(), app]);
@@ -624,6 +624,34 @@ async fn a_component_on_one_host_calls_a_component_on_another_over_wrpc() {
     );
     assert!(
         started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    twig_a.assert_demo_answers();
+
+    // A's own uplink goes too (the leaf is gone): the call fails at once
+    // with "lattice unreachable" instead of waiting out its deadline, and
+    // A's local app still answers.
+    topo.stop_leaf();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while twig_a.status()["host"]["uplink"]["state"] == "connected" {
+        assert!(
+            Instant::now() < deadline,
+            "A still thinks it is connected with the leaf gone"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let started = Instant::now();
+    let o = twig_a.invoke("edge-frontend", "welcome", &["\"Ada\""]);
+    let all = format!("{}{}", stdout(&o), twig_integration_tests::twig::stderr(&o));
+    assert!(!o.status.success(), "{all}");
+    assert!(
+        all.contains("remote-greeter") && all.contains("lattice unreachable"),
+        "{all}\nA:\n{}",
+        twig_a.log_text()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
         "took {:?}",
         started.elapsed()
     );
