@@ -778,3 +778,149 @@ async fn an_http_server_provider_linked_from_the_lattice_serves_its_target() {
     let (state, _) = Twig::component_state(&twig.status(), "lat-echo");
     assert_eq!(state, "running");
 }
+
+/// Reconciliation: what the lattice decides while a device is away is
+/// applied when it comes back, and the device's own manifest stays in
+/// force throughout.
+///
+/// Device A sits on the leaf with the demo app from its own manifest and
+/// two components scaled onto it by the control client (a greeter with a
+/// named config, and a frontend that imports the greeter but has no link
+/// yet). The leaf goes down, so A is cut off. Meanwhile a second host, B,
+/// connected straight to the core, answers the control client: the
+/// greeter's config changes and the frontend's link is put. When the
+/// leaf returns, A re-announces itself and, without being told, serves
+/// the new config through the new link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_and_config_changed_while_away_are_applied_on_return() {
+    let dir = TempDir::new("lattice-reconcile");
+    let mut topo = Topology::start();
+    let mut args_a = lattice_args(&topo);
+    args_a.extend(["--app".to_string(), demo_manifest()]);
+    let twig_a = Twig::up_in(&dir, "a", &args_a);
+    // B is a host of the core itself (TLS, creds; the core asks for no
+    // client certificate).
+    let args_b: Vec<String> = vec![
+        "--nats-url".into(),
+        topo.core_url(),
+        "--nats-creds".into(),
+        topo.user_creds.display().to_string(),
+        "--nats-tls-ca".into(),
+        topo.ca_pem.display().to_string(),
+        "--js-domain".into(),
+        "core".into(),
+        "--heartbeat-secs".into(),
+        "1".into(),
+        "--friendly-name".into(),
+        "core-b".into(),
+    ];
+    let twig_b = Twig::up_in(&dir, "b", &args_b);
+    twig_a.wait_connected();
+    twig_b.wait_connected();
+    let a = twig_a.host_id();
+
+    // The operator's tool talks to the core, which stays up throughout.
+    let nc = topo.core_client().await.unwrap_or_else(|e| panic!("{e}"));
+    let ctl = ClientBuilder::new(nc)
+        .timeout(Duration::from_secs(5))
+        .auction_timeout(Duration::from_secs(2))
+        .build();
+    let mut events = ctl
+        .events_receiver(vec!["component_scaled".into()])
+        .await
+        .expect("events");
+    let put_greeting = |greeting: &'static str| {
+        let ctl = &ctl;
+        async move {
+            let r = ctl
+                .put_config(
+                    "away-greeter-config",
+                    HashMap::from([("greeting".to_string(), greeting.to_string())]),
+                )
+                .await
+                .expect("put config");
+            assert!(r.succeeded(), "{r:?}");
+        }
+    };
+    put_greeting("Hej").await;
+    for (cid, file, config) in [
+        (
+            "away-greeter",
+            "greeter",
+            vec!["away-greeter-config".to_string()],
+        ),
+        ("away-frontend", "frontend", vec![]),
+    ] {
+        let r = ctl
+            .scale_component(&a, &file_ref(file), cid, 1, None, config, false)
+            .await
+            .expect("scale");
+        assert!(r.succeeded(), "{r:?}");
+        next_event(&mut events, "component_scaled", |d| {
+            d["component_id"] == cid
+        })
+        .await;
+    }
+    twig_a.invoke_until(
+        "away-greeter",
+        "greet",
+        &["\"Ada\""],
+        "\"Hej, Ada!\"",
+        || format!("A:\n{}", twig_a.log_text()),
+    );
+    let unlinked = twig_a.invoke("away-frontend", "welcome", &["\"Ada\""]);
+    assert!(
+        !unlinked.status.success(),
+        "the frontend has no link yet: {}",
+        stdout(&unlinked)
+    );
+
+    // A is cut off.
+    topo.stop_leaf();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while twig_a.status()["host"]["uplink"]["state"] == "connected" {
+        assert!(Instant::now() < deadline, "A did not notice the leaf go");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The lattice moves on without it; B answers the control client.
+    put_greeting("Hallo").await;
+    let link = Link::builder()
+        .source_id("away-frontend")
+        .target("away-greeter")
+        .name("default")
+        .wit_namespace("twig")
+        .wit_package("demo")
+        .interfaces(vec!["greeter".to_string()])
+        .build()
+        .expect("link");
+    let r = ctl.put_link(link).await.expect("put link");
+    assert!(r.succeeded(), "{r:?}");
+    // Away, A still runs what it had and its own manifest's app.
+    let o = twig_a.invoke("away-greeter", "greet", &["\"Ada\""]);
+    assert_eq!(stdout(&o).trim(), "\"Hej, Ada!\"", "A away");
+    twig_a.assert_demo_answers();
+
+    // A is back: it catches up with both changes by itself.
+    topo.start_leaf();
+    twig_a.wait_connected();
+    twig_a.invoke_until(
+        "away-frontend",
+        "welcome",
+        &["\"Ada\""],
+        "\"Hallo, Ada! (via frontend)\"",
+        || format!("A:\n{}", twig_a.log_text()),
+    );
+    // It announced itself again: the control client sees it.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let hosts = ctl.get_hosts().await.expect("hosts");
+        if hosts.iter().filter_map(|h| h.data()).any(|h| h.id() == a) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "A not among the hosts");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The device's own manifest was never overridden.
+    twig_a.assert_demo_answers();
+}
