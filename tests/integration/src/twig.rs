@@ -232,6 +232,20 @@ impl Twig {
         }
     }
 
+    /// Waits (15 s at most) until twig's uplink is no longer connected:
+    /// it has noticed its server go.
+    pub fn wait_disconnected(&self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while self.status()["host"]["uplink"]["state"] == "connected" {
+            assert!(
+                Instant::now() < deadline,
+                "twig still thinks it is connected with its server gone; log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
