@@ -59,6 +59,10 @@ pub struct Board {
     /// (`[outbox]`, with `[[outbox.classes]]`).
     #[serde(default)]
     pub outbox: BoardOutbox,
+    /// What the lattice may do to this device (`[control]`; README,
+    /// "Threat model"); `--control KEY=VALUE` overrides fields.
+    #[serde(default)]
+    pub control: crate::policy::ControlPolicy,
     /// The profile file's directory: relative paths in it (CSV replays)
     /// are resolved against it.
     #[serde(skip)]
@@ -368,6 +372,10 @@ impl Board {
             board.base_dir = Path::new(file).parent().map(Path::to_path_buf);
         }
         board.check().map_err(|message| BoardError {
+            file: file.to_string(),
+            message,
+        })?;
+        board.control.check().map_err(|message| BoardError {
             file: file.to_string(),
             message,
         })?;

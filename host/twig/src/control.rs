@@ -41,27 +41,6 @@ pub struct ScalePlan {
     pub message: String,
 }
 
-/// Turns a component reference from the lattice into a file on this
-/// device. twig never pulls from a registry, so that deploying never needs
-/// a network beyond the lattice itself.
-pub fn reference_file(reference: &str) -> Result<PathBuf, String> {
-    let path = reference.strip_prefix("file://").unwrap_or(reference);
-    let path = PathBuf::from(path);
-    if !path.is_absolute() {
-        return Err(format!(
-            "`{reference}` is not a file on this device: twig runs components from absolute file references (file:///path/to/component.wasm) and does not pull from registries"
-        ));
-    }
-    match std::fs::metadata(&path) {
-        Ok(m) if m.is_file() => Ok(path),
-        Ok(_) => Err(format!("`{reference}`: {} is not a file", path.display())),
-        Err(e) => Err(format!(
-            "`{reference}`: cannot read {}: {e}",
-            path.display()
-        )),
-    }
-}
-
 /// References to the lattice's named config, by name only: the values come
 /// from the lattice copy when the component starts.
 fn named_config_refs(names: &[String]) -> Vec<ConfigRef> {
@@ -91,13 +70,63 @@ impl Host {
     }
 
     /// Refuses to touch a component that the device's own manifests
-    /// declare.
-    fn check_lattice_owned(&self, id: &str, what: &str) -> Result<(), String> {
+    /// declare (placed or not: a component of a device app that is not
+    /// running is still the device's).
+    pub(crate) fn check_lattice_owned(&self, id: &str, what: &str) -> Result<(), String> {
+        if let Some(app) = self.device_app_of(id) {
+            return Err(format!(
+                "{what} `{id}` belongs to app `{app}`, deployed on the device itself; the lattice cannot change it"
+            ));
+        }
         match self.app_of(id) {
             Some(app) if app != lattice_app_name(id) => Err(format!(
                 "{what} `{id}` belongs to app `{app}`, deployed on the device itself; the lattice cannot change it"
             )),
             _ => Ok(()),
+        }
+    }
+
+    /// The device app (not one the lattice made) declaring component `id`.
+    fn device_app_of(&self, id: &str) -> Option<String> {
+        lock(&self.inner.desired)
+            .apps
+            .iter()
+            .filter(|a| a.lattice.is_none())
+            .find(|a| a.manifest.components.iter().any(|c| c.id == id))
+            .map(|a| a.manifest.name.clone())
+    }
+
+    /// Who owns which ids, and which named config is in use here, for
+    /// [`crate::policy::admit`]. Reads the desired state only: never call
+    /// it with the lattice lock held.
+    fn owners(&self) -> (crate::policy::Owners, BTreeSet<String>) {
+        let desired = lock(&self.inner.desired);
+        let mut owners = crate::policy::Owners::default();
+        let mut in_use = BTreeSet::new();
+        for app in &desired.apps {
+            for c in &app.manifest.components {
+                if app.lattice.is_some() {
+                    owners.local.insert(c.id.clone());
+                } else {
+                    owners.device.insert(c.id.clone());
+                }
+                // Config named without properties comes from the lattice.
+                in_use.extend(
+                    c.config
+                        .iter()
+                        .filter(|r| r.properties.is_empty())
+                        .map(|r| r.name.clone()),
+                );
+            }
+        }
+        (owners, in_use)
+    }
+
+    /// Holds the lattice data to the control policy again (after a device
+    /// app is deployed, its ids are off limits to lattice links).
+    pub fn sanitize_lattice(&self) {
+        if let Err(e) = self.change_lattice_data(|_| {}) {
+            tracing::error!("lattice data: {e}");
         }
     }
 
@@ -135,7 +164,7 @@ impl Host {
         let file = if req.count == 0 {
             None
         } else {
-            Some(reference_file(&image_ref)?)
+            Some(self.inner.board.control.lattice_file(&image_ref)?)
         };
         Ok(ScalePlan {
             id: id.clone(),
@@ -238,7 +267,7 @@ impl Host {
         };
         Ok(ScalePlan {
             id: id.to_string(),
-            file: Some(reference_file(new_ref)?),
+            file: Some(self.inner.board.control.lattice_file(new_ref)?),
             origin: LatticeOrigin {
                 image_ref: new_ref.to_string(),
                 annotations: annotations.unwrap_or(prev.annotations),
@@ -304,6 +333,15 @@ impl Host {
 
     /// `label.put`: sets a label (kept on disk); returns the new labels.
     pub fn put_label(&self, key: &str, value: &str) -> Result<BTreeMap<String, String>, String> {
+        let max = self.inner.board.control.max_labels;
+        {
+            let data = read(&self.inner.lattice);
+            if !data.label_puts.contains_key(key) && data.label_puts.len() >= max {
+                return Err(format!(
+                    "label.put {key}: this host takes at most {max} labels from the lattice (control.max_labels)"
+                ));
+            }
+        }
         self.change_lattice_data(|d| {
             d.label_dels.remove(key);
             d.label_puts.insert(key.to_string(), value.to_string());
@@ -332,9 +370,29 @@ impl Host {
         &self,
         f: impl FnOnce(&mut crate::lattice::cache::LatticeData),
     ) -> Result<(), String> {
+        let (owners, in_use) = self.owners();
         let mut guard = write(&self.inner.lattice);
         let mut next = guard.clone();
         f(&mut next);
+        let dropped = crate::policy::admit(&mut next, &owners, &self.inner.board.control, &in_use);
+        if !dropped.is_empty() {
+            // Each line once; and a bounded set of them, so a flood of
+            // distinct keys cannot grow the host through its own log.
+            const MAX_LOGGED: usize = 1000;
+            let mut logged = lock(&self.inner.lattice_dropped);
+            for d in dropped {
+                if logged.len() >= MAX_LOGGED {
+                    let more = crate::policy::Dropped(String::new());
+                    if logged.insert(more) {
+                        tracing::warn!("more lattice data is left out by the control policy; not logged further");
+                    }
+                    break;
+                }
+                if logged.insert(d.clone()) {
+                    tracing::warn!("{}", d.0);
+                }
+            }
+        }
         if next == *guard {
             return Ok(());
         }
@@ -528,9 +586,14 @@ impl Host {
     /// The components that answer calls from the lattice: every running
     /// component (providers are reached through their own links).
     pub fn served_components(&self) -> Vec<String> {
+        let device = if self.inner.board.control.serve_device_components {
+            BTreeSet::new()
+        } else {
+            self.owners().0.device
+        };
         read(&self.inner.components)
             .values()
-            .filter(|p| p.pool().is_some())
+            .filter(|p| p.pool().is_some() && !device.contains(&p.id))
             .map(|p| p.id.clone())
             .collect()
     }
@@ -546,6 +609,13 @@ impl Host {
         params: &[u8],
         deadline: std::time::Instant,
     ) -> Result<Option<Vec<u8>>, String> {
+        // Also checked per call: a subscription outlives a change of what
+        // is served by up to one serving pass.
+        if !self.inner.board.control.serve_device_components && self.device_app_of(id).is_some() {
+            return Err(format!(
+                "`{id}` belongs to the device's own manifest and does not answer calls from the lattice (control.serve_device_components)"
+            ));
+        }
         let pool = self.inner.running_pool(id)?;
         let wait = deadline.saturating_duration_since(std::time::Instant::now());
         let mut incomplete = false;

@@ -413,6 +413,10 @@ pub(crate) struct HostInner {
     /// Links, named config and label changes from the lattice, as last
     /// seen (also on disk, so they hold offline).
     pub(crate) lattice: RwLock<LatticeData>,
+    /// What the control policy's bounds or ownership rule left out of the
+    /// lattice data, as logged: each line is logged once, not on every
+    /// change (`policy::admit`).
+    pub(crate) lattice_dropped: Mutex<std::collections::BTreeSet<crate::policy::Dropped>>,
     /// Calls to components elsewhere in the lattice, once the agent runs.
     pub(crate) remote: std::sync::OnceLock<Arc<dyn RemoteCalls>>,
 }
@@ -597,12 +601,13 @@ impl Host {
             default_limits: board.component_limits(),
             ..EngineConfig::default()
         });
-        let lattice = LatticeData::load(data_dir);
-        Ok(Host {
+        let lattice = LatticeData::load(data_dir, board.control.max_lattice_file_bytes());
+        let host = Host {
             inner: Arc::new(HostInner {
                 engine,
                 labels: RwLock::new(lattice.labels(&board.host_labels())),
                 lattice: RwLock::new(lattice),
+                lattice_dropped: Mutex::new(Default::default()),
                 remote: std::sync::OnceLock::new(),
                 board,
                 data_dir: data_dir.to_path_buf(),
@@ -617,7 +622,11 @@ impl Host {
                 uplink: std::sync::OnceLock::new(),
                 identity: std::sync::OnceLock::new(),
             }),
-        })
+        };
+        // What was kept under another policy (or another twig) is held to
+        // this one's bounds before anything uses it.
+        host.sanitize_lattice();
+        Ok(host)
     }
 
     pub fn board(&self) -> &Board {
@@ -1328,6 +1337,9 @@ impl Host {
         let blobs = load_images(&self.inner.engine, &m, &file, &req.images)?;
         let source = req.file.as_ref().map(|f| f.display().to_string());
         self.deploy(&m, &blobs, source, None, &file, start)?;
+        // The app's ids are the device's now: lattice links that touch
+        // them (or bounds the app's config changes) apply from here on.
+        self.sanitize_lattice();
         let warnings: Vec<String> = parsed
             .warnings
             .iter()

@@ -30,6 +30,9 @@
 //! * [`outbox`] — what leaves the device: the board's `[outbox]` classes
 //!   and the durable on-disk queue (`twig-outbox`) that messages wait in
 //!   while the uplink is down.
+//! * [`policy`] — what the lattice may do to this device (board
+//!   `[control]`): operation families, `file://` directories, bounds on
+//!   what the lattice can make the host hold, the policy service.
 //! * [`admin`] — the local admin socket that `twig status|invoke|apply|
 //!   delete` use.
 //! * [`up`] — `twig up`: lock the data dir, restore the desired state,
@@ -55,6 +58,7 @@ pub mod host;
 pub mod http;
 pub mod lattice;
 pub mod outbox;
+pub mod policy;
 pub mod providers;
 pub mod state;
 pub mod up;

@@ -175,6 +175,16 @@ enum Command {
         data_dir: Option<PathBuf>,
         #[arg(long, value_enum, default_value = "human", env = "TWIG_LOG_FORMAT")]
         log_format: LogFormat,
+        /// Sets a field of the control policy over the board's `[control]`
+        /// table (repeatable; `TWIG_CONTROL` takes `K=V;K=V`), e.g.
+        /// `host_stop=restart`, `file_dirs=["/opt/wasm"]`, `links=deny`.
+        #[arg(
+            long = "control",
+            value_name = "KEY=VALUE",
+            env = "TWIG_CONTROL",
+            value_delimiter = ';'
+        )]
+        control: Vec<String>,
         #[command(flatten)]
         nats: Box<NatsArgs>,
     },
@@ -307,6 +317,7 @@ fn run(cli: Cli, started: Instant) -> anyhow::Result<ExitCode> {
             apps,
             data_dir: dir,
             log_format,
+            control,
             nats,
         } => {
             init_logging(log_format);
@@ -315,6 +326,10 @@ fn run(cli: Cli, started: Instant) -> anyhow::Result<ExitCode> {
                 None => Board::sim(),
             };
             let mut board = board;
+            board.control = board
+                .control
+                .with_overrides(&control)
+                .map_err(anyhow::Error::msg)?;
             for arg in &nats.labels {
                 let (k, v) = twig::lattice::parse_label(arg).map_err(anyhow::Error::msg)?;
                 board.labels.insert(k, v);
@@ -326,7 +341,7 @@ fn run(cli: Cli, started: Instant) -> anyhow::Result<ExitCode> {
                 .clone()
                 .or_else(|| profile.friendly_name.take());
             let uplink = nats.options(&board, profile)?;
-            twig::up::run(twig::up::UpOptions {
+            let stopped = twig::up::run(twig::up::UpOptions {
                 board,
                 apps,
                 data_dir,
@@ -334,6 +349,7 @@ fn run(cli: Cli, started: Instant) -> anyhow::Result<ExitCode> {
                 uplink,
                 friendly_name,
             })?;
+            return Ok(ExitCode::from(stopped.exit_status()));
         }
         Command::Status {
             data_dir: dir,

@@ -30,7 +30,30 @@ pub struct UpOptions {
     pub friendly_name: Option<String>,
 }
 
-pub fn run(opts: UpOptions) -> anyhow::Result<()> {
+/// Why `twig up` ended, for its exit status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// SIGTERM or SIGINT: a local administrator's stop (exit 0).
+    Signal,
+    /// `host.stop` from the lattice, as `control.host_stop` allowed.
+    Lattice(crate::policy::HostStop),
+}
+
+impl Stopped {
+    /// The process exit status: 0, except for a lattice stop the policy
+    /// makes final ([`crate::policy::EXIT_STOPPED_BY_LATTICE`], which the
+    /// shipped unit does not restart).
+    pub fn exit_status(self) -> u8 {
+        match self {
+            Stopped::Lattice(crate::policy::HostStop::Exit) => {
+                crate::policy::EXIT_STOPPED_BY_LATTICE
+            }
+            _ => 0,
+        }
+    }
+}
+
+pub fn run(opts: UpOptions) -> anyhow::Result<Stopped> {
     let data_dir = &opts.data_dir;
     create_private_dir(data_dir)?;
     // One host per data directory. The lock goes away with the process,
@@ -116,7 +139,7 @@ pub fn run(opts: UpOptions) -> anyhow::Result<()> {
         .max_blocking_threads(opts.board.limits.max_instances.clamp(4, 64))
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(async move {
+    let stopped = rt.block_on(async move {
         let listener = admin::bind(data_dir)?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let server = tokio::spawn(admin::serve(listener, host.clone(), stop_rx));
@@ -153,10 +176,13 @@ pub fn run(opts: UpOptions) -> anyhow::Result<()> {
         .await
         .context("starting apps")?;
 
-        tokio::select! {
-            r = wait_for_signal() => r?,
-            _ = lattice_stop.notified() => tracing::info!("host.stop from the lattice"),
-        }
+        let stopped = tokio::select! {
+            r = wait_for_signal() => { r?; Stopped::Signal }
+            _ = lattice_stop.notified() => {
+                tracing::info!("host.stop from the lattice");
+                Stopped::Lattice(opts.board.control.host_stop)
+            }
+        };
         tracing::info!("shutting down: finishing calls in flight");
         if let Some(up) = &uplink {
             up.announce_stop().await;
@@ -165,10 +191,10 @@ pub fn run(opts: UpOptions) -> anyhow::Result<()> {
         let _ = server.await;
         let _ = std::fs::remove_file(admin::socket_path(data_dir));
         tracing::info!("stopped");
-        anyhow::Ok(())
+        anyhow::Ok(stopped)
     })?;
     drop(lock);
-    Ok(())
+    Ok(stopped)
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

@@ -433,10 +433,49 @@ pub fn admin_call(
     }
 }
 
+/// The directory of the built demo components, canonical: the one
+/// directory the lattice tests let the lattice run `file://` components
+/// from (`--control file_dirs=[…]`).
+pub fn demo_build_dir() -> PathBuf {
+    repo_root()
+        .join("examples/build")
+        .canonicalize()
+        .expect("examples/build exists (run examples/build.sh)")
+}
+
+/// The directory of the test guests (`tests/guests/out`), canonical.
+pub fn guests_dir() -> PathBuf {
+    crate::guest_path("hello")
+        .parent()
+        .expect("guest dir")
+        .canonicalize()
+        .expect("guest dir exists")
+}
+
 /// `twig up` arguments that join the lattice through the topology's leaf
 /// the way a field device does: mutual TLS, a creds file, JetStream domain
-/// `core`, a heartbeat every second, a friendly name and a label.
+/// `core`, a heartbeat every second, a friendly name and a label; and a
+/// control policy that lets the lattice run the demo components and the
+/// test guests (`file_dirs`; nothing else is changed from the defaults).
 pub fn lattice_args(t: &crate::topology::Topology) -> Vec<String> {
+    let mut args = file_dirs_args();
+    args.extend(uplink_args(t));
+    args
+}
+
+/// `--control file_dirs=[…]` naming the demo components' and the test
+/// guests' directories: what the lattice tests let the lattice run.
+pub fn file_dirs_args() -> Vec<String> {
+    let q = |p: PathBuf| serde_json::to_string(&p.display().to_string()).expect("path");
+    vec![
+        "--control".into(),
+        format!("file_dirs=[{}, {}]", q(demo_build_dir()), q(guests_dir())),
+    ]
+}
+
+/// [`lattice_args`] without any control policy setting: a device with
+/// the default policy.
+pub fn uplink_args(t: &crate::topology::Topology) -> Vec<String> {
     vec![
         "--nats-url".into(),
         t.leaf_url(),

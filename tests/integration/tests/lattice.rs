@@ -45,7 +45,9 @@ fn board_with_lattice(dir: &TempDir, t: &Topology) -> std::path::PathBuf {
     let profile = format!(
         "{sim}\n[lattice]\nurl = \"{url}\"\ncreds = \"nats.creds\"\ntls_ca = {ca}\n\
          tls_cert = {cert}\ntls_key = {key}\njs_domain = \"core\"\nheartbeat_secs = 1\n\
-         friendly_name = \"edge-gw-2\"\n",
+         friendly_name = \"edge-gw-2\"\n\n[control]\nfile_dirs = [{demo}, {guests}]\n",
+        demo = q(&twig_integration_tests::twig::demo_build_dir()),
+        guests = q(&twig_integration_tests::twig::guests_dir()),
         url = t.leaf_url(),
         ca = q(&t.ca_pem),
         cert = q(&t.client_cert_pem),
@@ -85,15 +87,22 @@ async fn next_event(
     }
 }
 
+/// A `file://` reference to a demo component, canonical (the control
+/// policy refuses `..` in lattice references).
 fn file_ref(name: &str) -> String {
-    format!("file://{}", demo_path(name).display())
+    let p = demo_path(name).canonicalize().expect("canonical path");
+    format!("file://{}", p.display())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn control_interface_client_sees_and_drives_twig() {
     let dir = TempDir::new("lattice-ctl");
     let topo = Topology::start();
-    let twig = Twig::up_in(&dir, "data", &lattice_args(&topo));
+    // This device lets the lattice stop it for good (the default refuses:
+    // tests/trust.rs).
+    let mut args = lattice_args(&topo);
+    args.extend(["--control".to_string(), "host_stop=exit".to_string()]);
+    let twig = Twig::up_in(&dir, "data", &args);
     twig.wait_connected();
     let id = twig.host_id();
     let ctl = ctl_client(&topo).await;
@@ -435,10 +444,15 @@ async fn control_interface_client_sees_and_drives_twig() {
     assert_eq!(ev["source"], id.as_str());
     let mut twig = twig;
     let deadline = Instant::now() + Duration::from_secs(20);
-    while twig.child.as_mut().unwrap().try_wait().unwrap().is_none() {
+    let status = loop {
+        if let Some(s) = twig.child.as_mut().unwrap().try_wait().unwrap() {
+            break s;
+        }
         assert!(Instant::now() < deadline, "twig did not stop");
         std::thread::sleep(Duration::from_millis(50));
-    }
+    };
+    // host_stop = "exit": the status the shipped unit does not restart.
+    assert_eq!(status.code(), Some(3), "{status:?}");
 }
 
 fn semver_like(v: &str) -> bool {
@@ -474,8 +488,10 @@ fn refused_credentials_certificates_and_subjects_are_named_and_local_work_goes_o
     let app = demo_manifest();
     let with = |creds: &std::path::Path, ca: &std::path::Path| {
         let mut a = lattice_args(&topo);
-        a[3] = creds.display().to_string();
-        a[5] = ca.display().to_string();
+        let at = |flag: &str| a.iter().position(|x| x == flag).expect("flag") + 1;
+        let (c, k) = (at("--nats-creds"), at("--nats-tls-ca"));
+        a[c] = creds.display().to_string();
+        a[k] = ca.display().to_string();
         a.extend(["--app".to_string(), app.clone()]);
         a
     };
@@ -705,7 +721,10 @@ async fn an_http_server_provider_linked_from_the_lattice_serves_its_target() {
     assert!(r.succeeded(), "{r:?}");
     let echo = format!(
         "file://{}",
-        twig_integration_tests::guest_path("http-echo").display()
+        twig_integration_tests::guest_path("http-echo")
+            .canonicalize()
+            .expect("canonical")
+            .display()
     );
     let r = ctl
         .scale_component(&id, &echo, "lat-echo", 1, None, vec![], false)

@@ -106,6 +106,12 @@ async fn wrpc_transport_nats_client_calls_a_component_on_twig() {
     let topo = Topology::start();
     let mut args = lattice_args(&topo);
     args.extend(["--app".to_string(), demo_manifest()]);
+    // The caller drives the device's own demo app, which the default
+    // control policy does not serve to the lattice (tests/trust.rs), with
+    // 32 calls at once (the default cap is 16).
+    for c in ["serve_device_components=true", "wrpc_max_concurrent=64"] {
+        args.extend(["--control".to_string(), c.to_string()]);
+    }
     let twig = Twig::up_in(&dir, "data", &args);
     twig.wait_connected();
 
@@ -234,7 +240,13 @@ async fn component_on_twig_calls_a_wrpc_transport_nats_server() {
         .timeout(Duration::from_secs(5))
         .auction_timeout(Duration::from_secs(2))
         .build();
-    let image = format!("file://{}", demo_path("frontend").display());
+    let image = format!(
+        "file://{}",
+        demo_path("frontend")
+            .canonicalize()
+            .expect("canonical")
+            .display()
+    );
     let r = ctl
         .scale_component(&host, &image, "edge-frontend", 1, None, vec![], false)
         .await

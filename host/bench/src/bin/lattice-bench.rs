@@ -275,7 +275,7 @@ async fn serve_twig_lib(t: &Topology, target: &str) -> Result<()> {
                         Err(e) => Err(e.to_string()),
                     }
                 };
-                if let Err(e) = answer(&nc, &inbox, m, deadline, run).await {
+                if let Err(e) = answer(&nc, &inbox, m, deadline, usize::MAX, run).await {
                     eprintln!("twig lib server: {e}");
                 }
             });
@@ -442,6 +442,12 @@ async fn main() -> Result<()> {
     let topo = Topology::start();
     let mut args = lattice_args(&topo);
     args.extend(["--app".to_string(), demo_manifest()]);
+    // The bench calls the device's own demo app from the lattice, which
+    // the default policy does not serve, at more calls at once than its
+    // default cap.
+    for c in ["serve_device_components=true", "wrpc_max_concurrent=1000"] {
+        args.extend(["--control".to_string(), c.to_string()]);
+    }
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     let twig = Twig::up(&dir.path().join("data"), &argv);
     twig.wait_connected();

@@ -60,7 +60,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let run = |p: Vec<u8>| async move {
                 Ok(decode(&p).map(|name| encode(&format!("Hello, {name}!"))))
             };
-            let _ = answer(&server, &server_inbox, m, deadline, run).await;
+            let _ = answer(&server, &server_inbox, m, deadline, usize::MAX, run).await;
         }
     });
     let call = RemoteCall {

@@ -28,6 +28,7 @@ use async_nats::{Client, Message};
 use futures_util::StreamExt;
 use tokio::sync::Notify;
 
+use super::policy_service;
 use super::wire::{self, CloudEvent, CtlReply, Request};
 use super::{HostIdentity, LinkState, SharedStatus, UplinkOptions};
 use crate::host::Host;
@@ -55,6 +56,10 @@ pub(crate) struct Agent {
     /// Asks the wRPC server to bring what it serves in step with what runs
     /// now, and says when it has (set once the server runs).
     pub serve_sync: std::sync::OnceLock<super::wrpc::SyncRequests>,
+    /// Scales, updates and provider starts running at once
+    /// (`control.max_concurrent_scales`); one more is refused, not queued,
+    /// so a flood of them cannot pile up compiles and memory.
+    pub scales: Arc<tokio::sync::Semaphore>,
 }
 
 impl Agent {
@@ -339,11 +344,27 @@ async fn control_server(agent: Arc<Agent>) {
         format!("{p}.host.*.{id}"),
     ];
     // Lattice-wide state changes are answered by one host of the lattice.
-    let queued = [
-        (format!("{p}.link.*"), format!("{p}.link")),
-        (format!("{p}.claims.get"), format!("{p}.claims")),
-        (format!("{p}.config.>"), format!("{p}.config")),
-    ];
+    // A host whose policy keeps it out of links or config does not join
+    // those queue groups: answering for the lattice with a refusal would
+    // fail requests meant for other hosts.
+    let policy = &agent.host.board().control;
+    let queued: Vec<(String, String)> = [
+        (
+            policy.links.allowed(),
+            format!("{p}.link.*"),
+            format!("{p}.link"),
+        ),
+        (true, format!("{p}.claims.get"), format!("{p}.claims")),
+        (
+            policy.config.allowed(),
+            format!("{p}.config.>"),
+            format!("{p}.config"),
+        ),
+    ]
+    .into_iter()
+    .filter(|(on, _, _)| *on)
+    .map(|(_, s, g)| (s, g))
+    .collect();
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Message>(64);
     for subject in plain {
         match agent.client.subscribe(subject.clone()).await {
@@ -367,7 +388,7 @@ async fn control_server(agent: Arc<Agent>) {
             .unwrap_or(msg.subject.as_str())
             .to_string();
         let reply = match wire::parse_request(&op, &id, &msg.payload) {
-            Ok(req) => handle(&agent, req).await,
+            Ok(req) => handle(&agent, &op, req).await,
             Err(why) => {
                 tracing::warn!(subject = %msg.subject, "control request refused: {why}");
                 Some(to_json(&CtlReply::error(why)))
@@ -414,15 +435,34 @@ fn constraints_met(
 
 /// Answers one request; `None` means stay silent (an auction this host
 /// does not bid in).
-async fn handle(agent: &Arc<Agent>, req: Request) -> Option<Vec<u8>> {
+async fn handle(agent: &Arc<Agent>, op: &str, req: Request) -> Option<Vec<u8>> {
     let host_id = agent.id.host_id.clone();
+    let policy = &agent.host.board().control;
+    if let Some(family) = req.family() {
+        if !policy.permits(family) {
+            if matches!(
+                req,
+                Request::ComponentAuction(_) | Request::ProviderAuction(_)
+            ) {
+                // A host that may not be asked to start things does not bid.
+                return None;
+            }
+            let why = policy.refusal(family, op);
+            tracing::warn!("control request refused: {why}");
+            return Some(to_json(&CtlReply::error(why)));
+        }
+    }
     let reply = match req {
         Request::HostPing => to_json(&CtlReply::ok(agent.host_info())),
         Request::HostGet => to_json(&CtlReply::ok(agent.inventory())),
         Request::HostStop(s) => {
-            tracing::info!(timeout_ms = ?s.timeout, "host.stop from the lattice: shutting down");
+            let how = match agent.host.board().control.host_stop {
+                crate::policy::HostStop::Restart => "stopping; it will be started again",
+                _ => "stopping",
+            };
+            tracing::info!(timeout_ms = ?s.timeout, "host.stop from the lattice (allowed: control.host_stop): shutting down");
             agent.stop.notify_one();
-            to_json(&CtlReply::done("twig is stopping"))
+            to_json(&CtlReply::done(format!("twig is {how}")))
         }
         Request::ComponentAuction(a) => {
             if !constraints_met(&agent.host.labels(), &a.constraints)
@@ -462,6 +502,19 @@ async fn handle(agent: &Arc<Agent>, req: Request) -> Option<Vec<u8>> {
         }
         Request::ComponentScale(s) => return Some(scale(agent, s).await),
         Request::ComponentUpdate(u) => {
+            let Some(permit) = scale_permit(agent) else {
+                return Some(to_json(&CtlReply::error(busy(agent, "component.update"))));
+            };
+            let annotations = u.annotations.clone().unwrap_or_default();
+            let ask = policy_service::Ask::StartComponent {
+                id: &u.component_id,
+                image_ref: &u.new_component_ref,
+                max_instances: 0,
+                annotations: &annotations,
+            };
+            if let Err(e) = policy_service::check(agent, ask).await {
+                return Some(to_json(&CtlReply::error(e)));
+            }
             let host = agent.host.clone();
             let (id, r, ann) = (
                 u.component_id.clone(),
@@ -474,13 +527,25 @@ async fn handle(agent: &Arc<Agent>, req: Request) -> Option<Vec<u8>> {
             {
                 Ok(plan) => {
                     let msg = format!("updating {} to {}", plan.id, plan.origin.image_ref);
-                    run_plan(agent.clone(), plan);
+                    run_plan(agent.clone(), plan, permit);
                     to_json(&CtlReply::done(msg))
                 }
                 Err(e) => to_json(&CtlReply::error(e)),
             }
         }
         Request::ProviderStart(s) => {
+            let Some(permit) = scale_permit(agent) else {
+                return Some(to_json(&CtlReply::error(busy(agent, "provider.start"))));
+            };
+            let annotations = s.annotations.clone().unwrap_or_default();
+            let ask = policy_service::Ask::StartProvider {
+                id: &s.provider_id,
+                image_ref: &s.provider_ref,
+                annotations: &annotations,
+            };
+            if let Err(e) = policy_service::check(agent, ask).await {
+                return Some(to_json(&CtlReply::error(e)));
+            }
             let host = agent.host.clone();
             let check = s.clone();
             match blocking(move || host.check_start_provider(&check))
@@ -492,6 +557,7 @@ async fn handle(agent: &Arc<Agent>, req: Request) -> Option<Vec<u8>> {
                     let agent = agent.clone();
                     let msg = format!("starting provider {}", s.provider_id);
                     tokio::spawn(async move {
+                        let _permit = permit;
                         let host = agent.host.clone();
                         let req = s.clone();
                         let annotations = s.annotations.clone().unwrap_or_default();
@@ -600,7 +666,18 @@ async fn handle(agent: &Arc<Agent>, req: Request) -> Option<Vec<u8>> {
                 agent
                     .publish_event("linkdef_set", link_json(&link, None))
                     .await;
-                to_json(&CtlReply::done("successfully set link"))
+                if agent
+                    .host
+                    .lattice_links_of(&link.source_id)
+                    .iter()
+                    .any(|l| l == &link)
+                {
+                    to_json(&CtlReply::done("successfully set link"))
+                } else {
+                    to_json(&CtlReply::done(
+                        "successfully set link (this host does not keep it: over its control.max_links or control.max_lattice_kib)",
+                    ))
+                }
             }
             Err(e) => {
                 agent.forget_buckets();
@@ -646,7 +723,15 @@ async fn handle(agent: &Arc<Agent>, req: Request) -> Option<Vec<u8>> {
                 agent
                     .publish_event("config_set", serde_json::json!({"config_name": name}))
                     .await;
-                to_json(&CtlReply::done("successfully put config"))
+                // The bucket is the lattice's; what this host keeps of it
+                // is bounded by its policy, and the answer says so.
+                if agent.host.lattice_config(&name).is_none() {
+                    to_json(&CtlReply::done(format!(
+                        "successfully put config (this host does not keep `{name}`: over its control.max_config_entries or control.max_lattice_kib)"
+                    )))
+                } else {
+                    to_json(&CtlReply::done("successfully put config"))
+                }
             }
             Err(e) => {
                 // The bucket may be gone (deleted, or its domain away):
@@ -703,6 +788,22 @@ fn link_json(l: &wire::LinkDef, error: Option<&str>) -> serde_json::Value {
 /// the component then starts in the background and `component_scaled` or
 /// `component_scale_failed` tells how it went, as on the 1.x host.
 async fn scale(agent: &Arc<Agent>, s: wire::ScaleComponent) -> Vec<u8> {
+    let Some(permit) = scale_permit(agent) else {
+        return to_json(&CtlReply::error(busy(agent, "component.scale")));
+    };
+    if s.count > 0 {
+        let annotations = s.annotations.clone().unwrap_or_default();
+        let ask = policy_service::Ask::StartComponent {
+            id: &s.component_id,
+            image_ref: &s.component_ref,
+            max_instances: s.count,
+            annotations: &annotations,
+        };
+        if let Err(e) = policy_service::check(agent, ask).await {
+            tracing::warn!(component = %s.component_id, "component.scale {e}");
+            return to_json(&CtlReply::error(e));
+        }
+    }
     let host = agent.host.clone();
     let req = s.clone();
     match blocking(move || host.plan_scale(&req))
@@ -715,14 +816,29 @@ async fn scale(agent: &Arc<Agent>, s: wire::ScaleComponent) -> Vec<u8> {
         }
         Ok(plan) => {
             let msg = plan.message.clone();
-            run_plan(agent.clone(), plan);
+            run_plan(agent.clone(), plan, permit);
             to_json(&CtlReply::done(msg))
         }
     }
 }
 
-fn run_plan(agent: Arc<Agent>, plan: crate::control::ScalePlan) {
+/// A slot for one more scale, update or provider start, if there is one.
+fn scale_permit(agent: &Agent) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    agent.scales.clone().try_acquire_owned().ok()
+}
+
+fn busy(agent: &Agent, op: &str) -> String {
+    let n = agent.host.board().control.max_concurrent_scales;
+    format!("{op}: busy: {n} scales, updates or provider starts are running on this host (control.max_concurrent_scales); try again when they are done")
+}
+
+fn run_plan(
+    agent: Arc<Agent>,
+    plan: crate::control::ScalePlan,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
     tokio::spawn(async move {
+        let _permit = permit;
         let host = agent.host.clone();
         let p = plan.clone();
         let result = blocking(move || host.run_scale(&p)).await.and_then(|r| r);
@@ -768,6 +884,21 @@ fn run_plan(agent: Arc<Agent>, plan: crate::control::ScalePlan) {
 /// 1.x host does: a link with the same source, interface package and name
 /// but another target is refused.
 async fn put_link(agent: &Agent, link: &wire::LinkDef) -> Result<(), String> {
+    // The device's own components and providers are not the lattice's to
+    // wire: not as the link's source (relinking a device HTTP server), nor
+    // as its target (a lattice component reaching the device's KV store).
+    let host = agent.host.clone();
+    let (src, dst) = (link.source_id.clone(), link.target.clone());
+    blocking(move || {
+        host.check_lattice_owned(&src, "link source")?;
+        host.check_lattice_owned(&dst, "link target")
+    })
+    .await??;
+    // A link that wires something running here is this device's business:
+    // ask its policy service (one for other hosts is theirs).
+    if agent.host.has_component(&link.source_id) || agent.host.has_component(&link.target) {
+        policy_service::check(agent, policy_service::Ask::PutLink(link)).await?;
+    }
     for c in link.source_config.iter().chain(&link.target_config) {
         // 1.x refuses links naming config that does not exist.
         if agent.host.lattice_config(c).is_none() {
@@ -808,6 +939,9 @@ async fn put_link(agent: &Agent, link: &wire::LinkDef) -> Result<(), String> {
 }
 
 async fn del_link(agent: &Agent, d: &wire::LinkDel) -> Result<Option<wire::LinkDef>, String> {
+    let host = agent.host.clone();
+    let src = d.source_id.clone();
+    blocking(move || host.check_lattice_owned(&src, "link source")).await??;
     let store = agent.bucket("LATTICEDATA").await?;
     let Some(mut spec) = read_links(&store, &d.source_id).await? else {
         return Ok(None);

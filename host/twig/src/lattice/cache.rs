@@ -38,10 +38,24 @@ impl LatticeData {
 
     /// Reads the cache; a missing file is an empty cache, and a damaged one
     /// is moved aside (logged) rather than stopping the host from booting.
-    pub fn load(data_dir: &Path) -> LatticeData {
+    /// A file over `max_bytes` (more than the control policy's bounds
+    /// could have written) is moved aside unread: reading it whole could
+    /// take a small board's memory at every boot. The buckets give back
+    /// what matters, bounded, once the uplink is up.
+    pub fn load(data_dir: &Path, max_bytes: u64) -> LatticeData {
         let path = Self::path(data_dir);
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
+        let bytes = match read_bounded(&path, max_bytes) {
+            Ok(Some(b)) => b,
+            Ok(None) => {
+                let aside = path.with_extension("json.oversize");
+                tracing::error!(
+                    "{} is over {max_bytes} bytes (the control policy's bounds, control.max_lattice_kib); moved it to {} unread and starting without the lattice cache",
+                    path.display(),
+                    aside.display()
+                );
+                let _ = std::fs::rename(&path, &aside);
+                return Self::default();
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Self::default(),
             Err(e) => {
                 tracing::error!(
@@ -66,6 +80,7 @@ impl LatticeData {
         }
     }
 
+    /// Saves the cache, crash-safely.
     pub fn save(&self, data_dir: &Path) -> Result<(), StateError> {
         let json = serde_json::to_vec_pretty(self).map_err(|e| StateError::BadState {
             path: Self::path(data_dir),
@@ -91,6 +106,16 @@ impl LatticeData {
     }
 }
 
+/// The file's bytes, or `None` if it holds more than `max` (read no
+/// further than that).
+fn read_bounded(path: &Path, max: u64) -> std::io::Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    let f = std::fs::File::open(path)?;
+    let mut bytes = Vec::new();
+    f.take(max.saturating_add(1)).read_to_end(&mut bytes)?;
+    Ok((bytes.len() as u64 <= max).then_some(bytes))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,14 +125,14 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("twig-lattice-cache-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        assert_eq!(LatticeData::load(&dir), LatticeData::default());
+        assert_eq!(LatticeData::load(&dir, 1 << 20), LatticeData::default());
         let mut d = LatticeData::default();
         d.config
             .insert("c".into(), [("k".to_string(), "v".to_string())].into());
         d.label_puts.insert("zone".into(), "north".into());
         d.label_dels.insert("tier".into());
         d.save(&dir).unwrap();
-        let back = LatticeData::load(&dir);
+        let back = LatticeData::load(&dir, 1 << 20);
         assert_eq!(back, d);
         let board: BTreeMap<String, String> = [("tier", "edge"), ("board", "sim")]
             .iter()
@@ -119,8 +144,16 @@ mod tests {
         assert_eq!(labels.get("board").map(String::as_str), Some("sim"));
 
         std::fs::write(LatticeData::path(&dir), "{broken").unwrap();
-        assert_eq!(LatticeData::load(&dir), LatticeData::default());
+        assert_eq!(LatticeData::load(&dir, 1 << 20), LatticeData::default());
         assert!(dir.join("lattice.json.damaged").exists());
+
+        // Over the bound: set aside unread, boot empty.
+        d.save(&dir).unwrap();
+        let size = std::fs::metadata(LatticeData::path(&dir)).unwrap().len();
+        assert_eq!(LatticeData::load(&dir, size), d);
+        assert_eq!(LatticeData::load(&dir, size - 1), LatticeData::default());
+        assert!(dir.join("lattice.json.oversize").exists());
+        assert!(!LatticeData::path(&dir).exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -35,6 +35,8 @@ pub mod cache;
 #[cfg(feature = "lattice")]
 mod drain;
 #[cfg(feature = "lattice")]
+mod policy_service;
+#[cfg(feature = "lattice")]
 mod probe;
 pub mod wire;
 #[cfg(feature = "lattice")]
@@ -236,6 +238,7 @@ pub fn start(
                     std::future::pending::<()>().await;
                     return;
                 };
+                let host_max_scales = host.board().control.max_concurrent_scales;
                 let a = Arc::new(agent::Agent {
                     client,
                     host,
@@ -247,6 +250,7 @@ pub fn start(
                     stop,
                     buckets: Default::default(),
                     serve_sync: Default::default(),
+                    scales: Arc::new(tokio::sync::Semaphore::new(host_max_scales)),
                 });
                 let _ = cell.set(a.clone());
                 agent::spawn(a).await;

@@ -326,6 +326,14 @@ type SyncReceiver = mpsc::UnboundedReceiver<tokio::sync::oneshot::Sender<()>>;
 
 async fn serve_component(agent: Arc<Agent>, inbox: Arc<Inbox>, id: String, mut sub: Subscriber) {
     let prefix = format!("{}.{id}.{PROTOCOL}.", agent.opts.lattice);
+    let policy = agent.host.board().control.clone();
+    // Calls served at once for this component: past the cap a caller gets
+    // a failed call at once. A queue would let any peer on the lattice
+    // make the host hold as many calls (and their parameters) as it likes.
+    let slots = Arc::new(tokio::sync::Semaphore::new(policy.wrpc_max_concurrent));
+    let max_params = policy.wrpc_max_param_bytes();
+    let mut refused_since_log = 0u64;
+    let mut last_log: Option<Instant> = None;
     while let Some(msg) = sub.next().await {
         let Some((instance, func)) = split_subject(&msg, &prefix) else {
             continue;
@@ -334,7 +342,31 @@ async fn serve_component(agent: Arc<Agent>, inbox: Arc<Inbox>, id: String, mut s
         let a = agent.clone();
         let id = id.clone();
         let inbox = inbox.clone();
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            refused_since_log += 1;
+            // One line per 10 s at most, with the count: a flood must not
+            // turn into a flood of log lines.
+            if last_log.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                tracing::warn!(component = %id, refused = refused_since_log, "wRPC calls refused: {} already running (control.wrpc_max_concurrent)", policy.wrpc_max_concurrent);
+                refused_since_log = 0;
+                last_log = Some(Instant::now());
+            }
+            let why = format!(
+                "`{id}` is busy: {} calls from the lattice are running (control.wrpc_max_concurrent)",
+                policy.wrpc_max_concurrent
+            );
+            let deadline = Instant::now() + Duration::from_secs(1);
+            tokio::spawn(async move {
+                let _ = answer(&a.client, &inbox, msg, deadline, usize::MAX, |_| {
+                    let why = why.clone();
+                    async move { Err(why) }
+                })
+                .await;
+            });
+            continue;
+        };
         tokio::spawn(async move {
+            let _slot = slot;
             let source = msg
                 .headers
                 .as_ref()
@@ -355,7 +387,7 @@ async fn serve_component(agent: Arc<Agent>, inbox: Arc<Inbox>, id: String, mut s
                     .and_then(|r| r)
                 }
             };
-            if let Err(e) = answer(&a.client, &inbox, msg, deadline, run).await {
+            if let Err(e) = answer(&a.client, &inbox, msg, deadline, max_params, run).await {
                 tracing::warn!(component = %id, "wRPC call {instance}#{func} from {source}: {e}");
             }
         });
@@ -372,12 +404,14 @@ pub fn split_subject<'m>(msg: &'m Message, prefix: &str) -> Option<(&'m str, &'m
 /// if the first message did not hold them all, and the results. `run` gets
 /// the parameters received so far and returns the value-encoded results,
 /// `Ok(None)` when the parameters are not complete yet, or why the call
-/// failed (the caller then gets an empty result stream).
+/// failed (the caller then gets an empty result stream). Parameters past
+/// `max_params` bytes fail the call without being kept.
 pub async fn answer<F, Fut>(
     client: &Client,
     inbox: &Inbox,
     msg: Message,
     deadline: Instant,
+    max_params: usize,
     mut run: F,
 ) -> Result<(), String>
 where
@@ -399,6 +433,11 @@ where
     let mut params = msg.payload.to_vec();
     let results_to = format!("{reply}.results");
     let outcome = loop {
+        if params.len() > max_params {
+            break Err(format!(
+                "the parameters are over {max_params} bytes (control.wrpc_max_param_kib)"
+            ));
+        }
         match run(params.clone()).await {
             Ok(Some(results)) => break Ok(results),
             Err(e) => break Err(e),
@@ -406,6 +445,11 @@ where
                 // More parameters to come.
                 let left = deadline.saturating_duration_since(Instant::now());
                 match tokio::time::timeout(left, params_in.next()).await {
+                    Ok(Some(m)) if params.len() + m.payload.len() > max_params => {
+                        break Err(format!(
+                            "the parameters are over {max_params} bytes (control.wrpc_max_param_kib)"
+                        ))
+                    }
                     Ok(Some(m)) if !m.payload.is_empty() => params.extend_from_slice(&m.payload),
                     _ => break Err("the parameters ended early".to_string()),
                 }
