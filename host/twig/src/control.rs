@@ -504,6 +504,19 @@ impl Host {
         })
     }
 
+    /// Why a built-in provider here could not act on its links (an HTTP
+    /// listener that did not bind, say), if it is failed; `None` when it
+    /// runs or is not here. Read after a link change, so the reply to
+    /// `link.put` can say the link is stored but not in effect.
+    pub fn provider_failure(&self, id: &str) -> Option<String> {
+        let placed = read(&self.inner.components).get(id).cloned()?;
+        placed.provider()?;
+        match placed.state() {
+            (State::Failed, reason) => Some(reason.unwrap_or_else(|| "failed".to_string())),
+            _ => None,
+        }
+    }
+
     /// Every link this host knows from the lattice.
     pub fn lattice_links(&self) -> Vec<LinkDef> {
         read(&self.inner.lattice).all_links()

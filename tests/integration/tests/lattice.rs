@@ -737,6 +737,32 @@ async fn an_http_server_provider_linked_from_the_lattice_serves_its_target() {
         twig_integration_tests::topology::free_port(),
     );
     let address = |port: u16| HashMap::from([("address".to_string(), format!("127.0.0.1:{port}"))]);
+    // A port something else holds: the link is stored, but the reply says
+    // the listener could not start (not "success").
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let busy_port = busy.local_addr().expect("addr").port();
+    let r = ctl
+        .put_config("lat-http-listen", address(busy_port))
+        .await
+        .expect("config");
+    assert!(r.succeeded(), "{r:?}");
+    let busy_link = Link::builder()
+        .source_id("lat-http")
+        .target("lat-echo")
+        .name("default")
+        .wit_namespace("wasi")
+        .wit_package("http")
+        .interfaces(vec!["incoming-handler".to_string()])
+        .source_config(vec!["lat-http-listen".to_string()])
+        .build()
+        .expect("link");
+    let r = ctl.put_link(busy_link).await.expect("link put");
+    assert!(!r.succeeded(), "{r:?}");
+    assert!(
+        r.message().contains("cannot act on it") && r.message().contains(&busy_port.to_string()),
+        "{r:?}"
+    );
+    drop(busy);
     let r = ctl
         .put_config("lat-http-listen", address(port_a))
         .await

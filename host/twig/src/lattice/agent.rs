@@ -662,6 +662,22 @@ async fn handle(agent: &Arc<Agent>, op: &str, req: Request) -> Option<Vec<u8>> {
             }
         }
         Request::LinkPut(link) => match put_link(agent, &link).await {
+            Ok(()) if agent.host.provider_failure(&link.source_id).is_some() => {
+                // Stored in the lattice's bucket, but the provider here
+                // could not act on it: say so rather than "success".
+                let why = agent
+                    .host
+                    .provider_failure(&link.source_id)
+                    .unwrap_or_default();
+                let e = format!(
+                    "the link is stored, but provider `{}` on this host cannot act on it: {why}",
+                    link.source_id
+                );
+                agent
+                    .publish_event("linkdef_set_failed", link_json(&link, Some(&e)))
+                    .await;
+                to_json(&CtlReply::error(e))
+            }
             Ok(()) => {
                 agent
                     .publish_event("linkdef_set", link_json(&link, None))
