@@ -380,6 +380,34 @@ async fn wrpc_calls_from_the_lattice_are_bounded() {
         .expect("scale");
     assert!(r.succeeded(), "{r:?}");
 
+    // Scales at once past control.max_concurrent_scales (2): refused with
+    // "busy", not queued. The control server answers in order, and each
+    // accepted scale compiles and records its component after its reply,
+    // so the third of a burst finds both slots taken.
+    let burst = (0..4).map(|i| {
+        let nc = nc.clone();
+        let body = serde_json::json!({
+            "component_ref": greeter, "component_id": format!("burst-{i}"),
+            "count": 1, "host_id": id, "config": [], "allow_update": false,
+        })
+        .to_string();
+        let id = id.clone();
+        async move { raw(&nc, &format!("component.scale.{id}"), body.as_bytes()).await }
+    });
+    let replies = futures::future::join_all(burst).await;
+    let busy = replies
+        .iter()
+        .filter(|v| {
+            v["success"] == false
+                && v["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("control.max_concurrent_scales"))
+        })
+        .count();
+    assert!(busy >= 1, "no scale of the burst was refused: {replies:?}");
+    // (The scale of lat-greeter above may still hold one slot.)
+    assert!(replies.iter().any(|v| v["success"] == true), "{replies:?}");
+
     // The device's greeter is not served; the lattice's is (once its
     // subscription is up).
     let subject = |cid: &str| format!("default.{cid}.wrpc.0.0.1.twig:demo/greeter@0.1.0.greet");
