@@ -694,6 +694,21 @@ fn wait_http(twig: &Twig, port: u16, path: &str, up: bool) -> String {
     }
 }
 
+/// wadm's link from the HTTP server provider to its handler, with the
+/// listen address in named source config.
+fn http_link() -> Link {
+    Link::builder()
+        .source_id("lat-http")
+        .target("lat-echo")
+        .name("default")
+        .wit_namespace("wasi")
+        .wit_package("http")
+        .interfaces(vec!["incoming-handler".to_string()])
+        .source_config(vec!["lat-http-listen".to_string()])
+        .build()
+        .expect("link")
+}
+
 /// How wadm deploys an HTTP app: it starts the HTTP server provider, scales
 /// the handler component, and links provider → component with the
 /// listen address in a named source config. twig's built-in HTTP server
@@ -746,17 +761,7 @@ async fn an_http_server_provider_linked_from_the_lattice_serves_its_target() {
         .await
         .expect("config");
     assert!(r.succeeded(), "{r:?}");
-    let busy_link = Link::builder()
-        .source_id("lat-http")
-        .target("lat-echo")
-        .name("default")
-        .wit_namespace("wasi")
-        .wit_package("http")
-        .interfaces(vec!["incoming-handler".to_string()])
-        .source_config(vec!["lat-http-listen".to_string()])
-        .build()
-        .expect("link");
-    let r = ctl.put_link(busy_link).await.expect("link put");
+    let r = ctl.put_link(http_link()).await.expect("link put");
     assert!(!r.succeeded(), "{r:?}");
     assert!(
         r.message().contains("cannot act on it") && r.message().contains(&busy_port.to_string()),
@@ -768,17 +773,7 @@ async fn an_http_server_provider_linked_from_the_lattice_serves_its_target() {
         .await
         .expect("config");
     assert!(r.succeeded(), "{r:?}");
-    let link = Link::builder()
-        .source_id("lat-http")
-        .target("lat-echo")
-        .name("default")
-        .wit_namespace("wasi")
-        .wit_package("http")
-        .interfaces(vec!["incoming-handler".to_string()])
-        .source_config(vec!["lat-http-listen".to_string()])
-        .build()
-        .expect("link");
-    let r = ctl.put_link(link).await.expect("link put");
+    let r = ctl.put_link(http_link()).await.expect("link put");
     assert!(r.succeeded(), "{r:?}");
 
     let answer = wait_http(&twig, port_a, "/from-the-lattice", true);

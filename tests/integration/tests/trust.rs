@@ -335,6 +335,13 @@ async fn lattice_attacks_on_a_device_with_the_default_policy_are_refused() {
     eprintln!("trust: lattice.json {lattice_json} bytes, RSS after offline reboot {rss} KiB");
 }
 
+/// The demo greeter as the lattice names it: a canonical `file://`
+/// reference inside the tests' `control.file_dirs`.
+fn greeter_ref() -> String {
+    let p = demo_path("greeter").canonicalize().expect("canonical");
+    format!("file://{}", p.display())
+}
+
 /// VmRSS of a process, in KiB.
 fn rss_kib(pid: u32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
@@ -367,13 +374,7 @@ async fn wrpc_calls_from_the_lattice_are_bounded() {
     twig.wait_connected();
     let id = twig.host_id();
     let (nc, ctl) = attacker(&topo).await;
-    let greeter = format!(
-        "file://{}",
-        demo_path("greeter")
-            .canonicalize()
-            .expect("canonical")
-            .display()
-    );
+    let greeter = greeter_ref();
     let r = ctl
         .scale_component(&id, &greeter, "lat-greeter", 1, None, vec![], false)
         .await
@@ -514,13 +515,7 @@ async fn a_policy_service_is_asked_before_starts_and_silence_refuses() {
     twig.wait_connected();
     let id = twig.host_id();
     let (nc, ctl) = attacker(&topo).await;
-    let greeter = format!(
-        "file://{}",
-        demo_path("greeter")
-            .canonicalize()
-            .expect("canonical")
-            .display()
-    );
+    let greeter = greeter_ref();
 
     // No service answers yet: refused.
     let r = ctl
