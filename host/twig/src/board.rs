@@ -134,6 +134,17 @@ pub struct BoardLattice {
     pub heartbeat_secs: Option<u64>,
     /// Friendly name on the lattice; the hostname.
     pub friendly_name: Option<String>,
+    /// A separate connection for the control interface (README, "Threat
+    /// model"): its server (`url` when absent), creds, CA (`tls_ca` when
+    /// absent), client certificate and key, nkey; and the control
+    /// subject prefix (`wasmbus.ctl`).
+    pub ctl_url: Option<String>,
+    pub ctl_creds: Option<PathBuf>,
+    pub ctl_tls_ca: Option<PathBuf>,
+    pub ctl_tls_cert: Option<PathBuf>,
+    pub ctl_tls_key: Option<PathBuf>,
+    pub ctl_nkey: Option<PathBuf>,
+    pub ctl_topic_prefix: Option<String>,
 }
 
 impl BoardLattice {
@@ -156,6 +167,18 @@ impl BoardLattice {
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err("lattice.tls_cert and lattice.tls_key: give both or neither".into());
+        }
+        if let Some(url) = &self.ctl_url {
+            crate::lattice::check_url(url).map_err(|e| format!("lattice.ctl_url: {e}"))?;
+        }
+        if let Some(p) = &self.ctl_topic_prefix {
+            crate::lattice::check_prefix(p)
+                .map_err(|e| format!("lattice.ctl_topic_prefix: {e}"))?;
+        }
+        if self.ctl_tls_cert.is_some() != self.ctl_tls_key.is_some() {
+            return Err(
+                "lattice.ctl_tls_cert and lattice.ctl_tls_key: give both or neither".into(),
+            );
         }
         if self.user.is_some() != self.password.is_some() {
             return Err("lattice.user and lattice.password: give both or neither".into());
@@ -457,6 +480,11 @@ impl Board {
             &mut l.tls_cert,
             &mut l.tls_key,
             &mut l.nkey,
+            &mut l.ctl_creds,
+            &mut l.ctl_tls_ca,
+            &mut l.ctl_tls_cert,
+            &mut l.ctl_tls_key,
+            &mut l.ctl_nkey,
         ]
         .into_iter()
         .flatten()

@@ -1453,7 +1453,7 @@ impl Host {
                 board: self.inner.board.name.clone(),
                 data_dir: self.inner.data_dir.display().to_string(),
                 labels: read(&self.inner.labels).clone(),
-                uplink: self.inner.uplink.get().map(|s| lock(s).clone()),
+                uplink: self.inner.uplink.get().map(|s| lock(s).snapshot()),
                 outbox: self.inner.upstream.get().map(|u| u.outbox.stats()),
                 identity: self.inner.identity.get().cloned(),
             },

@@ -104,6 +104,41 @@ struct NatsArgs {
     /// The host's friendly name on the lattice; the hostname by default.
     #[arg(long, value_name = "NAME", env = "TWIG_FRIENDLY_NAME")]
     friendly_name: Option<String>,
+    /// A separate NATS server for the control interface (control requests,
+    /// the lattice's buckets, the policy service); with any --ctl-* option
+    /// the control interface gets its own connection, to --nats-url when
+    /// this is not given.
+    #[arg(long, value_name = "URL", env = "TWIG_CTL_URL")]
+    ctl_url: Option<String>,
+    /// Credentials file of the control connection.
+    #[arg(long, value_name = "FILE", env = "TWIG_CTL_CREDS")]
+    ctl_creds: Option<PathBuf>,
+    /// CA of the control connection's server [default: --nats-tls-ca].
+    #[arg(long, value_name = "FILE", env = "TWIG_CTL_TLS_CA")]
+    ctl_tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) of the control connection; needs
+    /// --ctl-tls-key.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "TWIG_CTL_TLS_CERT",
+        requires = "ctl_tls_key"
+    )]
+    ctl_tls_cert: Option<PathBuf>,
+    /// Client key (PEM) of the control connection.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "TWIG_CTL_TLS_KEY",
+        requires = "ctl_tls_cert"
+    )]
+    ctl_tls_key: Option<PathBuf>,
+    /// nkey seed file of the control connection.
+    #[arg(long, value_name = "FILE", env = "TWIG_CTL_NKEY")]
+    ctl_nkey: Option<PathBuf>,
+    /// Subject prefix of the control interface [default: wasmbus.ctl].
+    #[arg(long, value_name = "PREFIX", env = "TWIG_CTL_TOPIC_PREFIX")]
+    ctl_topic_prefix: Option<String>,
 }
 
 impl NatsArgs {
@@ -139,12 +174,48 @@ impl NatsArgs {
             (Some(u), Some(p)) => (Some(u), Some(p)),
             _ => (profile.user, profile.password),
         };
+        let ctl_prefix = self
+            .ctl_topic_prefix
+            .or(profile.ctl_topic_prefix)
+            .unwrap_or_else(|| twig::lattice::DEFAULT_CTL_PREFIX.into());
+        twig::lattice::check_prefix(&ctl_prefix)
+            .map_err(|e| anyhow::anyhow!("--ctl-topic-prefix: {e}"))?;
+        let ctl_url = self.ctl_url.or(profile.ctl_url);
+        let ctl_creds = self.ctl_creds.or(profile.ctl_creds);
+        let ctl_nkey = self.ctl_nkey.or(profile.ctl_nkey);
+        let (ctl_cert, ctl_key) = match (self.ctl_tls_cert, self.ctl_tls_key) {
+            (Some(c), Some(k)) => (Some(c), Some(k)),
+            _ => (profile.ctl_tls_cert, profile.ctl_tls_key),
+        };
+        let ctl_ca = self.ctl_tls_ca.or(profile.ctl_tls_ca);
+        let separate = ctl_url.is_some()
+            || ctl_creds.is_some()
+            || ctl_nkey.is_some()
+            || ctl_cert.is_some()
+            || ctl_ca.is_some();
+        let tls_ca = self.nats_tls_ca.or(profile.tls_ca);
+        let ctl = if separate {
+            let ctl_url = ctl_url.unwrap_or_else(|| url.clone());
+            twig::lattice::check_url(&ctl_url).map_err(|e| anyhow::anyhow!("--ctl-url: {e}"))?;
+            let mut c = twig::lattice::UplinkOptions::new(ctl_url);
+            c.creds = ctl_creds;
+            c.nkey = ctl_nkey;
+            c.tls_cert = ctl_cert;
+            c.tls_key = ctl_key;
+            c.tls_ca = ctl_ca.or_else(|| tls_ca.clone());
+            c.js_domain = js_domain.clone();
+            Some(Box::new(c))
+        } else {
+            None
+        };
         Ok(Some(twig::lattice::UplinkOptions {
+            ctl,
+            ctl_prefix,
             url,
             lattice,
             name: format!("twig {} ({})", board.name, env!("CARGO_PKG_VERSION")),
             creds: self.nats_creds.or(profile.creds),
-            tls_ca: self.nats_tls_ca.or(profile.tls_ca),
+            tls_ca,
             tls_cert,
             tls_key,
             nkey: self.nats_nkey.or(profile.nkey),

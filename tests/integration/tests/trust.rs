@@ -592,3 +592,85 @@ async fn a_policy_service_is_asked_before_starts_and_silence_refuses() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The control interface on a connection of its own (wasmCloud's
+/// `--ctl-*`): here to the core directly, with another subject prefix. A
+/// client speaking the default `wasmbus.ctl` on the lattice does not reach
+/// the device; the fleet's client with the device's prefix does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_separate_control_connection_takes_the_orders() {
+    use twig_integration_tests::topology::Server;
+    let dir = TempDir::new("trust-ctl");
+    let topo = Topology::start();
+    let mut args = twig_integration_tests::twig::lattice_args(&topo);
+    args.extend([
+        "--ctl-url".to_string(),
+        topo.core_url(),
+        "--ctl-creds".to_string(),
+        topo.user_creds.display().to_string(),
+        "--ctl-topic-prefix".to_string(),
+        "fleet.ctl".to_string(),
+    ]);
+    let twig = Twig::up_in(&dir, "data", &args);
+    twig.wait_connected();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = twig.status();
+        if s["host"]["uplink"]["control"]["state"] == "connected" {
+            assert_eq!(
+                s["host"]["uplink"]["control"]["url"],
+                topo.core_url().as_str(),
+                "{s}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the control connection never came up: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let id = twig.host_id();
+    assert!(
+        topo.connections(Server::Core)
+            .iter()
+            .any(|n| n.ends_with(" control")),
+        "no control connection at the core: {:?}",
+        topo.connections(Server::Core)
+    );
+
+    // The default prefix, on the leaf: twig is not there.
+    let (_nc, ctl) = attacker(&topo).await;
+    let hosts = ctl.get_hosts().await.expect("ping");
+    assert!(
+        hosts.iter().filter_map(|r| r.data()).all(|h| h.id() != id),
+        "twig answered on wasmbus.ctl: {hosts:?}"
+    );
+
+    // The fleet's client, on the core, with the device's prefix.
+    let core = topo.core_client().await.unwrap_or_else(|e| panic!("{e}"));
+    let fleet = ClientBuilder::new(core)
+        .topic_prefix("fleet.ctl")
+        .timeout(Duration::from_secs(5))
+        .auction_timeout(Duration::from_secs(2))
+        .build();
+    let hosts = fleet.get_hosts().await.expect("ping");
+    assert!(
+        hosts.iter().filter_map(|r| r.data()).any(|h| h.id() == id),
+        "twig did not answer on fleet.ctl: {hosts:?}"
+    );
+    let r = fleet
+        .scale_component(&id, &greeter_ref(), "fleet-greeter", 1, None, vec![], false)
+        .await
+        .expect("scale");
+    assert!(r.succeeded(), "{r:?}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = twig.status();
+        if app_names(&s).contains(&"lattice:fleet-greeter".to_string()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{s}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

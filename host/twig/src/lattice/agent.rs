@@ -33,9 +33,22 @@ use super::wire::{self, CloudEvent, CtlReply, Request};
 use super::{HostIdentity, LinkState, SharedStatus, UplinkOptions};
 use crate::host::Host;
 
+/// The connection the control interface uses: requests, replies, the
+/// lattice's buckets and the policy service. The uplink's own connection,
+/// unless the options name a separate one (`--ctl-url`, `--ctl-creds`, …,
+/// as wasmCloud 1.x's `--ctl-*`), so that control can live on another
+/// server or account than the data the device sends.
+pub(crate) struct CtlLink {
+    pub client: Client,
+    pub status: SharedStatus,
+    /// Bumped on every (re)connect of this connection.
+    pub connects: tokio::sync::watch::Receiver<u64>,
+}
+
 /// Shared by the agent's tasks.
 pub(crate) struct Agent {
     pub client: Client,
+    pub ctl: CtlLink,
     pub host: Host,
     pub id: HostIdentity,
     pub opts: UplinkOptions,
@@ -64,11 +77,23 @@ pub(crate) struct Agent {
 
 impl Agent {
     fn ctl_prefix(&self) -> String {
-        format!("wasmbus.ctl.v1.{}", self.opts.lattice)
+        format!("{}.v1.{}", self.opts.ctl_prefix, self.opts.lattice)
     }
 
     fn connected(&self) -> bool {
         self.status
+            .lock()
+            .map(|s| s.state == LinkState::Connected)
+            .unwrap_or(false)
+    }
+
+    /// Whether the control connection is up (the same as [`connected`]
+    /// when there is no separate one).
+    ///
+    /// [`connected`]: Agent::connected
+    fn ctl_connected(&self) -> bool {
+        self.ctl
+            .status
             .lock()
             .map(|s| s.state == LinkState::Connected)
             .unwrap_or(false)
@@ -148,8 +173,8 @@ impl Agent {
 
     fn jetstream(&self) -> async_nats::jetstream::Context {
         let js = match &self.opts.js_domain {
-            Some(d) => async_nats::jetstream::with_domain(self.client.clone(), d),
-            None => async_nats::jetstream::new(self.client.clone()),
+            Some(d) => async_nats::jetstream::with_domain(self.ctl.client.clone(), d),
+            None => async_nats::jetstream::new(self.ctl.client.clone()),
         };
         // A KV call through a leaf to a core that is away must fail fast
         // enough to answer the control client (2 s) with an error.
@@ -161,7 +186,7 @@ impl Agent {
     /// The `{prefix}_{lattice}` bucket, made if this is the lattice's first
     /// host (as the 1.x host does).
     async fn bucket(&self, prefix: &'static str) -> Result<kv::Store, String> {
-        let connects = *self.connects.borrow();
+        let connects = *self.ctl.connects.borrow();
         if let Some((seen, store)) = self.cached_buckets().get(prefix) {
             if *seen == connects {
                 return Ok(store.clone());
@@ -367,13 +392,18 @@ async fn control_server(agent: Arc<Agent>) {
     .collect();
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Message>(64);
     for subject in plain {
-        match agent.client.subscribe(subject.clone()).await {
+        match agent.ctl.client.subscribe(subject.clone()).await {
             Ok(sub) => forward(sub, tx.clone()),
             Err(e) => tracing::error!("cannot subscribe to {subject}: {e}"),
         }
     }
     for (subject, group) in queued {
-        match agent.client.queue_subscribe(subject.clone(), group).await {
+        match agent
+            .ctl
+            .client
+            .queue_subscribe(subject.clone(), group)
+            .await
+        {
             Ok(sub) => forward(sub, tx.clone()),
             Err(e) => tracing::error!("cannot subscribe to {subject}: {e}"),
         }
@@ -395,7 +425,7 @@ async fn control_server(agent: Arc<Agent>) {
             }
         };
         if let (Some(body), Some(to)) = (reply, msg.reply.clone()) {
-            if let Err(e) = agent.client.publish(to, body.into()).await {
+            if let Err(e) = agent.ctl.client.publish(to, body.into()).await {
                 tracing::warn!("cannot reply to {op}: {e}");
             }
         }
@@ -1034,9 +1064,9 @@ async fn config_put(
 async fn data_watcher(agent: Arc<Agent>) {
     let mut last_error: Option<String> = None;
     let mut backoff = Duration::from_millis(500);
-    let mut connects = agent.connects.clone();
+    let mut connects = agent.ctl.connects.clone();
     loop {
-        if !agent.connected() {
+        if !agent.ctl_connected() {
             if connects.changed().await.is_err() {
                 return;
             }

@@ -78,6 +78,14 @@ pub struct UplinkOptions {
     pub js_domain: Option<String>,
     /// How often to publish `host_heartbeat`.
     pub heartbeat: std::time::Duration,
+    /// A separate connection for the control interface (requests, the
+    /// lattice's buckets, the policy service), as wasmCloud 1.x's
+    /// `--ctl-host`/`--ctl-credsfile`/`--ctl-tls`: `None` uses this one.
+    /// Its `ctl`, `ctl_prefix`, `lattice` and `heartbeat` are not used.
+    pub ctl: Option<Box<UplinkOptions>>,
+    /// Subject prefix of the control interface (`--ctl-topic-prefix`;
+    /// `wasmbus.ctl`): requests come on `{prefix}.v1.{lattice}.…`.
+    pub ctl_prefix: String,
 }
 
 impl UplinkOptions {
@@ -97,8 +105,23 @@ impl UplinkOptions {
             token: None,
             js_domain: None,
             heartbeat: std::time::Duration::from_secs(30),
+            ctl: None,
+            ctl_prefix: DEFAULT_CTL_PREFIX.into(),
         }
     }
+}
+
+/// wasmCloud's control-interface subject prefix.
+pub const DEFAULT_CTL_PREFIX: &str = "wasmbus.ctl";
+
+/// The status of a separate control connection, as `twig status` shows it
+/// (`uplink.control`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ControlLinkStatus {
+    pub url: String,
+    pub state: LinkState,
+    pub connects: u64,
+    pub last_error: Option<String>,
 }
 
 /// The link's state as `twig status` shows it.
@@ -149,6 +172,30 @@ pub struct UplinkStatus {
     pub last_delivered_ms: Option<u64>,
     /// The last reason the drain could not deliver.
     pub last_delivery_error: Option<String>,
+    /// The separate control connection, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub control: Option<ControlLinkStatus>,
+    /// Where that connection keeps its live state (copied into `control`
+    /// when the status is read).
+    #[serde(skip)]
+    pub control_link: Option<SharedStatus>,
+}
+
+impl UplinkStatus {
+    /// A copy for showing, with the control connection's state filled in.
+    pub fn snapshot(&self) -> UplinkStatus {
+        let mut s = self.clone();
+        if let Some(c) = s.control_link.take() {
+            let c = c.lock().unwrap_or_else(|e| e.into_inner());
+            s.control = Some(ControlLinkStatus {
+                url: c.url.clone(),
+                state: c.state.clone(),
+                connects: c.connects,
+                last_error: c.last_error.clone(),
+            });
+        }
+        s
+    }
 }
 
 /// The shared, updated-in-place status of the uplink.
@@ -169,6 +216,8 @@ impl UplinkStatus {
             stream_duplicates: 0,
             last_delivered_ms: None,
             last_delivery_error: None,
+            control: None,
+            control_link: None,
         }
     }
 }
@@ -239,7 +288,43 @@ pub fn start(
                     return;
                 };
                 let host_max_scales = host.board().control.max_concurrent_scales;
+                let ctl = match &opts.ctl {
+                    None => agent::CtlLink {
+                        client: client.clone(),
+                        status: status.clone(),
+                        connects: connects.clone(),
+                    },
+                    Some(c) => {
+                        let c = UplinkOptions {
+                            name: format!("{} control", opts.name),
+                            ..(**c).clone()
+                        };
+                        let ctl_status = Arc::new(Mutex::new(UplinkStatus::new(&c)));
+                        update(&status, |s| s.control_link = Some(ctl_status.clone()));
+                        let (tx, rx) = tokio::sync::watch::channel(0u64);
+                        match connect(&c, ctl_status.clone(), Arc::new(tx)).await {
+                            Ok(ctl_client) => agent::CtlLink {
+                                client: ctl_client,
+                                status: ctl_status,
+                                connects: rx,
+                            },
+                            Err(why) => {
+                                // Without its control connection the host
+                                // runs and sends, but takes no orders.
+                                tracing::error!(url = %c.url, "control connection: {why}; twig runs without the control interface");
+                                update(&ctl_status, |s| {
+                                    s.state = LinkState::Failed;
+                                    s.last_error = Some(why);
+                                });
+                                let _client = client;
+                                std::future::pending::<()>().await;
+                                return;
+                            }
+                        }
+                    }
+                };
                 let a = Arc::new(agent::Agent {
+                    ctl,
                     client,
                     host,
                     id,
@@ -481,7 +566,6 @@ fn hostname() -> Option<String> {
         .filter(|h| !h.is_empty())
 }
 
-/// Parses `--label KEY=VALUE`.
 /// Checks a lattice name or a JetStream domain: both end up as subject
 /// tokens (`wasmbus.ctl.v1.{lattice}.…`, `$JS.{domain}.API.…`) and in
 /// bucket names, so they are letters, digits, `-` and `_`.
@@ -496,6 +580,18 @@ pub fn check_name(name: &str) -> Result<(), String> {
         return Err(format!(
             "`{name}` holds `{c}`; use letters, digits, `-` and `_`"
         ));
+    }
+    Ok(())
+}
+
+/// Checks a control subject prefix (`wasmbus.ctl`): dot-separated tokens
+/// of letters, digits, `-` and `_`.
+pub fn check_prefix(prefix: &str) -> Result<(), String> {
+    if prefix.is_empty() || prefix.len() > 128 {
+        return Err(format!("`{prefix}` must be 1 to 128 characters"));
+    }
+    for token in prefix.split('.') {
+        check_name(token).map_err(|e| format!("`{prefix}`: {e}"))?;
     }
     Ok(())
 }

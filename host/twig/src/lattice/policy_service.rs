@@ -143,6 +143,7 @@ pub(crate) async fn check(agent: &Agent, ask: Ask<'_>) -> Result<(), String> {
     let timeout = Duration::from_millis(policy.policy_timeout_ms);
     let kind = ask.kind();
     let answer = agent
+        .ctl
         .client
         .send_request(
             subject.clone(),
