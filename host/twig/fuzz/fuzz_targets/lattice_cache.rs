@@ -6,7 +6,8 @@
 //! Whatever the bytes, loading must not panic and must not stop the boot:
 //! a file that does not parse is moved aside to `lattice.json.damaged` and
 //! the cache starts empty; one that parses survives `save` unchanged. The
-//! host advertises the board's labels with the cache's changes applied.
+//! host advertises the board's labels with the cache's changes applied, as
+//! far as the board's control policy keeps them (`policy::admit`).
 #![no_main]
 
 use std::path::PathBuf;
@@ -17,6 +18,9 @@ use libfuzzer_sys::fuzz_target;
 use twig::board::Board;
 use twig::host::Host;
 use twig::lattice::cache::LatticeData;
+
+/// Larger than any input the smoke run gives (`-max_len`).
+const MAX: u64 = 1 << 20;
 
 struct Dir(PathBuf);
 
@@ -57,7 +61,7 @@ fuzz_target!(|data: &[u8]| {
     std::fs::write(&path, data).expect("write lattice.json");
 
     let expected = parses(data);
-    let loaded = LatticeData::load(&dir.0);
+    let loaded = LatticeData::load(&dir.0, MAX);
     match &expected {
         Some(d) => {
             assert_eq!(&loaded, d);
@@ -68,7 +72,7 @@ fuzz_target!(|data: &[u8]| {
             let again = scratch();
             loaded.save(&again.0).expect("save a loaded cache");
             assert_eq!(
-                LatticeData::load(&again.0),
+                LatticeData::load(&again.0, MAX),
                 loaded,
                 "a loaded cache survives save and load"
             );
@@ -93,7 +97,14 @@ fuzz_target!(|data: &[u8]| {
         Err(e) => panic!("the host refused to boot over lattice.json: {e}"),
     };
     let labels = host.status().host.labels;
-    let want = expected.unwrap_or_default().labels(&board.host_labels());
+    let mut kept = expected.unwrap_or_default();
+    twig::policy::admit(
+        &mut kept,
+        &twig::policy::Owners::default(),
+        &board.control,
+        &Default::default(),
+    );
+    let want = kept.labels(&board.host_labels());
     assert_eq!(
         labels, want,
         "the host advertises the cache's label changes"
