@@ -571,6 +571,18 @@ fn print_status(status: &serde_json::Value) {
                 .map(|e| format!(" (last error: {e})"))
                 .unwrap_or_default()
         );
+        let ctl = &uplink["control"];
+        if ctl.is_object() {
+            println!(
+                "control interface via {}: {}{}",
+                ctl["url"].as_str().unwrap_or("?"),
+                ctl["state"].as_str().unwrap_or("?"),
+                ctl["last_error"]
+                    .as_str()
+                    .map(|e| format!(" (last error: {e})"))
+                    .unwrap_or_default()
+            );
+        }
     }
     let apps = status["apps"].as_array().cloned().unwrap_or_default();
     if apps.is_empty() {
