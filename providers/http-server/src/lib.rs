@@ -42,6 +42,7 @@
 //! | (all `max_concurrent` slots busy) | 503 at once |
 
 mod body;
+mod conn;
 mod fields;
 mod request;
 pub mod server;
