@@ -65,6 +65,9 @@ mod enabled {
         HttpServer::start(cfg, target, dispatch)
     }
 
+    /// The body of a 503 for a request that never reached the component.
+    const UNAVAILABLE: &str = "the component is not available";
+
     /// Runs HTTP requests on a component's `wasi:http/incoming-handler`.
     struct HttpDispatch {
         target: String,
@@ -80,8 +83,11 @@ mod enabled {
             // A request that never reaches the component (host stopping,
             // component not running, every instance busy) gets 503, so the
             // client knows to retry; one the component failed gets 500.
+            // The reason can name data-dir paths (an image that failed to
+            // load): the client reads a fixed text, the server logs `why`
+            // with the component's name.
             let unavailable = |out: twig_http_server::ResponseOutparam, why: String| {
-                out.reject(503, &why);
+                out.reject(503, UNAVAILABLE);
                 Err(why)
             };
             let Some(host) = self.host.upgrade() else {

@@ -33,7 +33,7 @@
 //! | guest does | client gets |
 //! |---|---|
 //! | `response-outparam.set(ok(resp))`, writes body, `finish(body, none)` | the status and headers at once, then the body as written |
-//! | `set(err(code))` | 500, `the component reported an error: CODE` |
+//! | `set(err(code))` | 500, `the component reported an error` (the code goes to the log) |
 //! | returns without `set` | 500 |
 //! | traps (or hits a limit) before `set` | 500, error logged with the component name |
 //! | traps, forgets `finish`, or `finish(body, some(trailers))` after `set` | a truncated response (connection closed mid-body) |
@@ -42,6 +42,7 @@
 //! | (all `max_concurrent` slots busy) | 503 at once |
 
 mod body;
+mod conn;
 mod fields;
 mod request;
 pub mod server;

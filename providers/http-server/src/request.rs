@@ -30,19 +30,17 @@ pub struct IncomingRequest {
 }
 
 impl IncomingRequest {
-    pub(crate) fn new(parts: &hyper::http::request::Parts, pipe: Arc<Pipe>) -> IncomingRequest {
-        // Origin-form targets carry no authority; HTTP/1.1 puts it in Host.
-        let authority = parts.uri.authority().map(|a| a.to_string()).or_else(|| {
-            parts
-                .headers
-                .get(hyper::http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_string)
-        });
+    /// `authority`: what the server settled on (the target's, else `Host`,
+    /// else the local address for HTTP/1.0; see `server::authority`).
+    pub(crate) fn new(
+        parts: &hyper::http::request::Parts,
+        authority: String,
+        pipe: Arc<Pipe>,
+    ) -> IncomingRequest {
         IncomingRequest {
             method: parts.method.clone(),
             path_with_query: parts.uri.path_and_query().map(|p| p.to_string()),
-            authority,
+            authority: Some(authority),
             headers: Fields::from_http(&parts.headers).immutable_copy(),
             body: Some(Arc::new(ReaderGuard(pipe.clone()))),
             pipe,
@@ -127,7 +125,8 @@ impl ResponseOutparam {
 
     /// Answers the request without running a guest, e.g. 503 when the
     /// embedder has no instance to spare. `status` outside 400..=599
-    /// becomes 500.
+    /// becomes 500. `reason` is the body the client reads: a fixed public
+    /// text, never an internal error (log that instead).
     pub fn reject(self, status: u16, reason: &str) {
         let status = if (400..=599).contains(&status) {
             status

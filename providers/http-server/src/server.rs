@@ -33,6 +33,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::{watch, Semaphore};
 
 use crate::body::{End, Pipe, ResponseBody};
+use crate::conn::{Admitted, Busy, ConnLimits, Refused, Table, Watched};
 use crate::request::{IncomingRequest, Outcome, ResponseOutparam};
 
 /// wasmCloud's http-server provider listens here when no `address` is
@@ -42,8 +43,6 @@ pub const DEFAULT_ADDRESS: SocketAddr =
 
 /// Largest request head (and socket read buffer) per connection.
 const MAX_BUF: usize = 64 * 1024;
-/// How long an idle or slow client may take to send a request head.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long `stop` lets in-flight requests finish.
 const STOP_GRACE: Duration = Duration::from_secs(2);
 /// How long a request waits for a free slot before it gets 503.
@@ -70,9 +69,22 @@ pub struct ServerConfig {
     /// (`max_concurrent`); a request that finds no slot free within 100 ms
     /// gets 503. Default 8.
     pub max_concurrent: usize,
-    /// Open connections (`max_connections`); more wait in the listen
-    /// backlog. Default 64.
+    /// Open connections (`max_connections`), busy or idle; a new one past
+    /// it closes the connection idle the longest, or is refused with 503
+    /// if none is idle. Default 256.
     pub max_connections: usize,
+    /// Open connections from one IP address (`max_connections_per_peer`);
+    /// past it the same rule applies among that address's connections.
+    /// Default 32.
+    pub max_connections_per_peer: usize,
+    /// How long a client may take to send a whole request head, from its
+    /// first byte (from accept on a new connection) (`header_timeout_ms`);
+    /// then the connection is closed. Default 5 s.
+    pub header_timeout: Duration,
+    /// How long a keep-alive connection may stay idle between requests,
+    /// and a client may go without reading any of its response
+    /// (`idle_timeout_ms`); then the connection is closed. Default 15 s.
+    pub idle_timeout: Duration,
     /// Keep connections open between requests (`disable_keepalive=true`
     /// turns it off, as in wasmCloud). Default on.
     pub keep_alive: bool,
@@ -85,7 +97,10 @@ impl Default for ServerConfig {
             request_timeout: Duration::from_secs(30),
             max_request_body: 16 << 20,
             max_concurrent: 8,
-            max_connections: 64,
+            max_connections: 256,
+            max_connections_per_peer: 32,
+            header_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(15),
             keep_alive: true,
         }
     }
@@ -116,7 +131,8 @@ impl ServerConfig {
     /// Reads a link's configuration, with wasmCloud's key names: `address`
     /// (or the older `port`, meaning 127.0.0.1:PORT), `timeout_ms`,
     /// `disable_keepalive`, and twig's own `max_request_body`,
-    /// `max_concurrent`, `max_connections`. Keys are case-insensitive as in
+    /// `max_concurrent`, `max_connections`, `max_connections_per_peer`,
+    /// `header_timeout_ms`, `idle_timeout_ms`. Keys are case-insensitive as in
     /// wasmCloud. Other keys are ignored with a warning; a bad value is an
     /// error naming its key.
     pub fn from_link_config(cfg: &BTreeMap<String, String>) -> Result<ServerConfig, String> {
@@ -142,14 +158,9 @@ impl ServerConfig {
                             .map_err(|_| bad("expected a port number"))?,
                     )
                 }
-                "timeout_ms" => {
-                    let ms = v
-                        .parse::<u64>()
-                        .ok()
-                        .filter(|ms| *ms > 0)
-                        .ok_or_else(|| bad("expected milliseconds > 0"))?;
-                    c.request_timeout = Duration::from_millis(ms);
-                }
+                "timeout_ms" => c.request_timeout = millis(v).ok_or_else(|| bad(MS))?,
+                "header_timeout_ms" => c.header_timeout = millis(v).ok_or_else(|| bad(MS))?,
+                "idle_timeout_ms" => c.idle_timeout = millis(v).ok_or_else(|| bad(MS))?,
                 "max_request_body" => {
                     c.max_request_body = v.parse().map_err(|_| bad("expected a number of bytes"))?
                 }
@@ -162,6 +173,13 @@ impl ServerConfig {
                 }
                 "max_connections" => {
                     c.max_connections = v
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|n| (1..=65536).contains(n))
+                        .ok_or_else(|| bad("expected 1 to 65536"))?
+                }
+                "max_connections_per_peer" => {
+                    c.max_connections_per_peer = v
                         .parse::<usize>()
                         .ok()
                         .filter(|n| (1..=65536).contains(n))
@@ -188,6 +206,16 @@ impl ServerConfig {
         }
         Ok(c)
     }
+}
+
+const MS: &str = "expected milliseconds > 0";
+
+/// A duration in whole milliseconds, > 0.
+fn millis(v: &str) -> Option<Duration> {
+    v.parse::<u64>()
+        .ok()
+        .filter(|ms| *ms > 0)
+        .map(Duration::from_millis)
 }
 
 /// Runs one request on the target component; implemented by the host.
@@ -226,9 +254,11 @@ impl HttpServer {
         target_name: &str,
         dispatch: Arc<dyn Dispatch>,
     ) -> Result<HttpServer, String> {
-        if cfg.max_concurrent == 0 || cfg.max_connections == 0 {
+        if cfg.max_concurrent == 0 || cfg.max_connections == 0 || cfg.max_connections_per_peer == 0
+        {
             return Err(
-                "http server: max_concurrent and max_connections must be at least 1".into(),
+                "http server: max_concurrent, max_connections and max_connections_per_peer must be at least 1"
+                    .into(),
             );
         }
         let std_listener = std::net::TcpListener::bind(cfg.address)
@@ -311,25 +341,31 @@ async fn serve(
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let conns = Arc::new(Semaphore::new(shared.cfg.max_connections));
+    let cfg = &shared.cfg;
+    let table = Table::new(ConnLimits {
+        max_connections: cfg.max_connections,
+        max_per_peer: cfg.max_connections_per_peer,
+        header_timeout: cfg.header_timeout,
+        idle_timeout: cfg.idle_timeout,
+    });
+    // Connection tasks still running (an evicted one leaves the table at
+    // once but its task a moment later): `stop` waits for zero.
+    let (live_tx, mut live_rx) = watch::channel(0usize);
+    let live_tx = Arc::new(live_tx);
     let mut http1 = hyper::server::conn::http1::Builder::new();
     http1
-        .keep_alive(shared.cfg.keep_alive)
+        .keep_alive(cfg.keep_alive)
         .max_buf_size(MAX_BUF)
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT);
+        // Header and idle timeouts are the watchdog's (see conn.rs for why
+        // not hyper's one timer).
+        .header_read_timeout(None);
+    let mut refusals = RefusalLog::default();
     loop {
-        let permit = tokio::select! {
-            _ = stop.changed() => break,
-            p = conns.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = stop.changed() => break,
             r = listener.accept() => match r {
-                Ok((s, _peer)) => s,
+                Ok(s) => s,
                 Err(e) => {
                     // Out of file descriptors and the like: back off
                     // rather than spin.
@@ -339,44 +375,141 @@ async fn serve(
                 }
             },
         };
+        let admitted = match table.admit(peer.ip()) {
+            Ok((a, evicted)) => {
+                if evicted > 0 {
+                    tracing::debug!(target: "twig::http", component = %shared.target, %peer, evicted, "closed idle connections to admit a new one");
+                }
+                a
+            }
+            Err(why) => {
+                refusals.note(&shared.target, why, table.len());
+                // Best effort, never waiting: the answer fits the socket
+                // buffer of a new connection.
+                let _ = stream.try_write(REFUSED_RESPONSE);
+                continue;
+            }
+        };
+        let local = stream.local_addr().unwrap_or(listener_addr(&listener));
         // Responses are written in whole frames; do not let Nagle hold the
         // last one back.
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
-        let mut stop = stop.clone();
-        let conn_builder = http1.clone();
+        let stop = stop.clone();
+        let builder = http1.clone();
+        let limits = *table.limits();
+        live_tx.send_modify(|n| *n += 1);
+        let live = LiveGuard(live_tx.clone());
         tokio::spawn(async move {
-            let _permit = permit;
-            let svc_shared = shared.clone();
-            let svc = hyper::service::service_fn(move |req| handle(svc_shared.clone(), req));
-            let conn = conn_builder.serve_connection(TokioIo::new(stream), svc);
-            tokio::pin!(conn);
-            let res = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = stop.changed() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
-            if let Err(e) = res {
-                tracing::debug!(target: "twig::http", component = %shared.target, "connection ended: {e}");
-            }
+            let _live = live;
+            connection(shared, builder, stream, peer, local, admitted, limits, stop).await;
         });
     }
     drop(listener);
-    // Every connection holds a permit: all permits back means all closed.
-    let all = shared.cfg.max_connections.min(u32::MAX as usize) as u32;
-    let _ = tokio::time::timeout(STOP_GRACE, conns.acquire_many(all)).await;
+    let _ = tokio::time::timeout(STOP_GRACE, live_rx.wait_for(|n| *n == 0)).await;
 }
+
+/// What a refused connection reads before it is closed.
+const REFUSED_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 21\r\n\r\ntoo many connections\n";
+
+fn listener_addr(l: &tokio::net::TcpListener) -> SocketAddr {
+    l.local_addr().unwrap_or(DEFAULT_ADDRESS)
+}
+
+/// Counts one live connection task.
+struct LiveGuard(Arc<watch::Sender<usize>>);
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n -= 1);
+    }
+}
+
+/// Refused connections, logged at most once a minute so a flood does not
+/// become a log flood.
+#[derive(Default)]
+struct RefusalLog {
+    since_last: u64,
+    last: Option<Instant>,
+}
+
+impl RefusalLog {
+    fn note(&mut self, target: &str, why: Refused, open: usize) {
+        self.since_last += 1;
+        if self
+            .last
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(60))
+        {
+            return;
+        }
+        tracing::warn!(target: "twig::http", component = %target, refused = self.since_last, open, "refusing new connections: {why} and none idle (max_connections, max_connections_per_peer)");
+        self.since_last = 0;
+        self.last = Some(Instant::now());
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+/// Serves one connection until it closes, times out, is evicted or the
+/// server stops.
+async fn connection(
+    shared: Arc<Shared>,
+    builder: hyper::server::conn::http1::Builder,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    admitted: Admitted,
+    limits: ConnLimits,
+    mut stop: watch::Receiver<bool>,
+) {
+    let state = admitted.state.clone();
+    let svc_shared = shared.clone();
+    let svc_state = state.clone();
+    let svc = hyper::service::service_fn(move |req| {
+        handle(svc_shared.clone(), svc_state.begin_request(), local, req)
+    });
+    let io = TokioIo::new(Watched::new(stream, state.clone()));
+    let conn = builder.serve_connection(io, svc);
+    tokio::pin!(conn);
+    // The watchdog: sleeps until the connection's deadline, and is woken
+    // when what the connection does moves it. No polling.
+    let res = loop {
+        let deadline = state.deadline(&limits);
+        let at = deadline.map_or_else(|| tokio::time::Instant::now() + FAR, |(at, _)| at);
+        tokio::select! {
+            r = conn.as_mut() => break r,
+            _ = tokio::time::sleep_until(at), if deadline.is_some() => {
+                if let Some((at, why)) = state.deadline(&limits) {
+                    if at <= tokio::time::Instant::now() {
+                        tracing::debug!(target: "twig::http", component = %shared.target, %peer, "closing connection: {why}");
+                        return;
+                    }
+                }
+            }
+            _ = state.changed() => {}
+            _ = stop.changed() => {
+                conn.as_mut().graceful_shutdown();
+                break conn.await;
+            }
+        }
+    };
+    if let Err(e) = res {
+        tracing::debug!(target: "twig::http", component = %shared.target, %peer, "connection ended: {e}");
+    }
+}
+
+/// A placeholder deadline for a `sleep_until` that is not polled.
+const FAR: Duration = Duration::from_secs(86400);
 
 async fn handle(
     shared: Arc<Shared>,
+    busy: Busy,
+    local: SocketAddr,
     req: Request<Incoming>,
-) -> Result<Response<ResponseBody>, Infallible> {
+) -> Result<Response<Tracked>, Infallible> {
     let start = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let resp = respond(&shared, req).await;
+    let resp = respond(&shared, local, req).await;
     tracing::debug!(
         target: "twig::http",
         component = %shared.target,
@@ -386,7 +519,35 @@ async fn handle(
         ms = start.elapsed().as_secs_f64() * 1000.0,
         "request"
     );
-    Ok(resp)
+    // The connection stays busy until hyper is done with the body.
+    Ok(resp.map(|body| Tracked { body, _busy: busy }))
+}
+
+/// A response body that keeps its connection counted as busy until hyper
+/// drops it (sent, or the connection gone).
+struct Tracked {
+    body: ResponseBody,
+    _busy: Busy,
+}
+
+impl Body for Tracked {
+    type Data = <ResponseBody as Body>::Data;
+    type Error = <ResponseBody as Body>::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 fn text(status: StatusCode, msg: impl Into<String>) -> Response<ResponseBody> {
@@ -411,8 +572,16 @@ enum Waited {
     Timeout,
 }
 
-async fn respond(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<ResponseBody> {
+async fn respond(
+    shared: &Arc<Shared>,
+    local: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<ResponseBody> {
     let cfg = &shared.cfg;
+    let authority = match authority(&req, local) {
+        Ok(a) => a,
+        Err(why) => return text(StatusCode::BAD_REQUEST, why),
+    };
     let too_large = || {
         text(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -444,7 +613,7 @@ async fn respond(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Respo
     let (parts, incoming) = req.into_parts();
     let is_head = parts.method == hyper::http::Method::HEAD;
     let pipe = Pipe::new();
-    let request = IncomingRequest::new(&parts, pipe.clone());
+    let request = IncomingRequest::new(&parts, authority, pipe.clone());
     let (out, mut outcome_rx) = ResponseOutparam::new();
     let mut pump = tokio::spawn(pump_body(incoming, pipe, cfg.max_request_body));
 
@@ -524,9 +693,11 @@ async fn respond(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Respo
         }
         Waited::Outcome(Outcome::GuestError(code)) => {
             tracing::warn!(target: "twig::http", component = %target, "the component answered with an error: {code}");
+            // The code's text can be anything the component was told,
+            // host paths included: it goes to the log only.
             text(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                format!("the component reported an error: {code}"),
+                "the component reported an error",
             )
         }
         Waited::Outcome(Outcome::NoResponse) => {
@@ -558,6 +729,42 @@ async fn respond(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Respo
                 ),
             )
         }
+    }
+}
+
+/// The request's authority, as RFC 9112 §3.2 has a server find it: the
+/// target's own (absolute form), else `Host`. An HTTP/1.1 request without
+/// `Host`, and any request with more than one or an invalid one, is a bad
+/// request. HTTP/1.0 may omit it (and an HTTP/1.1 client sends it empty
+/// for a target with no authority): then it is the address the request
+/// came in on, so a guest always gets one.
+fn authority<B>(req: &Request<B>, local: SocketAddr) -> Result<String, &'static str> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err("more than one Host header");
+    }
+    let host = match host.map(|h| h.to_str()) {
+        None => None,
+        Some(Ok("")) => Some(None),
+        Some(Ok(h)) => match h.parse::<hyper::http::uri::Authority>() {
+            // uri-host [":" port]: no user info.
+            Ok(a) if !h.contains('@') => Some(Some(a.to_string())),
+            _ => return Err("invalid Host header"),
+        },
+        Some(Err(_)) => return Err("invalid Host header"),
+    };
+    if let Some(a) = req.uri().authority() {
+        if host.is_none() && req.version() >= hyper::http::Version::HTTP_11 {
+            return Err("missing Host header");
+        }
+        return Ok(a.to_string());
+    }
+    match host {
+        Some(Some(h)) => Ok(h),
+        Some(None) => Ok(local.to_string()),
+        None if req.version() < hyper::http::Version::HTTP_11 => Ok(local.to_string()),
+        None => Err("missing Host header"),
     }
 }
 
@@ -649,6 +856,9 @@ mod tests {
             ("max_request_body", "1024"),
             ("Max_Concurrent", "2"),
             ("max_connections", "10"),
+            ("MAX_CONNECTIONS_PER_PEER", "3"),
+            ("header_timeout_ms", "700"),
+            ("idle_timeout_ms", "900"),
             ("disable_keepalive", "true"),
             ("cors_allowed_origins", "[]"),
             ("something_else", "x"),
@@ -659,7 +869,54 @@ mod tests {
         assert_eq!(c.max_request_body, 1024);
         assert_eq!(c.max_concurrent, 2);
         assert_eq!(c.max_connections, 10);
+        assert_eq!(c.max_connections_per_peer, 3);
+        assert_eq!(c.header_timeout, Duration::from_millis(700));
+        assert_eq!(c.idle_timeout, Duration::from_millis(900));
         assert!(!c.keep_alive);
+    }
+
+    fn req(version: hyper::http::Version, target: &str, hosts: &[&str]) -> Request<()> {
+        let mut b = Request::builder().version(version).uri(target);
+        for h in hosts {
+            b = b.header(header::HOST, *h);
+        }
+        b.body(()).unwrap()
+    }
+
+    #[test]
+    fn the_authority_follows_rfc_9112() {
+        use hyper::http::Version;
+        let local: SocketAddr = "127.0.0.1:8000".parse().unwrap();
+        let a = |v, t, h: &[&str]| authority(&req(v, t, h), local);
+        assert_eq!(
+            a(Version::HTTP_11, "/", &["example.com:81"]),
+            Ok("example.com:81".into())
+        );
+        // HTTP/1.1 needs Host; absolute form too, and its authority wins.
+        assert_eq!(a(Version::HTTP_11, "/", &[]), Err("missing Host header"));
+        assert_eq!(
+            a(Version::HTTP_11, "http://a.example/x", &[]),
+            Err("missing Host header")
+        );
+        assert_eq!(
+            a(Version::HTTP_11, "http://a.example/x", &["b.example"]),
+            Ok("a.example".into())
+        );
+        assert_eq!(
+            a(Version::HTTP_11, "/", &["a", "b"]),
+            Err("more than one Host header")
+        );
+        for bad in ["a b", "user@host", "a/b"] {
+            assert_eq!(
+                a(Version::HTTP_11, "/", &[bad]),
+                Err("invalid Host header"),
+                "{bad}"
+            );
+        }
+        // HTTP/1.0 may omit it, and an empty one means no authority: the
+        // address the request came in on.
+        assert_eq!(a(Version::HTTP_10, "/", &[]), Ok("127.0.0.1:8000".into()));
+        assert_eq!(a(Version::HTTP_11, "/", &[""]), Ok("127.0.0.1:8000".into()));
     }
 
     #[test]
@@ -684,6 +941,9 @@ mod tests {
             ("timeout_ms", "soon"),
             ("max_request_body", "-1"),
             ("max_concurrent", "0"),
+            ("max_connections_per_peer", "0"),
+            ("header_timeout_ms", "0"),
+            ("idle_timeout_ms", "later"),
             ("disable_keepalive", "maybe"),
             ("port", "99999"),
         ] {

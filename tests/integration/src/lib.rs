@@ -4,6 +4,7 @@
 
 pub mod arbitrary;
 pub mod netns;
+pub mod slow_http;
 pub mod soak;
 pub mod topology;
 pub mod twig;

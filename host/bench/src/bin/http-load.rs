@@ -7,7 +7,16 @@
 //! ```text
 //! examples/build.sh && cargo build --release -p twig \
 //!   && cargo run --release -p twig-bench --bin http-load [-- --seconds 10 --connections 1,4,16]
+//!      [--fsync always,batched] [--slowloris 200 --idle 64]
 //! ```
+//!
+//! With `--slowloris N` and/or `--idle N`, each run first opens N idle
+//! keep-alive clients (one request each, then held; from N loopback
+//! addresses) and N slowloris sockets (a request head a byte every 2 s
+//! each, reopened when closed; from 8 loopback addresses), holds them
+//! through the run, and also reports a fresh client's latency (a new
+//! connection, one request, every 100 ms). A request not answered within
+//! 5 s counts as an error (and its connection is reopened).
 //!
 //! Runs `target/release/twig` (or `$TWIG_BIN`) with a copy of the manifest
 //! on a free port, once with the provider's default `fsync: always` and
@@ -22,6 +31,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use twig_integration_tests::slow_http::{peer, probe, quantile, IdleClients, Slowloris};
+
+/// A request not answered within this is an error.
+const ANSWER: Duration = Duration::from_secs(5);
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -78,44 +91,77 @@ fn read_response(r: &mut BufReader<TcpStream>) -> Result<u16> {
 
 /// `conns` clients, each sending GET requests on one keep-alive
 /// connection for `dur`; returns (requests done, errors, latencies in µs).
+/// An unanswered request (error, or nothing within [`ANSWER`]) counts as
+/// an error and the client reconnects.
 fn load(port: u16, conns: usize, dur: Duration) -> Result<(usize, usize, Vec<f64>)> {
     let end = Instant::now() + dur;
     let mut threads = Vec::new();
     for c in 0..conns {
-        threads.push(std::thread::spawn(
-            move || -> Result<(usize, usize, Vec<f64>)> {
-                let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+        threads.push(std::thread::spawn(move || -> (usize, usize, Vec<f64>) {
+            let (mut done, mut errors, mut lat) = (0, 0, Vec::new());
+            let mut i = 0u64;
+            let open = || -> std::io::Result<(TcpStream, BufReader<TcpStream>)> {
+                let stream = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), ANSWER)?;
                 stream.set_nodelay(true)?;
-                let mut reader = BufReader::new(stream.try_clone()?);
-                let (mut done, mut errors, mut lat) = (0, 0, Vec::new());
-                let mut i = 0u64;
-                while Instant::now() < end {
-                    // 16 paths per connection: 16 counters being incremented.
-                    let req = format!("GET /c{c}-{} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", i % 16);
-                    i += 1;
-                    let t = Instant::now();
-                    stream.write_all(req.as_bytes())?;
-                    match read_response(&mut reader)? {
-                        200 => done += 1,
-                        _ => errors += 1,
+                stream.set_read_timeout(Some(ANSWER))?;
+                let reader = BufReader::new(stream.try_clone()?);
+                Ok((stream, reader))
+            };
+            let mut conn = None;
+            while Instant::now() < end {
+                // 16 paths per connection: 16 counters being incremented.
+                let req = format!("GET /c{c}-{} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", i % 16);
+                i += 1;
+                let t = Instant::now();
+                let r = (|| -> Result<u16> {
+                    if conn.is_none() {
+                        conn = Some(open()?);
                     }
-                    lat.push(t.elapsed().as_secs_f64() * 1e6);
+                    let (stream, reader) = conn.as_mut().context("connection")?;
+                    stream.write_all(req.as_bytes())?;
+                    read_response(reader)
+                })();
+                match r {
+                    Ok(200) => done += 1,
+                    Ok(_) => errors += 1,
+                    Err(_) => {
+                        errors += 1;
+                        conn = None;
+                    }
                 }
-                Ok((done, errors, lat))
-            },
-        ));
+                lat.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+            (done, errors, lat)
+        }));
     }
     let (mut done, mut errors, mut lat) = (0, 0, Vec::new());
     for t in threads {
         let (d, e, l) = t
             .join()
-            .map_err(|_| anyhow::anyhow!("client thread panicked"))??;
+            .map_err(|_| anyhow::anyhow!("client thread panicked"))?;
         done += d;
         errors += e;
         lat.extend(l);
     }
     lat.sort_by(|a, b| a.total_cmp(b));
     Ok((done, errors, lat))
+}
+
+/// A fresh client every 100 ms until `end`: (latencies of the answered,
+/// number not answered within [`ANSWER`]).
+fn fresh_clients(port: u16, end: Instant) -> (Vec<Duration>, usize) {
+    let addr = ([127, 0, 0, 1], port).into();
+    let (mut lat, mut failed) = (Vec::new(), 0);
+    while Instant::now() < end {
+        let t = Instant::now();
+        match probe(addr, peer(1000), "/fresh", ANSWER) {
+            Ok((200, _, took)) => lat.push(took),
+            _ => failed += 1,
+        }
+        std::thread::sleep(Duration::from_millis(100).saturating_sub(t.elapsed()));
+    }
+    lat.sort();
+    (lat, failed)
 }
 
 fn pct(v: &[f64], p: f64) -> f64 {
@@ -155,6 +201,14 @@ fn main() -> Result<()> {
             .and_then(|i| args.get(i + 1).cloned())
     };
     let seconds: u64 = flag("--seconds").map_or(Ok(10), |s| s.parse())?;
+    let slowloris: usize = flag("--slowloris").map_or(Ok(0), |s| s.parse())?;
+    let idle: usize = flag("--idle").map_or(Ok(0), |s| s.parse())?;
+    let fsyncs: Vec<String> = flag("--fsync")
+        .unwrap_or_else(|| "always,batched".into())
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .collect();
+    let slow = slowloris > 0 || idle > 0;
     let conns: Vec<usize> = flag("--connections")
         .unwrap_or_else(|| "1,4,16".into())
         .split(',')
@@ -177,10 +231,20 @@ fn main() -> Result<()> {
     println!(
         "twig HTTP load: counter app, {seconds} s per run, one request in flight per connection"
     );
+    if slow {
+        println!(
+            "held through each run: {idle} idle keep-alive clients, {slowloris} slowloris sockets"
+        );
+    }
     println!();
-    println!("| fsync | connections | requests/s | p50 | p99 | errors |");
-    println!("|---|---|---|---|---|---|");
-    for fsync in ["always", "batched"] {
+    if slow {
+        println!("| fsync | connections | requests/s | p50 | p99 | errors | fresh client p50 | p99 | max | unanswered |");
+        println!("|---|---|---|---|---|---|---|---|---|---|");
+    } else {
+        println!("| fsync | connections | requests/s | p50 | p99 | errors |");
+        println!("|---|---|---|---|---|---|");
+    }
+    for fsync in &fsyncs {
         for &c in &conns {
             let port = free_port()?;
             let mut text = manifest
@@ -197,15 +261,49 @@ fn main() -> Result<()> {
             let mut child = start(&bin, &data, &app, port)?;
             // Warm up: instances made, store open.
             load(port, c, Duration::from_millis(500))?;
+            let addr = ([127, 0, 0, 1], port).into();
+            let idle_sources: Vec<_> = (0..idle.max(1) as u16).map(peer).collect();
+            let held = IdleClients::open(addr, idle, &idle_sources, "/idle", ANSWER);
+            let attack_sources: Vec<_> = (500..508).map(peer).collect();
+            let attack = (slowloris > 0).then(|| {
+                Slowloris::start(addr, slowloris, &attack_sources, Duration::from_secs(2))
+            });
+            if slow {
+                // Let the sockets connect and send their first bytes.
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            let end = Instant::now() + Duration::from_secs(seconds);
+            let fresh = slow.then(|| std::thread::spawn(move || fresh_clients(port, end)));
             let (done, errors, lat) = load(port, c, Duration::from_secs(seconds))?;
+            let fresh = fresh
+                .map(|f| {
+                    f.join()
+                        .map_err(|_| anyhow::anyhow!("fresh-client thread panicked"))
+                })
+                .transpose()?;
+            drop(attack);
+            drop(held);
             let _ = child.kill();
             let _ = child.wait();
-            println!(
+            let row = format!(
                 "| {fsync} | {c} | {:.0} | {:.0} µs | {:.0} µs | {errors} |",
                 done as f64 / seconds as f64,
                 pct(&lat, 0.5),
                 pct(&lat, 0.99)
             );
+            match fresh {
+                Some((f, failed)) => {
+                    let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1e3);
+                    println!(
+                        "{row} {} | {} | {} | {failed} of {} |",
+                        ms(quantile(&f, 0.5)),
+                        ms(quantile(&f, 0.99)),
+                        ms(f.last().copied().unwrap_or_default()),
+                        f.len() + failed
+                    );
+                }
+                None => println!("{row}"),
+            }
         }
     }
     let _ = std::fs::remove_dir_all(&tmp);
