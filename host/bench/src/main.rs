@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use sha2::Digest;
 use twig_component::{Compilation, Component, Engine, EngineConfig, Instance, Linker, Val};
-use twig_integration_tests::{add_types_host, guest_bytes, guest_path, TestState};
+use twig_integration_tests::{add_providers, add_types_host, guest_bytes, guest_path, TestState};
 use twig_wasi::WasiCtx;
 
 /// Counts live heap bytes, to measure what an instance costs.
@@ -80,6 +80,8 @@ fn linker() -> Linker<TestState> {
     let mut l = Linker::new();
     twig_wasi::add_to_linker(&mut l);
     add_types_host(&mut l);
+    // misbehave imports wasi:keyvalue and wasmcloud:messaging.
+    add_providers(&mut l);
     let fns = l.interface("twig:test/host-fns");
     fns.func("double", |_cx, args, out| {
         let x = if let Some(Val::U32(x)) = args.first() {
@@ -110,14 +112,14 @@ fn linker() -> Linker<TestState> {
 /// order, read from and built in the engine's representation of a byte list.
 fn reversed(v: Option<&Val>) -> Val {
     match v {
-        Some(Val::List(items)) => Val::List(items.iter().rev().cloned().collect()),
-        _ => Val::List(Vec::new()),
+        Some(Val::Bytes(b)) => Val::Bytes(b.iter().rev().copied().collect()),
+        _ => Val::Bytes(Vec::new()),
     }
 }
 
 /// A `list<u8>` argument of `n` bytes, as the engine takes it.
 fn byte_list(n: usize) -> Val {
-    Val::List((0..n).map(|i| Val::U8(i as u8)).collect())
+    Val::Bytes((0..n).map(|i| i as u8).collect())
 }
 
 fn state() -> TestState {
