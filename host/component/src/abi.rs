@@ -364,6 +364,16 @@ impl Cx<'_> {
 
     // ---- lifting -------------------------------------------------------
 
+    /// Charges `bytes` the host is about to allocate for a lifted value to
+    /// the crossing's lift budget ([`crate::store::LiftBudget`]).
+    fn charge<T>(&self, ctx: &mut Ctx<'_, T>, bytes: usize) -> AbiResult<()> {
+        ctx.data_mut()
+            .rt
+            .lift
+            .charge(bytes)
+            .map_err(wasmi::Error::host)
+    }
+
     /// Lifts a value of type `ty` from flat core values.
     pub fn lift_flat<T>(
         &self,
@@ -396,6 +406,7 @@ impl Cx<'_> {
                 self.load_list(ctx, &types[*i].element, ptr, len)?
             }
             InterfaceType::Record(i) => {
+                self.charge(ctx, record_cost(types, *i))?;
                 let mut fields = Vec::with_capacity(types[*i].fields.len());
                 for f in types[*i].fields.iter() {
                     fields.push((f.name.clone(), self.lift_flat(ctx, &f.ty, src)?));
@@ -403,6 +414,7 @@ impl Cx<'_> {
                 Val::Record(fields)
             }
             InterfaceType::Tuple(i) => {
+                self.charge(ctx, vals_cost(types[*i].types.len()))?;
                 let mut vals = Vec::with_capacity(types[*i].types.len());
                 for t in types[*i].types.iter() {
                     vals.push(self.lift_flat(ctx, t, src)?);
@@ -415,7 +427,7 @@ impl Cx<'_> {
                 for _ in 0..n.div_ceil(32) {
                     words.push(src.i32()? as u32);
                 }
-                self.flags_from_words(*i, &words)
+                self.flags_from_words(ctx, *i, &words)?
             }
             InterfaceType::Enum(_)
             | InterfaceType::Variant(_)
@@ -431,6 +443,7 @@ impl Cx<'_> {
                         cases.len()
                     ))
                 })?;
+                self.charge(ctx, self.variant_cost(ty, disc, case.is_some()))?;
                 let payload = match case {
                     None => None,
                     Some(cty) => {
@@ -469,22 +482,56 @@ impl Cx<'_> {
         }
     }
 
-    fn flags_from_words(
+    /// Host bytes of a lifted variant-like value beyond its own `Val`: the
+    /// case name (variants and enums) and the boxed payload.
+    fn variant_cost(&self, ty: &InterfaceType, disc: u32, payload: bool) -> usize {
+        let types = self.types();
+        let name = match ty {
+            InterfaceType::Enum(i) if (disc as usize) < types[*i].names.len() => {
+                types[*i].names[disc as usize].len()
+            }
+            InterfaceType::Variant(i) => types[*i]
+                .cases
+                .get_index(disc as usize)
+                .map_or(0, |(n, _)| n.len()),
+            _ => 0,
+        };
+        name + if payload { VAL_BYTES } else { 0 }
+    }
+
+    fn flags_from_words<T>(
         &self,
+        ctx: &mut Ctx<'_, T>,
         i: wasmtime_environ::component::TypeFlagsIndex,
         words: &[u32],
-    ) -> Val {
+    ) -> AbiResult<Val> {
         let names = &self.types()[i].names;
-        let set = names
+        let set: Vec<String> = names
             .iter()
             .enumerate()
             .filter(|(bit, _)| words[bit / 32] & (1 << (bit % 32)) != 0)
             .map(|(_, n)| n.clone())
             .collect();
-        Val::Flags(set)
+        self.charge(
+            ctx,
+            set.iter()
+                .map(|n| n.len() + std::mem::size_of::<String>())
+                .sum(),
+        )?;
+        Ok(Val::Flags(set))
     }
 
-    fn load_string<T>(&self, ctx: &Ctx<'_, T>, ptr: u32, len: u32) -> AbiResult<String> {
+    fn load_string<T>(&self, ctx: &mut Ctx<'_, T>, ptr: u32, len: u32) -> AbiResult<String> {
+        // Charged before reading: the length is the guest's claim, checked
+        // against its memory only afterwards. UTF-16 is charged its
+        // intermediate buffer of code units (at most 1.5 times less than
+        // the UTF-8 result).
+        let cost = match self.encoding {
+            StringEncoding::Utf8 => len as usize,
+            StringEncoding::Utf16 => (len as usize).saturating_mul(2),
+            StringEncoding::CompactUtf16 => (len as usize & !(1 << 31)).saturating_mul(2),
+        };
+        self.charge(ctx, cost)?;
         match self.encoding {
             StringEncoding::Utf8 => {
                 let b = self.bytes(ctx, ptr, len)?;
@@ -533,18 +580,26 @@ impl Cx<'_> {
         if !ptr.is_multiple_of(info.align32) {
             bail!("list pointer {ptr:#x} is not aligned to {}", info.align32);
         }
+        // Charge what the host is about to hold before anything else, so a
+        // length the guest does not have (or a list of zero-sized elements)
+        // is refused by the budget, naming it, before any allocation.
+        let is_bytes = matches!(elem, InterfaceType::U8);
+        self.charge(
+            ctx,
+            if is_bytes {
+                len as usize
+            } else {
+                vals_cost(len as usize)
+            },
+        )?;
         let total = len
             .checked_mul(info.size32)
             .ok_or_else(|| abi_err("list length overflow"))?;
         // Bounds-check the whole list before reading any element.
-        self.bytes(ctx, ptr, total)?;
-        if let InterfaceType::U8 = elem {
-            return Ok(Val::List(
-                self.bytes(ctx, ptr, len)?
-                    .iter()
-                    .map(|b| Val::U8(*b))
-                    .collect(),
-            ));
+        let whole = self.bytes(ctx, ptr, total)?;
+        if is_bytes {
+            // One copy, one byte per byte.
+            return Ok(Val::Bytes(whole.to_vec()));
         }
         let mut out = Vec::with_capacity(len as usize);
         for k in 0..len {
@@ -580,6 +635,7 @@ impl Cx<'_> {
                 self.load_list(ctx, &types[*i].element, p, l)?
             }
             InterfaceType::Record(i) => {
+                self.charge(ctx, record_cost(types, *i))?;
                 let mut off = 0u32;
                 let mut fields = Vec::with_capacity(types[*i].fields.len());
                 for f in types[*i].fields.iter() {
@@ -589,6 +645,7 @@ impl Cx<'_> {
                 Val::Record(fields)
             }
             InterfaceType::Tuple(i) => {
+                self.charge(ctx, vals_cost(types[*i].types.len()))?;
                 let mut off = 0u32;
                 let mut vals = Vec::with_capacity(types[*i].types.len());
                 for t in types[*i].types.iter() {
@@ -610,7 +667,7 @@ impl Cx<'_> {
                     }
                     w
                 };
-                self.flags_from_words(*i, &words)
+                self.flags_from_words(ctx, *i, &words)?
             }
             InterfaceType::Enum(_)
             | InterfaceType::Variant(_)
@@ -629,6 +686,7 @@ impl Cx<'_> {
                         cases.len()
                     ))
                 })?;
+                self.charge(ctx, self.variant_cost(ty, disc, case.is_some()))?;
                 let payload = match case {
                     None => None,
                     Some(cty) => Some(self.load(ctx, cty, ptr + info.payload_offset32)?),
@@ -715,6 +773,12 @@ impl Cx<'_> {
             }
             (InterfaceType::List(i), Val::List(items)) => {
                 let (p, l) = self.store_list(ctx, &types[*i].element, items)?;
+                out.extend([CoreVal::I32(p as i32), CoreVal::I32(l as i32)]);
+            }
+            (InterfaceType::List(i), Val::Bytes(b))
+                if matches!(types[*i].element, InterfaceType::U8) =>
+            {
+                let (p, l) = self.store_byte_list(ctx, b)?;
                 out.extend([CoreVal::I32(p as i32), CoreVal::I32(l as i32)]);
             }
             (InterfaceType::Record(i), Val::Record(fields)) => {
@@ -888,6 +952,16 @@ impl Cx<'_> {
         Ok(p)
     }
 
+    /// Lowers a `list<u8>` given as [`Val::Bytes`]: one realloc, one copy.
+    fn store_byte_list<T>(&self, ctx: &mut Ctx<'_, T>, b: &[u8]) -> AbiResult<(u32, u32)> {
+        let len = u32::try_from(b.len()).map_err(|_| abi_err("list too long"))?;
+        let p = self.realloc(ctx, 1, len)?;
+        self.store_bytes(ctx, p, b)?;
+        Ok((p, len))
+    }
+
+    /// Lowers a list given as [`Val::List`]; for a `list<u8>` this is the
+    /// older form, a `U8` per byte, still accepted.
     fn store_list<T>(
         &self,
         ctx: &mut Ctx<'_, T>,
@@ -954,6 +1028,12 @@ impl Cx<'_> {
             }
             (InterfaceType::List(i), Val::List(items)) => {
                 let (p, l) = self.store_list(ctx, &types[*i].element, items)?;
+                self.store_pair(ctx, ptr, p, l)
+            }
+            (InterfaceType::List(i), Val::Bytes(b))
+                if matches!(types[*i].element, InterfaceType::U8) =>
+            {
+                let (p, l) = self.store_byte_list(ctx, b)?;
                 self.store_pair(ctx, ptr, p, l)
             }
             (InterfaceType::Record(i), Val::Record(fields)) => {
@@ -1157,6 +1237,25 @@ pub(crate) fn top_up_fuel<T>(ctx: &mut Ctx<'_, T>) -> AbiResult<()> {
     rt.fuel_pool -= add;
     ctx.set_fuel(have + add)?;
     Ok(())
+}
+
+/// Bytes of one [`Val`] on the host: what each element of a lifted list or
+/// tuple costs the lift budget.
+const VAL_BYTES: usize = std::mem::size_of::<Val>();
+
+/// Host bytes of the `Val`s of `n` list or tuple elements.
+fn vals_cost(n: usize) -> usize {
+    n.saturating_mul(VAL_BYTES)
+}
+
+/// Host bytes of a lifted record beyond its own `Val`: its field vector and
+/// a copy of every field name.
+fn record_cost(types: &ComponentTypes, i: wasmtime_environ::component::TypeRecordIndex) -> usize {
+    types[i]
+        .fields
+        .iter()
+        .map(|f| std::mem::size_of::<(String, Val)>() + f.name.len())
+        .sum()
 }
 
 fn to_char(v: u32) -> AbiResult<char> {

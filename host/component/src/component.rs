@@ -42,7 +42,9 @@ pub struct Limits {
     pub fuel_per_call: Option<u64>,
     /// Wall-clock time one export call may take.
     pub deadline: Option<Duration>,
-    /// Cap on each instance's linear memories, in bytes.
+    /// Cap on each instance's linear memories, in bytes. Also the lift
+    /// budget: what the host may hold for the values it lifts out of the
+    /// guest in one crossing (see the crate docs).
     pub memory_bytes: usize,
     /// Cap on table elements per table.
     pub table_elements: usize,

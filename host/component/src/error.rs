@@ -15,6 +15,17 @@ pub enum TrapKind {
     Deadline { millis: u64 },
     /// Linear memory or a table could not grow within the instance's cap.
     MemoryLimit { bytes: u64 },
+    /// Lifting the guest's values (or what a host function allocates on the
+    /// guest's behalf) would make the host hold `wanted` bytes for one
+    /// crossing, over the lift budget of `budget` bytes (the instance's
+    /// memory limit; see [`crate::Limits::memory_bytes`]). `import` is the
+    /// host function being called (`iface#func`), `None` for an export's
+    /// results.
+    LiftBudget {
+        wanted: u64,
+        budget: u64,
+        import: Option<String>,
+    },
     /// Call depth exceeded the engine's recursion limit.
     StackOverflow,
     /// `unreachable` executed: a Rust guest's `panic!` ends here.
@@ -36,6 +47,22 @@ impl fmt::Display for TrapKind {
             TrapKind::OutOfFuel { limit } => write!(f, "fuel limit of {limit} units exhausted"),
             TrapKind::Deadline { millis } => write!(f, "deadline of {millis} ms exceeded"),
             TrapKind::MemoryLimit { bytes } => write!(f, "memory limit of {bytes} bytes reached"),
+            TrapKind::LiftBudget {
+                wanted,
+                budget,
+                import,
+            } => {
+                write!(f, "lifting {} ", human_bytes(*wanted))?;
+                match import {
+                    Some(i) => write!(f, "for `{i}`")?,
+                    None => f.write_str("of results")?,
+                }
+                write!(
+                    f,
+                    " exceeds the call's lift budget of {} (the instance's memory limit, limits.memory_bytes)",
+                    human_bytes(*budget)
+                )
+            }
             TrapKind::StackOverflow => write!(f, "recursion depth limit exceeded (stack overflow)"),
             TrapKind::Unreachable => write!(
                 f,
@@ -47,6 +74,22 @@ impl fmt::Display for TrapKind {
             TrapKind::Exit(code) => write!(f, "guest exited with status {code}"),
         }
     }
+}
+
+/// `n` bytes for a message: "512 bytes", "64 KiB", "8 MiB", "1.5 GiB";
+/// inexact sizes get the exact count too ("12.3 MiB (12897484 bytes)").
+pub(crate) fn human_bytes(n: u64) -> String {
+    const UNITS: [(u64, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
+    for (size, unit) in UNITS {
+        if n >= size {
+            return if n.is_multiple_of(size) {
+                format!("{} {unit}", n / size)
+            } else {
+                format!("{:.1} {unit} ({n} bytes)", n as f64 / size as f64)
+            };
+        }
+    }
+    format!("{n} bytes")
 }
 
 /// Errors from loading, linking, instantiating and calling components.
@@ -123,6 +166,35 @@ impl fmt::Display for AbiError {
 impl std::error::Error for AbiError {}
 impl wasmi::errors::HostError for AbiError {}
 
+/// A lift over the call's lift budget (see [`crate::linker::HostContext::reserve`]):
+/// the host would hold `wanted` bytes for this crossing, `budget` allowed,
+/// while calling `import` (`None`: lifting an export's results).
+#[derive(Debug, Clone)]
+pub(crate) struct LiftBudgetError {
+    pub wanted: u64,
+    pub budget: u64,
+    pub import: Option<std::sync::Arc<str>>,
+}
+
+impl LiftBudgetError {
+    pub fn kind(&self) -> TrapKind {
+        TrapKind::LiftBudget {
+            wanted: self.wanted,
+            budget: self.budget,
+            import: self.import.as_deref().map(str::to_string),
+        }
+    }
+}
+
+impl fmt::Display for LiftBudgetError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.kind().fmt(f)
+    }
+}
+
+impl std::error::Error for LiftBudgetError {}
+impl wasmi::errors::HostError for LiftBudgetError {}
+
 /// An error raised by a host function; carried through wasmi as a host error
 /// so the caller can tell it from a wasm trap. `wasi:cli/exit` raises one
 /// with an exit status, which ends the call with [`TrapKind::Exit`].
@@ -132,6 +204,9 @@ pub struct HostError {
     pub exit: Option<i32>,
     /// The host function stopped waiting because the call's deadline passed.
     pub deadline: bool,
+    /// Set by [`crate::HostContext::reserve`]: the call went over its lift
+    /// budget, which ends it with [`TrapKind::LiftBudget`].
+    pub(crate) lift_budget: Option<LiftBudgetError>,
 }
 
 impl HostError {
@@ -140,6 +215,7 @@ impl HostError {
             message: msg.into(),
             exit: None,
             deadline: false,
+            lift_budget: None,
         }
     }
 
@@ -148,6 +224,7 @@ impl HostError {
             message: format!("exit({status})"),
             exit: Some(status),
             deadline: false,
+            lift_budget: None,
         }
     }
 
@@ -156,6 +233,18 @@ impl HostError {
             message: "deadline reached while blocked in the host".into(),
             exit: None,
             deadline: true,
+            lift_budget: None,
+        }
+    }
+}
+
+impl From<LiftBudgetError> for HostError {
+    fn from(e: LiftBudgetError) -> HostError {
+        HostError {
+            message: e.to_string(),
+            exit: None,
+            deadline: false,
+            lift_budget: Some(e),
         }
     }
 }
@@ -168,3 +257,45 @@ impl fmt::Display for HostError {
 
 impl std::error::Error for HostError {}
 impl wasmi::errors::HostError for HostError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        assert_eq!(human_bytes(0), "0 bytes");
+        assert_eq!(human_bytes(1023), "1023 bytes");
+        assert_eq!(human_bytes(64 << 10), "64 KiB");
+        assert_eq!(human_bytes(8 << 20), "8 MiB");
+        assert_eq!(human_bytes(3 << 30), "3 GiB");
+        assert_eq!(
+            human_bytes((1 << 20) + (1 << 19)),
+            "1.5 MiB (1572864 bytes)"
+        );
+    }
+
+    #[test]
+    fn a_lift_over_budget_names_the_limit() {
+        let e = LiftBudgetError {
+            wanted: 64 << 20,
+            budget: 8 << 20,
+            import: Some("wasi:io/streams@0.2.2#[method]output-stream.write".into()),
+        };
+        assert_eq!(
+            e.kind().to_string(),
+            "lifting 64 MiB for `wasi:io/streams@0.2.2#[method]output-stream.write` exceeds the call's lift budget of 8 MiB (the instance's memory limit, limits.memory_bytes)"
+        );
+        let results = LiftBudgetError {
+            import: None,
+            wanted: 9 << 20,
+            ..e.clone()
+        };
+        assert!(results
+            .to_string()
+            .starts_with("lifting 9 MiB of results exceeds the call's lift budget of 8 MiB"));
+        let h = HostError::from(e.clone());
+        assert_eq!(h.message, e.to_string());
+        assert!(h.lift_budget.is_some());
+    }
+}

@@ -34,9 +34,9 @@ use crate::abi::{
     FlatReader, FUEL_SLICE,
 };
 use crate::component::{Component, ComponentInner};
-use crate::error::{AbiError, Error, HostError, Result, TrapKind};
+use crate::error::{AbiError, Error, HostError, LiftBudgetError, Result, TrapKind};
 use crate::linker::{HostContext, HostFunc, Linker};
-use crate::store::{Handle, HandleTable, Runtime, StoreData};
+use crate::store::{Handle, HandleTable, LiftBudget, Runtime, StoreData};
 use crate::types::{func_sig, FuncSig};
 use crate::values::{Resource, ResourceType, Val};
 
@@ -68,7 +68,13 @@ impl<T> Drop for Instance<T> {
 
 /// Maps a wasmi error to what stopped the guest.
 fn classify(err: &wasmi::Error, comp: &ComponentInner) -> TrapKind {
+    if let Some(b) = err.downcast_ref::<LiftBudgetError>() {
+        return b.kind();
+    }
     if let Some(h) = err.downcast_ref::<HostError>() {
+        if let Some(b) = &h.lift_budget {
+            return b.kind();
+        }
         return match h.exit {
             Some(code) => TrapKind::Exit(code),
             None if h.deadline => TrapKind::Deadline {
@@ -218,16 +224,19 @@ impl<T: 'static> Instance<T> {
                 index: i as u32,
             });
         }
-        let mut lowered: Vec<Option<HostFunc<T>>> = vec![None; info.num_lowerings as usize];
+        let mut lowered: Vec<Option<(HostFunc<T>, Arc<str>)>> =
+            vec![None; info.num_lowerings as usize];
         for init in &info.initializers {
             if let GlobalInitializer::LowerImport { index, import } = init {
                 let (iface, path) = import_name(*import);
                 let found = match path.as_slice() {
                     [] => linker
                         .lookup_func("", &iface)
+                        .map(|h| (h, Arc::from(iface.as_str())))
                         .map_err(|w| (iface.clone(), w)),
                     [f] => linker
                         .lookup_func(&iface, f)
+                        .map(|h| (h, Arc::from(format!("{iface}#{f}"))))
                         .map_err(|w| (format!("{iface}#{f}"), w)),
                     _ => Err((
                         iface.clone(),
@@ -273,6 +282,7 @@ impl<T: 'static> Instance<T> {
             scoped_borrows: 0,
             call_deadline: None,
             fuel_pool: 0,
+            lift: LiftBudget::new(comp.limits.memory_bytes),
         };
         let mut store = Store::new(
             &comp.wasmi,
@@ -398,7 +408,7 @@ impl<T: 'static> Instance<T> {
         store: &mut Store<StoreData<T>>,
         comp: &Arc<ComponentInner>,
         t: TrampolineIndex,
-        lowered: &[Option<HostFunc<T>>],
+        lowered: &[Option<(HostFunc<T>, Arc<str>)>],
     ) -> Result<Func> {
         let ty = core_func_type(comp, t);
         let f = match &comp.trampolines[t] {
@@ -407,7 +417,7 @@ impl<T: 'static> Instance<T> {
                 lower_ty,
                 options,
             } => {
-                let host =
+                let (host, import) =
                     lowered[index.as_u32() as usize]
                         .clone()
                         .ok_or_else(|| Error::Instantiate {
@@ -424,7 +434,7 @@ impl<T: 'static> Instance<T> {
                     move |caller: Caller<'_, StoreData<T>>,
                           params: &[CoreVal],
                           results: &mut [CoreVal]| {
-                        call_host(caller, &host, lower_ty, options, params, results)
+                        call_host(caller, &host, &import, lower_ty, options, params, results)
                     },
                 )
             }
@@ -733,6 +743,7 @@ impl<T: 'static> Instance<T> {
                 std::marker::PhantomData::<T>,
             );
             let mut ctx = self.store.as_context_mut();
+            ctx.data_mut().rt.lift.start(None);
             lift_results(&cx, &mut ctx, &comp, result_tys, &core_results)
         };
         let results = match lifted {
@@ -844,7 +855,7 @@ impl<T: 'static> Instance<T> {
 struct Resolver<'c, T> {
     comp: &'c Arc<ComponentInner>,
     /// Host functions of the lowered imports, by `LoweredIndex`.
-    lowered: Vec<Option<HostFunc<T>>>,
+    lowered: Vec<Option<(HostFunc<T>, Arc<str>)>>,
     /// Core instances in `RuntimeInstanceIndex` order, with their module.
     core_instances: Vec<(wasmi::Instance, StaticModuleIndex)>,
     /// Trampolines already created (each is made once and shared).
@@ -1046,6 +1057,7 @@ fn tuple_layout(cx: &Cx<'_>, tys: &[InterfaceType]) -> (u32, u32, Vec<u32>) {
 fn call_host<T>(
     mut caller: Caller<'_, StoreData<T>>,
     host: &HostFunc<T>,
+    import: &Arc<str>,
     lower_ty: TypeFuncIndex,
     options: OptionsIndex,
     params: &[CoreVal],
@@ -1064,6 +1076,9 @@ fn call_host<T>(
     let result_tys = &comp.types[fty.results].types;
     let mut ctx = caller.as_context_mut();
 
+    // A new crossing: its lifted arguments and what the host function
+    // reserves share one lift budget.
+    ctx.data_mut().rt.lift.start(Some(import.clone()));
     let nparams = flat_count(&comp.types, param_tys);
     let mut args = Vec::with_capacity(param_tys.len());
     if nparams <= MAX_FLAT_PARAMS {

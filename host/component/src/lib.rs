@@ -23,10 +23,22 @@
 //!   semver-compatible versions ([`names`]).
 //! * [`instance`]: instantiation and export calls under per-instance limits
 //!   (fuel, wall-clock deadline via fuel slicing, memory and table caps,
-//!   recursion depth, live instance count).
+//!   recursion depth, live instance count, lift budget).
 //! * [`abi`]: the canonical ABI lift/lower for every WIT type, and resource
 //!   handle tables ([`store`]).
-//! * [`values`] and [`wave`]: dynamic values and their WAVE text form.
+//! * [`values`] and [`wave`]: dynamic values and their WAVE text form. A
+//!   `list<u8>` is [`Val::Bytes`], one byte per byte (a [`Val::List`] of
+//!   [`Val::U8`] is still accepted going in).
+//!
+//! ## The lift budget
+//!
+//! What the host allocates for the values it lifts out of a guest in one
+//! crossing (the arguments of one import call, or the results of one export
+//! call) is charged, before each allocation, against a budget equal to the
+//! instance's memory limit ([`Limits::memory_bytes`]). Host functions that
+//! allocate from a length the guest chose charge it too, first, with
+//! [`HostContext::reserve`]. Going over traps with [`TrapKind::LiftBudget`],
+//! which names the limit, and poisons the instance like any trap.
 //! * [`wrpc`]: values to and from the bytes wRPC (wasmCloud's lattice RPC)
 //!   sends, the component model's value definition encoding.
 //!

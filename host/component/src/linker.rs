@@ -46,6 +46,25 @@ impl<T> HostContext<'_, T> {
         self.data.rt.call_deadline
     }
 
+    /// Accounts for `bytes` the host function is about to allocate on the
+    /// guest's behalf (e.g. `get-random-bytes(len)` before making `len`
+    /// bytes), against the same per-call lift budget as the lifted
+    /// arguments: the instance's memory limit. Call it *before* allocating
+    /// from a length the guest chose; over the budget, return the error and
+    /// the call ends with [`crate::TrapKind::LiftBudget`], which names the
+    /// limit.
+    pub fn reserve(&mut self, bytes: u64) -> Result<(), HostError> {
+        let bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
+        self.data.rt.lift.charge(bytes).map_err(HostError::from)
+    }
+
+    /// Bytes still free in this call's lift budget, for host functions that
+    /// may answer with less than asked (a stream `read(len)`); such a
+    /// function should take no more than this, then [`Self::reserve`] it.
+    pub fn lift_budget_left(&self) -> u64 {
+        self.data.rt.lift.left() as u64
+    }
+
     /// The WIT types of the called function's parameters (what `args`
     /// holds), e.g. to encode them with [`crate::wrpc::encode`]. `None`
     /// where no function type is known.

@@ -12,6 +12,7 @@ use wasmi::{Func, Memory, StoreLimits};
 
 use crate::abi::{abi_err, AbiResult};
 use crate::component::ComponentInner;
+use crate::error::LiftBudgetError;
 use crate::linker::HostResourceDtor;
 use crate::values::ResourceType;
 
@@ -72,6 +73,63 @@ impl HandleTable {
     }
 }
 
+/// Bytes the host holds for one crossing out of the guest: the values
+/// lifted from the arguments of one import call (plus what the host function
+/// reserves with [`crate::HostContext::reserve`] before allocating on the
+/// guest's behalf), or the results of one export call.
+///
+/// Lifting charges what the host allocates, before allocating it: one byte
+/// per byte of a string or `list<u8>`, and the size of the [`crate::Val`]s
+/// (and field names) of every other list, record, tuple and variant. So a
+/// guest cannot turn a small memory into a large host allocation, neither
+/// with a list whose length it does not have (the charge comes before the
+/// bounds check) nor with many list elements pointing at the same bytes.
+/// The budget is the instance's memory limit: a guest cannot legitimately
+/// hand over more than its memory holds.
+#[derive(Debug, Clone)]
+pub(crate) struct LiftBudget {
+    pub limit: usize,
+    pub used: usize,
+    /// The import being called (`iface#func`), for the error; `None` while
+    /// lifting an export's results.
+    pub import: Option<Arc<str>>,
+}
+
+impl LiftBudget {
+    pub fn new(limit: usize) -> LiftBudget {
+        LiftBudget {
+            limit,
+            used: 0,
+            import: None,
+        }
+    }
+
+    /// Starts a new crossing: the arguments of `import`, or (`None`) an
+    /// export's results.
+    pub fn start(&mut self, import: Option<Arc<str>>) {
+        self.used = 0;
+        self.import = import;
+    }
+
+    /// Accounts for `bytes` more, or refuses if that goes over the limit.
+    pub fn charge(&mut self, bytes: usize) -> Result<(), LiftBudgetError> {
+        let wanted = self.used.saturating_add(bytes);
+        if wanted > self.limit {
+            return Err(LiftBudgetError {
+                wanted: wanted as u64,
+                budget: self.limit as u64,
+                import: self.import.clone(),
+            });
+        }
+        self.used = wanted;
+        Ok(())
+    }
+
+    pub fn left(&self) -> usize {
+        self.limit.saturating_sub(self.used)
+    }
+}
+
 /// Runtime state of one instantiated component (not generic over `T`).
 pub(crate) struct Runtime {
     pub component: Arc<ComponentInner>,
@@ -95,6 +153,8 @@ pub(crate) struct Runtime {
     /// them; nested calls (realloc, post-return, destructors) draw on the
     /// same pool.
     pub fuel_pool: u64,
+    /// Host bytes held for the crossing in progress (see [`LiftBudget`]).
+    pub lift: LiftBudget,
 }
 
 impl Runtime {
@@ -121,4 +181,26 @@ pub struct StoreData<T> {
     pub(crate) limits: StoreLimits,
     pub(crate) rt: Runtime,
     pub(crate) host_dtors: Vec<(u32, HostResourceDtor<T>)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_adds_up_and_refuses_before_going_over() {
+        let mut b = LiftBudget::new(100);
+        b.start(Some("i#f".into()));
+        b.charge(60).unwrap();
+        b.charge(40).unwrap();
+        assert_eq!(b.left(), 0);
+        let e = b.charge(1).unwrap_err();
+        assert_eq!((e.wanted, e.budget), (101, 100));
+        assert_eq!(e.import.as_deref(), Some("i#f"));
+        assert_eq!(b.used, 100, "a refused charge is not counted");
+        b.start(None);
+        assert_eq!(b.left(), 100);
+        let e = b.charge(usize::MAX).unwrap_err();
+        assert_eq!(e.wanted, usize::MAX as u64, "saturates instead of wrapping");
+    }
 }

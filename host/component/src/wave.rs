@@ -169,7 +169,7 @@ impl WasmValue for Val {
             Val::Float64(_) => WasmTypeKind::F64,
             Val::Char(_) => WasmTypeKind::Char,
             Val::String(_) => WasmTypeKind::String,
-            Val::List(_) => WasmTypeKind::List,
+            Val::List(_) | Val::Bytes(_) => WasmTypeKind::List,
             Val::Record(_) => WasmTypeKind::Record,
             Val::Tuple(_) => WasmTypeKind::Tuple,
             Val::Variant(..) => WasmTypeKind::Variant,
@@ -222,9 +222,26 @@ impl WasmValue for Val {
     }
 
     fn make_list(
-        _ty: &WaveType,
+        ty: &WaveType,
         vals: impl IntoIterator<Item = Self>,
     ) -> Result<Self, WasmValueError> {
+        // A `list<u8>` is parsed into the byte form the engine lifts.
+        if matches!(
+            ty.list_element_type().map(|e| e.ty),
+            Some(InterfaceType::U8)
+        ) {
+            return vals
+                .into_iter()
+                .map(|v| match v {
+                    Val::U8(b) => Ok(b),
+                    other => Err(WasmValueError::WrongValueType {
+                        ty: "u8".into(),
+                        val: to_wave(&other),
+                    }),
+                })
+                .collect::<Result<Vec<u8>, _>>()
+                .map(Val::Bytes);
+        }
         Ok(Val::List(vals.into_iter().collect()))
     }
 
@@ -395,6 +412,7 @@ impl WasmValue for Val {
     fn unwrap_list(&self) -> Box<dyn Iterator<Item = Cow<'_, Self>> + '_> {
         match self {
             Val::List(v) => Box::new(v.iter().map(Cow::Borrowed)),
+            Val::Bytes(b) => Box::new(b.iter().map(|x| Cow::Owned(Val::U8(*x)))),
             _ => Box::new(std::iter::empty()),
         }
     }

@@ -538,6 +538,10 @@ fn enc(s: &Shape, v: &Val, out: &mut Vec<u8>) -> Result<(), Fail> {
             put_len(out, x.len(), "string")?;
             out.extend_from_slice(x.as_bytes());
         }
+        (Shape::List(el, _), Val::Bytes(b)) if matches!(**el, Shape::U8) => {
+            put_len(out, b.len(), "list")?;
+            out.extend_from_slice(b);
+        }
         (Shape::List(el, _), Val::List(items)) => {
             put_len(out, items.len(), "list")?;
             for (i, item) in items.iter().enumerate() {
@@ -833,7 +837,8 @@ fn dec(s: &Shape, r: &mut Reader<'_>) -> Result<Val, DecFail> {
             }
             // `n` is now bounded by the bytes present (or the cap above).
             if let Shape::U8 = **el {
-                Val::List(r.take(n)?.iter().map(|b| Val::U8(*b)).collect())
+                // One copy, one byte per byte.
+                Val::Bytes(r.take(n)?.to_vec())
             } else {
                 let mut items = Vec::with_capacity(n);
                 for i in 0..n {
@@ -1090,6 +1095,18 @@ mod tests {
             &[Val::List(vec![Val::U8(1), Val::U8(0xff)])],
             &[2, 1, 0xff],
         );
+        // A `list<u8>` in the byte form encodes the same, and decodes to it.
+        check(
+            &one(list(Shape::U8)),
+            &[Val::Bytes(vec![1, 0xff])],
+            &[2, 1, 0xff],
+        );
+        let (back, _) = one(list(Shape::U8)).decode(&[2, 1, 0xff]).unwrap();
+        assert!(matches!(back.as_slice(), [Val::Bytes(b)] if b == &[1, 0xff]));
+        // The byte form where another list is expected is named.
+        assert!(one(list(Shape::U16))
+            .encode(&[Val::Bytes(vec![1])])
+            .is_err());
         check(
             &one(flags(10)),
             &[Val::Flags(vec!["f0".into(), "f9".into()])],

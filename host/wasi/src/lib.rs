@@ -238,21 +238,12 @@ fn arg_res(args: &[Val], i: usize) -> Result<Resource, HostError> {
     }
 }
 
-fn arg_bytes(args: &[Val], i: usize) -> Result<Vec<u8>, HostError> {
-    match args.get(i) {
-        Some(Val::List(items)) => items
-            .iter()
-            .map(|v| match v {
-                Val::U8(b) => Ok(*b),
-                _ => Err(HostError::new("expected list<u8>")),
-            })
-            .collect(),
-        _ => Err(HostError::new("expected list<u8>")),
-    }
-}
-
-fn bytes_val(b: &[u8]) -> Val {
-    Val::List(b.iter().map(|x| Val::U8(*x)).collect())
+/// A `list<u8>` argument, borrowed from the lifted value (see
+/// [`Val::bytes`]).
+fn arg_bytes(args: &[Val], i: usize) -> Result<std::borrow::Cow<'_, [u8]>, HostError> {
+    args.get(i)
+        .and_then(Val::bytes)
+        .ok_or_else(|| HostError::new("expected list<u8>"))
 }
 
 fn ok(v: Option<Val>) -> Val {
@@ -416,11 +407,18 @@ fn add_io<T: WasiView + 'static>(linker: &mut Linker<T>, ty: WasiTypes) {
             &format!("[method]input-stream.{name}"),
             move |cx, args, out| {
                 let r = arg_res(args, 0)?;
-                let len = arg_u64(args, 1)?.min(MAX_IO_CHUNK) as usize;
+                // A read may return less than asked: take no more than the
+                // call's lift budget has room for.
+                let len = arg_u64(args, 1)?
+                    .min(MAX_IO_CHUNK)
+                    .min(cx.lift_budget_left()) as usize;
                 let res = read_input(cx, r.rep, len, blocking)?;
+                if let Ok(bytes) = &res {
+                    cx.reserve(bytes.len() as u64)?;
+                }
                 out.push(match res {
                     Ok(bytes) if skip => ok(Some(Val::U64(bytes.len() as u64))),
-                    Ok(bytes) => ok(Some(bytes_val(&bytes))),
+                    Ok(bytes) => ok(Some(Val::Bytes(bytes))),
                     Err(e) => stream_error(cx, ty, e)?,
                 });
                 Ok(())
@@ -478,6 +476,7 @@ fn add_io<T: WasiView + 'static>(linker: &mut Linker<T>, ty: WasiTypes) {
             move |cx, args, out| {
                 let r = arg_res(args, 0)?;
                 let len = arg_u64(args, 1)?;
+                cx.reserve(len)?;
                 if len > MAX_IO_CHUNK {
                     return Err(HostError::new(format!(
                         "write of {len} bytes exceeds the permitted {MAX_IO_CHUNK}"
@@ -520,7 +519,9 @@ fn add_io<T: WasiView + 'static>(linker: &mut Linker<T>, ty: WasiTypes) {
                         return Ok(());
                     }
                 };
-                let want = len.min(room.max(if blocking { 1 } else { 0 }));
+                let want = len
+                    .min(room.max(if blocking { 1 } else { 0 }))
+                    .min(cx.lift_budget_left() as usize);
                 let data = match read_input(cx, src.rep, want, blocking)? {
                     Ok(d) => d,
                     Err(e) => {
@@ -529,6 +530,7 @@ fn add_io<T: WasiView + 'static>(linker: &mut Linker<T>, ty: WasiTypes) {
                     }
                 };
                 let n = data.len() as u64;
+                cx.reserve(n)?;
                 let mut scratch = Vec::new();
                 write_stream(cx, ty, dst.rep, &data, blocking, &mut scratch)?;
                 out.push(match scratch.pop() {
@@ -882,8 +884,11 @@ fn add_clocks<T: WasiView + 'static>(linker: &mut Linker<T>, ty: WasiTypes) {
 
 fn add_random<T: WasiView + 'static>(linker: &mut Linker<T>) {
     let random = linker.interface(&iface("wasi:random/random"));
-    random.func("get-random-bytes", |_cx, args, out| {
+    random.func("get-random-bytes", |cx, args, out| {
         let len = arg_u64(args, 0)?;
+        // The guest chose the length: check the lift budget before
+        // allocating it.
+        cx.reserve(len)?;
         if len > MAX_IO_CHUNK {
             return Err(HostError::new(format!(
                 "get-random-bytes({len}) exceeds the permitted {MAX_IO_CHUNK} bytes"
@@ -892,7 +897,7 @@ fn add_random<T: WasiView + 'static>(linker: &mut Linker<T>) {
         let mut buf = vec![0u8; len as usize];
         getrandom::fill(&mut buf)
             .map_err(|e| HostError::new(format!("no entropy available: {e}")))?;
-        out.push(bytes_val(&buf));
+        out.push(Val::Bytes(buf));
         Ok(())
     });
     random.func("get-random-u64", |_cx, _args, out| {
@@ -905,6 +910,7 @@ fn add_random<T: WasiView + 'static>(linker: &mut Linker<T>) {
     let insecure = linker.interface(&iface("wasi:random/insecure"));
     insecure.func("get-insecure-random-bytes", |cx, args, out| {
         let len = arg_u64(args, 0)?;
+        cx.reserve(len)?;
         if len > MAX_IO_CHUNK {
             return Err(HostError::new(format!(
                 "get-insecure-random-bytes({len}) exceeds the permitted {MAX_IO_CHUNK} bytes"
@@ -912,7 +918,7 @@ fn add_random<T: WasiView + 'static>(linker: &mut Linker<T>) {
         }
         let w = cx.data_mut().wasi();
         let buf: Vec<u8> = (0..len).map(|_| w.next_insecure() as u8).collect();
-        out.push(bytes_val(&buf));
+        out.push(Val::Bytes(buf));
         Ok(())
     });
     insecure.func("get-insecure-random-u64", |cx, _args, out| {

@@ -302,16 +302,9 @@ fn arg_str(args: &[Val], i: usize) -> Result<&str, HostError> {
 }
 
 fn bytes_of(v: &Val) -> Result<Vec<u8>, HostError> {
-    match v {
-        Val::List(items) => items
-            .iter()
-            .map(|b| match b {
-                Val::U8(b) => Ok(*b),
-                _ => Err(HostError::new("expected list<u8>")),
-            })
-            .collect(),
-        _ => Err(HostError::new("expected list<u8>")),
-    }
+    v.bytes()
+        .map(|b| b.into_owned())
+        .ok_or_else(|| HostError::new("expected list<u8>"))
 }
 
 fn opt_string(args: &[Val], i: usize) -> Result<Option<String>, HostError> {
@@ -326,7 +319,7 @@ fn opt_string(args: &[Val], i: usize) -> Result<Option<String>, HostError> {
 }
 
 fn bytes_val(b: &[u8]) -> Val {
-    Val::List(b.iter().map(|x| Val::U8(*x)).collect())
+    Val::Bytes(b.to_vec())
 }
 
 fn ok(v: Option<Val>) -> Val {

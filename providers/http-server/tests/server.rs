@@ -388,7 +388,7 @@ fn one_keep_alive_connection_serves_many_requests() {
 
 #[test]
 fn a_component_without_the_handler_gets_500() {
-    let (server, _pool) = serve("misbehave", config());
+    let (server, _pool) = serve("compute", config());
     let r = get(server.local_addr(), "/");
     assert_eq!(r.status, 500);
 }

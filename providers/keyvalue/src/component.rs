@@ -18,6 +18,7 @@
 //! message (oversize key, full store, full disk, read-only after an I/O
 //! error); nothing traps the guest except a malformed call.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
@@ -112,8 +113,8 @@ fn ok(v: Option<Val>) -> Val {
     Val::Result(Ok(v.map(Box::new)))
 }
 
-fn bytes(b: &[u8]) -> Val {
-    Val::List(b.iter().map(|x| Val::U8(*x)).collect())
+fn bytes(b: Vec<u8>) -> Val {
+    Val::Bytes(b)
 }
 
 fn arg_res(args: &[Val], i: usize) -> Result<u32, HostError> {
@@ -130,17 +131,10 @@ fn arg_str(args: &[Val], i: usize) -> Result<&str, HostError> {
     }
 }
 
-fn val_bytes(v: Option<&Val>) -> Result<Vec<u8>, HostError> {
-    match v {
-        Some(Val::List(items)) => items
-            .iter()
-            .map(|v| match v {
-                Val::U8(b) => Ok(*b),
-                _ => Err(HostError::new("wasi:keyvalue: expected list<u8>")),
-            })
-            .collect(),
-        _ => Err(HostError::new("wasi:keyvalue: expected list<u8>")),
-    }
+/// A `list<u8>` value, borrowed from the lifted argument.
+fn val_bytes(v: Option<&Val>) -> Result<Cow<'_, [u8]>, HostError> {
+    v.and_then(Val::bytes)
+        .ok_or_else(|| HostError::new("wasi:keyvalue: expected list<u8>"))
 }
 
 fn arg_strings(args: &[Val], i: usize) -> Result<Vec<String>, HostError> {
@@ -225,9 +219,7 @@ pub fn add_to_linker<T: KeyValueView + 'static>(linker: &mut Linker<T>) {
     store.func("[method]bucket.get", |cx, args, out| {
         let (s, b) = bucket_arg(cx, args, 0)?;
         let r = s.get(&b, arg_str(args, 1)?);
-        answer(out, r, |v| {
-            Some(Val::Option(v.map(|v| Box::new(bytes(&v)))))
-        })
+        answer(out, r, |v| Some(Val::Option(v.map(|v| Box::new(bytes(v))))))
     });
     store.func("[method]bucket.set", |cx, args, out| {
         let (s, b) = bucket_arg(cx, args, 0)?;
@@ -307,15 +299,27 @@ pub fn add_to_linker<T: KeyValueView + 'static>(linker: &mut Linker<T>) {
     batch.func("get-many", |cx, args, out| {
         let (s, b) = bucket_arg(cx, args, 0)?;
         let keys = arg_strings(args, 1)?;
-        let r = s.get_many(&b, &keys);
+        // One key may be asked for many times: the values are what the host
+        // allocates for the guest, so they are charged to the call's lift
+        // budget before any is read.
+        let r = match s.get_many_capped(&b, &keys, cx.lift_budget_left()) {
+            Ok(Err(total)) => {
+                // Over what is left: this ends the call, naming the budget.
+                cx.reserve(total)?;
+                s.get_many(&b, &keys)
+            }
+            Ok(Ok(values)) => {
+                cx.reserve(values.iter().flatten().map(|v| v.len() as u64).sum())?;
+                Ok(values)
+            }
+            Err(e) => Err(e),
+        };
         answer(out, r, |values| {
             Some(Val::List(
                 keys.into_iter()
                     .zip(values)
                     .map(|(k, v)| {
-                        Val::Option(
-                            v.map(|v| Box::new(Val::Tuple(vec![Val::String(k), bytes(&v)]))),
-                        )
+                        Val::Option(v.map(|v| Box::new(Val::Tuple(vec![Val::String(k), bytes(v)]))))
                     })
                     .collect(),
             ))

@@ -789,14 +789,36 @@ impl Store {
         bucket: &str,
         keys: &[K],
     ) -> Result<Vec<Option<Vec<u8>>>> {
+        self.get_many_capped(bucket, keys, u64::MAX)
+            .map(|r| r.unwrap_or_default())
+    }
+
+    /// [`Store::get_many`], unless the values add up to more than
+    /// `max_bytes`: then `Ok(Err(total))`, with nothing read. A key given
+    /// many times counts each time, as it would be copied each time.
+    pub fn get_many_capped<K: AsRef<str>>(
+        &self,
+        bucket: &str,
+        keys: &[K],
+        max_bytes: u64,
+    ) -> Result<std::result::Result<Vec<Option<Vec<u8>>>, u64>> {
         let found: Vec<_> = {
             let st = self.lock();
             keys.iter().map(|k| st.locate(bucket, k.as_ref())).collect()
         };
+        let total: u64 = found
+            .iter()
+            .flatten()
+            .map(|(e, _)| u64::from(e.value_len))
+            .sum();
+        if total > max_bytes {
+            return Ok(Err(total));
+        }
         found
             .into_iter()
             .map(|f| f.map(|(e, seg)| read_value(&seg, &e)).transpose())
-            .collect()
+            .collect::<Result<Vec<_>>>()
+            .map(Ok)
     }
 
     /// Sets every pair, atomically: one record, all or nothing, even

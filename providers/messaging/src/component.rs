@@ -132,22 +132,25 @@ pub fn handler_result(results: &[Val]) -> Result<(), String> {
     }
 }
 
-/// A `list<u8>`. twig-component lifts one as a list of `u8` values.
+/// A `list<u8>`, in the byte form twig-component lifts one as.
 fn bytes_to_val(bytes: &[u8]) -> Val {
-    Val::List(bytes.iter().map(|b| Val::U8(*b)).collect())
+    Val::Bytes(bytes.to_vec())
 }
 
 fn val_to_bytes(val: &Val) -> Result<Vec<u8>, String> {
-    let Val::List(items) = val else {
-        return Err(format!("expected list<u8>, got {}", val.kind()));
-    };
-    items
-        .iter()
-        .map(|v| match v {
-            Val::U8(b) => Ok(*b),
-            other => Err(format!("expected list<u8>, got list<{}>", other.kind())),
-        })
-        .collect()
+    match val.bytes() {
+        Some(b) => Ok(b.into_owned()),
+        None => match val {
+            Val::List(items) => Err(format!(
+                "expected list<u8>, got list<{}>",
+                items
+                    .iter()
+                    .find(|v| !matches!(v, Val::U8(_)))
+                    .map_or("?", Val::kind)
+            )),
+            other => Err(format!("expected list<u8>, got {}", other.kind())),
+        },
+    }
 }
 
 fn ok(v: Option<Val>) -> Val {
@@ -292,13 +295,20 @@ mod tests {
             v,
             Val::Record(vec![
                 ("subject".into(), Val::String("s".into())),
-                ("body".into(), Val::List(vec![Val::U8(1), Val::U8(2)])),
+                ("body".into(), Val::Bytes(vec![1, 2])),
                 (
                     "reply-to".into(),
                     Val::Option(Some(Box::new(Val::String("r".into()))))
                 ),
             ])
         );
+        // The older form of a byte list, a `u8` value per byte, still reads.
+        let older = Val::Record(vec![
+            ("subject".into(), Val::String("s".into())),
+            ("body".into(), Val::List(vec![Val::U8(1), Val::U8(2)])),
+            ("reply-to".into(), Val::Option(None)),
+        ]);
+        assert_eq!(val_to_message(&older).unwrap().body, vec![1, 2]);
     }
 
     #[test]

@@ -11,8 +11,11 @@ pub mod twig;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use twig_component::{Component, Engine, HostError, Instance, Linker, Resource, Val};
+use twig_keyvalue::component::{KeyValueCtx, KeyValueView};
+use twig_messaging::{Bus, MessagingView};
 use twig_wasi::{Capture, WasiCtx, WasiView};
 
 /// Path of a built guest component, `tests/guests/out/NAME.wasm`.
@@ -45,6 +48,12 @@ pub struct TestState {
     pub blobs: HashMap<u32, Vec<u8>>,
     pub next_blob: u32,
     pub blobs_dropped: u32,
+    /// `wasi:keyvalue` state, and the store `open` gives (none: `open`
+    /// answers an error).
+    pub kv: KeyValueCtx,
+    pub kv_store: Option<Arc<twig_keyvalue::Store>>,
+    /// The bus `wasmcloud:messaging` publishes on (none: "not linked").
+    pub bus: Option<Arc<Bus>>,
 }
 
 impl TestState {
@@ -62,10 +71,43 @@ impl WasiView for TestState {
     }
 }
 
+impl KeyValueView for TestState {
+    fn keyvalue(&mut self) -> &mut KeyValueCtx {
+        &mut self.kv
+    }
+
+    fn resolve_store(&mut self) -> Result<Arc<twig_keyvalue::Store>, String> {
+        self.kv_store
+            .clone()
+            .ok_or_else(|| "no key-value store in this test".to_string())
+    }
+}
+
+impl MessagingView for TestState {
+    fn messaging(&self) -> Option<&Arc<Bus>> {
+        self.bus.as_ref()
+    }
+}
+
 /// A linker with WASI registered.
 pub fn wasi_linker() -> Linker<TestState> {
     let mut l = Linker::new();
     twig_wasi::add_to_linker(&mut l);
+    l
+}
+
+/// Registers the providers' byte-taking interfaces the `misbehave` guest
+/// imports: `wasi:keyvalue` (store, atomics, batch) and
+/// `wasmcloud:messaging/consumer`, answering from [`TestState`].
+pub fn add_providers(linker: &mut Linker<TestState>) {
+    twig_keyvalue::component::add_to_linker(linker);
+    twig_messaging::add_to_linker(linker);
+}
+
+/// What the `misbehave` guest needs: WASI and [`add_providers`].
+pub fn misbehave_linker() -> Linker<TestState> {
+    let mut l = wasi_linker();
+    add_providers(&mut l);
     l
 }
 
@@ -92,12 +134,9 @@ pub fn add_types_host(linker: &mut Linker<TestState>) -> u32 {
     });
     let values = linker.interface("twig:types/values");
     values.func("[constructor]blob", move |cx, args, out| {
-        let bytes = match args.first() {
-            Some(Val::List(v)) => v
-                .iter()
-                .map(|b| if let Val::U8(b) = b { *b } else { 0 })
-                .collect(),
-            _ => return Err(HostError::new("blob: expected list<u8>")),
+        let bytes = match args.first().and_then(Val::bytes) {
+            Some(b) => b.into_owned(),
+            None => return Err(HostError::new("blob: expected list<u8>")),
         };
         let s = cx.data_mut();
         s.next_blob += 1;
@@ -124,7 +163,7 @@ pub fn add_types_host(linker: &mut Linker<TestState>) -> u32 {
             .blobs
             .get(&rep)
             .ok_or_else(|| HostError::new("no such blob"))?;
-        out.push(Val::List(b.iter().map(|x| Val::U8(*x)).collect()));
+        out.push(Val::Bytes(b.clone()));
         Ok(())
     });
     linker

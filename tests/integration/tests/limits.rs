@@ -26,7 +26,7 @@ fn tight() -> Limits {
 /// Calls `func` on a fresh instance, expects it to be stopped, and checks
 /// that a healthy instance of the same component still answers afterwards.
 fn stopped(c: &Component, func: &str, args: &[Val]) -> (Error, String) {
-    let linker = wasi_linker();
+    let linker = misbehave_linker();
     let (mut healthy, _) = instantiate(&linker, c);
     let (mut bad, cap) = instantiate(&linker, c);
     let err = bad.call(func, args).expect_err("must be stopped");
@@ -110,7 +110,7 @@ fn unbounded_allocation_hits_the_memory_cap() {
 fn deep_recursion_is_a_stack_overflow() {
     let engine = Engine::default();
     let c = with_limits(&engine, tight());
-    let linker = wasi_linker();
+    let linker = misbehave_linker();
     let (mut ok, _) = instantiate(&linker, &c);
     assert_eq!(
         ok.call("recurse", &[Val::U64(1000)]).unwrap(),
@@ -130,7 +130,7 @@ fn live_instances_are_capped_per_component() {
             ..tight()
         },
     );
-    let linker = wasi_linker();
+    let linker = misbehave_linker();
     let (a, _) = instantiate(&linker, &c);
     let (_b, _) = instantiate(&linker, &c);
     let err = match Instance::new(&linker, &c, TestState::default()) {

@@ -265,6 +265,48 @@ fn compound_types_echo() {
     echo(&mut i, "echo-list-big", Val::List(vec![big(1), big(2)]));
 }
 
+/// A `list<u8>` comes out of the guest as `Val::Bytes` (one byte per byte),
+/// at an export and through a host import, also inside a record; the older
+/// form, a `U8` value per byte, is still accepted going in.
+#[test]
+fn byte_lists_lift_as_bytes_and_lower_from_either_form() {
+    let (mut i, _) = setup();
+    let data: Vec<u8> = (0..70_000u32).map(|x| x as u8).collect();
+    for func in ["echo-bytes", "roundtrip-via-host-bytes"] {
+        for arg in [Val::Bytes(data.clone()), bytes(&data), Val::Bytes(vec![])] {
+            let got = i
+                .call(&format!("{E}{func}"), std::slice::from_ref(&arg))
+                .unwrap_or_else(|e| panic!("{func}: {e}"));
+            let [Val::Bytes(b)] = got.as_slice() else {
+                panic!("{func}: not lifted as bytes: {got:?}");
+            };
+            assert_eq!(arg.bytes().as_deref(), Some(b.as_slice()), "{func}");
+        }
+    }
+    let big = big(3);
+    let got = i
+        .call(&format!("{E}echo-big"), std::slice::from_ref(&big))
+        .unwrap();
+    let Val::Record(fields) = &got[0] else {
+        panic!("{got:?}")
+    };
+    assert!(
+        matches!(fields.iter().find(|(n, _)| n == "bytes"), Some((_, Val::Bytes(b))) if b == &[7; 33]),
+        "{fields:?}"
+    );
+    assert!(got[0].eq_nan_aware(&big));
+    // A byte form where another list is expected is the caller's mistake.
+    let err = i
+        .call(&format!("{E}echo-strings"), &[Val::Bytes(vec![1])])
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("a list<u8> value given where list was expected"),
+        "{err}"
+    );
+    assert!(!i.is_poisoned());
+}
+
 #[test]
 fn values_round_trip_through_host_imports() {
     let (mut i, _) = setup();

@@ -85,3 +85,34 @@ fn wave_errors_name_the_argument_and_type() {
     );
     assert!(types.parse(&["nosuch"]).unwrap_err().contains("nosuch"));
 }
+
+/// A `list<u8>` reads and prints as the same WAVE text as before
+/// (`[1, 2, 255]`), and is parsed into the byte form the engine lifts.
+#[test]
+fn byte_lists_keep_their_wave_text() {
+    let engine = Engine::default();
+    let mut linker = wasi_linker();
+    add_types_host(&mut linker);
+    let c = load(&engine, "types");
+    let (mut inst, _) = instantiate(&linker, &c);
+    let func = "twig:types/echo#echo-bytes";
+    let types = inst.export_param_types(func).expect("export");
+    for text in ["[1, 2, 255]", "[]", "[0]"] {
+        let args = types.parse(&[text]).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            matches!(&args[0], twig_component::Val::Bytes(_)),
+            "{args:?}"
+        );
+        let out = inst.call(func, &args).expect("call");
+        assert_eq!(to_wave(&out[0]), text);
+    }
+    let err = types.parse(&["[1, 256]"]).unwrap_err();
+    assert!(
+        err.contains("argument 1") && err.contains("list<u8>"),
+        "{err}"
+    );
+    // The older form prints the same.
+    let older =
+        twig_component::Val::List(vec![twig_component::Val::U8(1), twig_component::Val::U8(2)]);
+    assert_eq!(to_wave(&older), "[1, 2]");
+}

@@ -1,6 +1,6 @@
 //! `greeter`: a small library component (`twig:test/greeter`).
 //!
-//! Exports simple functions for smoke tests and benchmarks, and two exports
+//! Exports simple functions for smoke tests and benchmarks, and three exports
 //! that only forward to host imports (`twig:test/host-fns`) so benchmarks can
 //! time a guest -> host round trip.
 
@@ -34,6 +34,10 @@ impl Guest for Greeter {
 
     fn call_shout(s: String) -> String {
         host_fns::shout(&s)
+    }
+
+    fn call_reverse(data: Vec<u8>) -> Vec<u8> {
+        host_fns::reverse(&data)
     }
 }
 
