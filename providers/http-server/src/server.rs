@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  "twig-http" thread (async)                         blocking thread (≤ max_concurrent)
-//!  accept ─► connection task (hyper http1)
+//!  accept ─► conn::Table (evict longest-idle / refuse) ─► connection task (hyper http1 + watchdog)
 //!              request ─► content-length > max? 413
 //!                       ─► no free slot? 503
 //!                       ─► pump task: Incoming ─► Pipe ───────► guest reads input-stream

@@ -15,8 +15,9 @@
 //! addresses) and N slowloris sockets (a request head a byte every 2 s
 //! each, reopened when closed; from 8 loopback addresses), holds them
 //! through the run, and also reports a fresh client's latency (a new
-//! connection, one request, every 100 ms). A request not answered within
-//! 5 s counts as an error (and its connection is reopened).
+//! connection, one request, every 100 ms) and twig's peak RSS. A request
+//! not answered within 5 s counts as an error (and its connection is
+//! reopened); each error's status or cause goes to stderr.
 //!
 //! Runs `target/release/twig` (or `$TWIG_BIN`) with a copy of the manifest
 //! on a free port, once with the provider's default `fsync: always` and
@@ -123,9 +124,13 @@ fn load(port: u16, conns: usize, dur: Duration) -> Result<(usize, usize, Vec<f64
                 })();
                 match r {
                     Ok(200) => done += 1,
-                    Ok(_) => errors += 1,
-                    Err(_) => {
+                    Ok(status) => {
                         errors += 1;
+                        eprintln!("connection {c}: status {status}");
+                    }
+                    Err(e) => {
+                        errors += 1;
+                        eprintln!("connection {c}: no answer: {e}");
                         conn = None;
                     }
                 }
@@ -162,6 +167,18 @@ fn fresh_clients(port: u16, end: Instant) -> (Vec<Duration>, usize) {
     }
     lat.sort();
     (lat, failed)
+}
+
+/// The process's peak resident set (VmHWM) in KiB; 0 if unreadable.
+fn peak_rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 fn pct(v: &[f64], p: f64) -> f64 {
@@ -238,8 +255,8 @@ fn main() -> Result<()> {
     }
     println!();
     if slow {
-        println!("| fsync | connections | requests/s | p50 | p99 | errors | fresh client p50 | p99 | max | unanswered |");
-        println!("|---|---|---|---|---|---|---|---|---|---|");
+        println!("| fsync | connections | requests/s | p50 | p99 | errors | fresh client p50 | p99 | max | unanswered | twig peak RSS |");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|");
     } else {
         println!("| fsync | connections | requests/s | p50 | p99 | errors |");
         println!("|---|---|---|---|---|---|");
@@ -281,6 +298,7 @@ fn main() -> Result<()> {
                         .map_err(|_| anyhow::anyhow!("fresh-client thread panicked"))
                 })
                 .transpose()?;
+            let peak = peak_rss_kb(child.id());
             drop(attack);
             drop(held);
             let _ = child.kill();
@@ -295,11 +313,12 @@ fn main() -> Result<()> {
                 Some((f, failed)) => {
                     let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1e3);
                     println!(
-                        "{row} {} | {} | {} | {failed} of {} |",
+                        "{row} {} | {} | {} | {failed} of {} | {:.1} MB |",
                         ms(quantile(&f, 0.5)),
                         ms(quantile(&f, 0.99)),
                         ms(f.last().copied().unwrap_or_default()),
-                        f.len() + failed
+                        f.len() + failed,
+                        peak as f64 / 1024.0
                     );
                 }
                 None => println!("{row}"),
