@@ -408,3 +408,32 @@ fn invalid_config_is_refused() {
         Err(Error::InvalidConfig(_))
     ));
 }
+
+/// `get_many_capped` adds up the values first (a key asked for twice counts
+/// twice) and reads nothing when they are over the cap.
+#[test]
+fn get_many_capped_refuses_before_reading() {
+    let dir = TempDir::new("capped");
+    let s = open(&dir);
+    s.set("b", "k", &[7u8; 1000]).expect("set");
+    s.set("b", "small", b"xy").expect("set");
+    let keys = ["k", "k", "small", "missing"];
+    assert_eq!(
+        s.get_many_capped("b", &keys, 2002).expect("read"),
+        Ok(vec![
+            Some(vec![7u8; 1000]),
+            Some(vec![7u8; 1000]),
+            Some(b"xy".to_vec()),
+            None
+        ])
+    );
+    assert_eq!(
+        s.get_many_capped("b", &keys, 2001).expect("read"),
+        Err(2002)
+    );
+    assert_eq!(
+        s.get_many("b", &keys).expect("uncapped").len(),
+        4,
+        "get_many has no cap"
+    );
+}

@@ -166,6 +166,87 @@ fn misbehaving_components_fail_alone() {
         .contains("stack overflow"));
 }
 
+/// The misbehave guest's byte floods through the real binary, on a board
+/// with 16 MiB per instance: a 64 MiB stream write or publish it does not
+/// hold and `get-random-bytes(64 MiB)` are stopped by the lift budget,
+/// naming it; an honest 8 MiB publish costs the host one copy. The demo
+/// keeps answering, and the host's peak RSS (VmHWM of the twig process,
+/// reset first) grows by less than 40 MiB; measured 2026-12-04 (debug build,
+/// AMD EPYC, 3 runs): 25.4–25.6 MiB, that is the guest's own 8 MiB, the
+/// lifted copy and the messaging provider's copy into its message. Before
+/// `list<u8>` was lifted as bytes, the 8 MiB publish alone was 256 MiB.
+#[test]
+fn byte_floods_are_stopped_by_the_lift_budget() {
+    let tmp = TempDir::new("flood");
+    let data = tmp.path().join("d");
+    let board = tight_board(&tmp);
+    let demo = demo_manifest();
+    let misbehave = misbehave_manifest();
+    let t = Twig::up(
+        &data,
+        &["--board", &board, "--app", &demo, "--app", &misbehave],
+    );
+    t.settled(2);
+    let proc_status = |field: &str| -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", t.pid())).unwrap();
+        s.lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    };
+    let reset = std::fs::write(format!("/proc/{}/clear_refs", t.pid()), "5").is_ok();
+    let before = if reset {
+        proc_status("VmRSS")
+    } else {
+        proc_status("VmHWM")
+    };
+    let budget = "exceeds the call's lift budget of 16 MiB (the instance's memory limit, limits.memory_bytes)";
+    let cases: &[(&str, &[&str], &str)] = &[
+        (
+            "flood-stream-write",
+            &["67108864", "65536"],
+            "lifting 64 MiB for `wasi:io/streams@",
+        ),
+        (
+            "flood-publish",
+            &["67108864", "65536"],
+            "for `wasmcloud:messaging/consumer@0.2.0#publish`",
+        ),
+        ("random-bytes", &["67108864"], "for `wasi:random/random@"),
+    ];
+    for (func, args, expect) in cases {
+        let o = t.invoke("misbehave-misbehave", func, args);
+        assert!(!o.status.success(), "{func} should fail");
+        let err = stderr(&o);
+        assert!(
+            err.contains("misbehave-misbehave")
+                && err.contains(func)
+                && err.contains(expect)
+                && err.contains(budget),
+            "{func}: {err}"
+        );
+        t.assert_demo_answers();
+    }
+    // Honest: 8 MiB the guest really holds, lifted as one copy; no
+    // messaging link, so the guest gets the provider's answer.
+    let o = t.invoke(
+        "misbehave-misbehave",
+        "flood-publish",
+        &["8388608", "8388608"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("no messaging provider linked"),
+        "{}",
+        stdout(&o)
+    );
+    let growth = proc_status("VmHWM").saturating_sub(before);
+    eprintln!("twig peak RSS growth over the floods: {growth} KiB");
+    assert!(growth < 40 << 10, "twig's peak RSS grew by {growth} KiB");
+    let o = t.invoke("misbehave-misbehave", "ok", &[]);
+    assert_eq!(stdout(&o).trim(), "42", "{}", stderr(&o));
+}
+
 /// Writes `text` as a manifest beside the demo's build dir so that its
 /// relative image paths resolve like the demo's.
 fn write_manifest(dir: &TempDir, name: &str, text: &str) -> String {

@@ -10,13 +10,14 @@
 //! Its own test binary: it measures the process's RSS (VmHWM, reset before
 //! each flood through /proc/self/clear_refs).
 //!
-//! Measured (2026-12-04, x86_64 dev machine, debug test build): peak RSS
-//! growth per flood 0.0–0.1 MiB for the 64 MiB lies and `get-random-bytes`,
-//! about 8 MiB for 64 aliases of a 1 MiB value (the 1 MiB the guest holds
-//! plus up to the 8 MiB budget, copied before the budget stops it), and
-//! about 13 MiB for an honest 6 MiB call (the guest's own 6 MiB plus one
-//! 6 MiB copy). Before bytes were lifted as bytes, the honest 6 MiB call
-//! alone made the host hold 6 MiB × 32 = 192 MiB. Bound asserted: 24 MiB.
+//! Measured (2026-12-04, AMD EPYC x86_64, 2 cores, debug test build): peak
+//! RSS growth per flood 0–0.3 MiB for the 64 MiB lies and
+//! `get-random-bytes(64 MiB)`, 6.9 MiB for 64 aliases of a 1 MiB value in
+//! `set-many` (the guest's 1 MiB plus copies up to the 8 MiB budget), 2 MiB
+//! for `get-many` of one 1 MiB value 64 times, and 6–13 MiB for an honest
+//! 6 MiB call (the guest's own 6 MiB plus one copy). Before bytes were
+//! lifted as bytes, the honest 6 MiB call alone made the host hold
+//! 6 MiB × 32 = 192 MiB. Bound asserted: 24 MiB per flood.
 
 use std::sync::Arc;
 
