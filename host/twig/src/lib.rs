@@ -30,6 +30,8 @@
 //! * [`outbox`] — what leaves the device: the board's `[outbox]` classes
 //!   and the durable on-disk queue (`twig-outbox`) that messages wait in
 //!   while the uplink is down.
+//! * [`image`] — reading a component image file: regular files only, up
+//!   to the board's cap.
 //! * [`admin`] — the local admin socket that `twig status|invoke|apply|
 //!   delete` use.
 //! * [`up`] — `twig up`: lock the data dir, restore the desired state,
@@ -53,6 +55,7 @@ pub mod capabilities;
 pub mod control;
 pub mod host;
 pub mod http;
+pub mod image;
 pub mod lattice;
 pub mod outbox;
 pub mod providers;

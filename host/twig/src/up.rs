@@ -9,7 +9,7 @@
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
@@ -94,20 +94,18 @@ pub fn run(opts: UpOptions) -> anyhow::Result<()> {
     if let Err(e) = host.open_upstream(heartbeat) {
         tracing::error!("{e}; messages for the lattice are not kept");
     }
+    // A bad --app file (unreadable, bad YAML, an image that is missing or
+    // not a regular file) is logged and skipped: the apps already deployed
+    // and the other files still run.
+    let mut skipped = Vec::new();
     for app in &opts.apps {
-        let text = std::fs::read_to_string(app)
-            .with_context(|| format!("{}: cannot read app manifest", app.display()))?;
-        let outcome = host
-            .apply(
-                ApplyRequest {
-                    file: Some(admin::absolute(app)),
-                    text,
-                    images: Default::default(),
-                },
-                false,
-            )
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        tracing::info!(app = %outcome.name, "recorded {} from {}", outcome.name, app.display());
+        match record_app(&host, app) {
+            Ok(name) => tracing::info!(app = %name, "recorded {name} from {}", app.display()),
+            Err(e) => {
+                tracing::error!(file = %app.display(), "--app {} skipped: {e}", app.display());
+                skipped.push(app.display().to_string());
+            }
+        }
     }
 
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -116,10 +114,11 @@ pub fn run(opts: UpOptions) -> anyhow::Result<()> {
         .max_blocking_threads(opts.board.limits.max_instances.clamp(4, 64))
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(async move {
+    let served = rt.block_on(async move {
         let listener = admin::bind(data_dir)?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let server = tokio::spawn(admin::serve(listener, host.clone(), stop_rx));
+        let limits = admin::AdminLimits::for_board(&opts.board);
+        let server = tokio::spawn(admin::serve(listener, host.clone(), limits, stop_rx));
         // Rung when the lattice sends `host.stop`.
         let lattice_stop = std::sync::Arc::new(tokio::sync::Notify::new());
         let uplink = opts.uplink.clone().map(|u| {
@@ -149,6 +148,9 @@ pub fn run(opts: UpOptions) -> anyhow::Result<()> {
             if !not_running.is_empty() {
                 tracing::warn!("not running: {}", not_running.join(", "));
             }
+            if !skipped.is_empty() {
+                tracing::warn!("--app files skipped (see above): {}", skipped.join(", "));
+            }
         })
         .await
         .context("starting apps")?;
@@ -158,17 +160,55 @@ pub fn run(opts: UpOptions) -> anyhow::Result<()> {
             _ = lattice_stop.notified() => tracing::info!("host.stop from the lattice"),
         }
         tracing::info!("shutting down: finishing calls in flight");
+        // Each step of the stop is bounded, so that SIGTERM ends the
+        // process within STOP_BOUND whatever is in flight: the lattice
+        // hears of it (ANNOUNCE_GRACE), admin requests finish or are
+        // cancelled (admin::SHUTDOWN_GRACE), blocking threads still running
+        // a guest are left behind (RUNTIME_GRACE).
         if let Some(up) = &uplink {
-            up.announce_stop().await;
+            if tokio::time::timeout(ANNOUNCE_GRACE, up.announce_stop())
+                .await
+                .is_err()
+            {
+                tracing::warn!("the lattice did not take the stop announcement in time");
+            }
         }
         let _ = stop_tx.send(true);
         let _ = server.await;
         let _ = std::fs::remove_file(admin::socket_path(data_dir));
-        tracing::info!("stopped");
         anyhow::Ok(())
-    })?;
+    });
+    // Dropping the runtime would wait for every blocking thread, a guest
+    // call spinning until its deadline among them.
+    rt.shutdown_timeout(RUNTIME_GRACE);
+    served?;
+    tracing::info!("stopped");
     drop(lock);
     Ok(())
+}
+
+/// How long `twig up` may take to stop after SIGTERM/SIGINT (README,
+/// "Stopping"): the sum of the steps' graces below, with room to spare.
+pub const STOP_BOUND: Duration = Duration::from_secs(5);
+const ANNOUNCE_GRACE: Duration = Duration::from_secs(1);
+const RUNTIME_GRACE: Duration = Duration::from_millis(500);
+const _: () = assert!(
+    ANNOUNCE_GRACE.as_millis() + admin::SHUTDOWN_GRACE.as_millis() + RUNTIME_GRACE.as_millis()
+        < STOP_BOUND.as_millis()
+);
+
+/// Records one `--app` file in the desired state; returns the app's name.
+fn record_app(host: &Host, app: &std::path::Path) -> Result<String, String> {
+    let (text, _) = crate::image::read_manifest(app)?;
+    let outcome = host.apply(
+        ApplyRequest {
+            file: Some(admin::absolute(app)),
+            text,
+            images: Default::default(),
+        },
+        false,
+    )?;
+    Ok(outcome.name)
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {
