@@ -281,6 +281,52 @@ mod tests {
         assert!(e.contains("/dev/zero is a character device"), "{e}");
     }
 
+    /// The lattice's `component.scale` path (after its checks, whatever
+    /// they allow): the file goes through the same read, so a FIFO,
+    /// `/dev/zero` or a 1 GiB file is refused at once and nothing is
+    /// deployed.
+    #[test]
+    fn a_lattice_scale_of_a_file_that_is_not_an_image_is_refused_at_once() {
+        let dir = tmp("scale");
+        let fifo = dir.join("pipe.wasm");
+        mkfifo(&fifo);
+        let big = dir.join("big.wasm");
+        File::create(&big).unwrap().set_len(1 << 30).unwrap();
+        let data = dir.join("data");
+        crate::state::create_private_dir(&data).unwrap();
+        let host = crate::host::Host::open(crate::board::Board::sim(), &data).unwrap();
+        for (file, want) in [
+            (fifo.clone(), format!("{} is a FIFO", fifo.display())),
+            (
+                PathBuf::from("/dev/zero"),
+                "/dev/zero is a character device".to_string(),
+            ),
+            (
+                big.clone(),
+                format!(
+                    "{} is 1073741824 bytes, over the board's image cap",
+                    big.display()
+                ),
+            ),
+        ] {
+            let plan = crate::control::ScalePlan {
+                id: "lat-x".into(),
+                file: Some(file.clone()),
+                origin: crate::state::LatticeOrigin {
+                    image_ref: format!("file://{}", file.display()),
+                    annotations: Default::default(),
+                    max_instances: 1,
+                    config: Vec::new(),
+                },
+                message: String::new(),
+            };
+            let h = host.clone();
+            let e = quickly(move || h.run_scale(&plan)).unwrap_err();
+            assert!(e.contains(&want), "{e}");
+            assert!(!host.has_component("lat-x"));
+        }
+    }
+
     #[test]
     fn a_missing_file_names_the_path() {
         let e = read_image(Path::new("/nonexistent/x.wasm"), CAP).unwrap_err();
