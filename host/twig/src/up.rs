@@ -175,6 +175,13 @@ pub fn run(opts: UpOptions) -> anyhow::Result<()> {
         }
         let _ = stop_tx.send(true);
         let _ = server.await;
+        // A guest call left running keeps the host alive past the stop, so
+        // the outbox's own final fsync (on drop) may never run: do it here.
+        if let Some(up) = host.upstream() {
+            if let Err(e) = up.outbox.sync() {
+                tracing::error!("outbox: final fsync failed: {e}");
+            }
+        }
         let _ = std::fs::remove_file(admin::socket_path(data_dir));
         anyhow::Ok(())
     });
