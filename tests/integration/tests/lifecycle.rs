@@ -452,6 +452,30 @@ fn admin_socket_bounds_request_bytes_and_the_cli_names_the_limit() {
     );
     assert!(!err.contains("Broken pipe"), "{err}");
 
+    // On a board with a 1 MiB image cap the host's limit is 2.3 MiB: a 4 MiB
+    // image passes the CLI's check, and the host's answer (sent before it
+    // has read everything) is what `twig apply` prints, not `Broken pipe`.
+    let small = std::fs::read_to_string(repo_root().join("boards/sim/board.toml"))
+        .unwrap()
+        .replace("max_image_mib = 32", "max_image_mib = 1");
+    let small_board = tmp.path().join("small.toml");
+    std::fs::write(&small_board, small).unwrap();
+    let small_data = tmp.path().join("small");
+    let small_host = Twig::up(&small_data, &["--board", small_board.to_str().unwrap()]);
+    let img4 = tmp.path().join("four.wasm");
+    std::fs::write(&img4, vec![0u8; 4 << 20]).unwrap();
+    let manifest4 = app(&tmp, "four", &format!("file://{}", img4.display()));
+    let o = small_host.cli(&["apply", &manifest4]);
+    assert!(!o.status.success());
+    let small_limit = (1u64 << 20).div_ceil(3) * 4 + (1 << 20);
+    assert_eq!(
+        stderr(&o).trim(),
+        format!(
+            "error: request larger than {small_limit} bytes (the admin socket's limit) refused"
+        )
+    );
+    drop(small_host);
+
     // A request line over the host's own limit (44.7 MiB for the sim
     // board's 32 MiB image cap) is refused as it arrives.
     let limit = (32u64 << 20).div_ceil(3) * 4 + (1 << 20);
