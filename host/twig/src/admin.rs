@@ -7,6 +7,11 @@
 //! `{"ok":true,"result":…}` or `{"ok":false,"error":"…"}`. Requests that
 //! run guests or touch the disk go to blocking threads so status stays
 //! responsive while a call runs.
+//!
+//! A local client can't make the host hold much: the request line must
+//! arrive within [`IDLE_TIMEOUT`], at most [`MAX_IN_FLIGHT`] requests are
+//! handled at once (more are answered `busy` at once), and the lines being
+//! read share one byte budget ([`AdminLimits`]).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};

@@ -194,8 +194,8 @@ pub fn run(opts: UpOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// How long `twig up` may take to stop after SIGTERM/SIGINT (README,
-/// "Stopping"): the sum of the steps' graces below, with room to spare.
+/// How long `twig up` may take to stop after SIGTERM/SIGINT (README, the
+/// `twig up` row): the sum of the steps' graces below, with room to spare.
 pub const STOP_BOUND: Duration = Duration::from_secs(5);
 const ANNOUNCE_GRACE: Duration = Duration::from_secs(1);
 const RUNTIME_GRACE: Duration = Duration::from_millis(500);
