@@ -159,11 +159,27 @@ mod tests {
         assert!(status.success());
     }
 
-    fn tmp(name: &str) -> PathBuf {
+    /// A fresh directory, removed on drop.
+    struct Tmp(PathBuf);
+
+    impl std::ops::Deref for Tmp {
+        type Target = Path;
+        fn deref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for Tmp {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn tmp(name: &str) -> Tmp {
         let dir = std::env::temp_dir().join(format!("twig-image-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        dir
+        Tmp(dir)
     }
 
     /// Runs `f` on a thread and fails if it takes longer than 2 s: a
