@@ -98,6 +98,24 @@ pub struct BoardLimits {
     pub fuel_per_call: u64,
     /// Wall-clock time one call may take, in milliseconds.
     pub deadline_ms: u64,
+    /// Largest component image file twig reads, in MiB (on `apply`,
+    /// `up --app`, `validate` and a lattice `component.scale`): a bigger
+    /// file is refused before it is read, so a wrong path can't fill RAM.
+    #[serde(default = "default_max_image_mib")]
+    pub max_image_mib: u64,
+}
+
+/// Fits a 64 MB board: the image and its compiled form, at most half the
+/// RAM; components seen so far are well under 1 MiB.
+fn default_max_image_mib() -> u64 {
+    32
+}
+
+impl BoardLimits {
+    /// [`BoardLimits::max_image_mib`] in bytes.
+    pub fn max_image_bytes(&self) -> u64 {
+        self.max_image_mib.saturating_mul(1 << 20)
+    }
 }
 
 /// The `[lattice]` table: the uplink settings a device is installed with,
@@ -430,12 +448,20 @@ impl Board {
         range("limits.memory_mib", l.memory_mib, 1, 65_536)?;
         range("limits.fuel_per_call", l.fuel_per_call, 1, u64::MAX)?;
         range("limits.deadline_ms", l.deadline_ms, 1, 24 * 3_600_000)?;
+        range("limits.max_image_mib", l.max_image_mib, 1, 4096)?;
         if let Some(ram) = self.ram_mib {
             range("ram_mib", ram, 16, 16 * 1024 * 1024)?;
             if l.memory_mib > ram {
                 return Err(format!(
                     "limits.memory_mib: {} MiB per instance does not fit in the board's ram_mib = {ram}",
                     l.memory_mib
+                ));
+            }
+            // The image is held while it is compiled: both must fit.
+            if l.max_image_mib > ram / 2 {
+                return Err(format!(
+                    "limits.max_image_mib: {} MiB images do not fit in the board's ram_mib = {ram} (at most half of it)",
+                    l.max_image_mib
                 ));
             }
         }
@@ -709,6 +735,32 @@ mod tests {
         let text = SIM_PROFILE.replace("max_instances = 16", "max_instances = \"many\"");
         let e = Board::parse(&text, "b.toml").unwrap_err().to_string();
         assert!(e.contains("max_instances") && e.contains("line"), "{e}");
+    }
+
+    #[test]
+    fn image_cap_defaults_to_32_mib_and_must_fit_in_ram() {
+        assert_eq!(Board::sim().limits.max_image_bytes(), 32 << 20);
+        // A profile written before the field existed gets the default.
+        let text = SIM_PROFILE.replace("max_image_mib = 32", "");
+        assert_eq!(
+            Board::parse(&text, "b.toml").unwrap().limits.max_image_mib,
+            32
+        );
+        let text = SIM_PROFILE.replace("max_image_mib = 32", "max_image_mib = 0");
+        let e = Board::parse(&text, "b.toml").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "b.toml: limits.max_image_mib: must be between 1 and 4096 (got 0)"
+        );
+        let text = SIM_PROFILE
+            .replace("# ram_mib = 1024", "ram_mib = 64")
+            .replace("memory_mib = 64", "memory_mib = 8")
+            .replace("max_image_mib = 32", "max_image_mib = 48");
+        let e = Board::parse(&text, "b.toml").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "b.toml: limits.max_image_mib: 48 MiB images do not fit in the board's ram_mib = 64 (at most half of it)"
+        );
     }
 
     /// The `[lattice]` table: paths resolve against the profile's

@@ -224,7 +224,13 @@ impl Host {
             components: vec![spec],
         };
         let what = format!("lattice request for `{id}`");
-        let blobs = crate::host::load_images(&self.inner.engine, &m, &what, &Default::default())?;
+        let blobs = crate::host::load_images(
+            &self.inner.engine,
+            &m,
+            &what,
+            &Default::default(),
+            self.inner.board.limits.max_image_bytes(),
+        )?;
         let previous = self.lattice_app(id);
         self.deploy(&m, &blobs, None, Some(origin), &what, true)?;
         let placed = self.find_component(id)?;

@@ -524,26 +524,23 @@ fn image_field(i: usize) -> String {
     format!("spec.components[{i}].properties.image")
 }
 
-/// Reads the image file of component `index` of manifest `file`.
-pub fn read_image(file: &str, index: usize, path: &Path) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| {
-        format!(
-            "{file}: {}: cannot read image {}: {e}",
-            image_field(index),
-            path.display()
-        )
-    })
+/// Reads the image file of component `index` of manifest `file`, at most
+/// `cap` bytes (see [`crate::image::read_image`]: only a regular file).
+pub fn read_image(file: &str, index: usize, path: &Path, cap: u64) -> Result<Vec<u8>, String> {
+    crate::image::read_image(path, cap).map_err(|e| format!("{file}: {}: {e}", image_field(index)))
 }
 
 /// The bytes of every component image of `m` (capability providers have
 /// none), each compiled once so that a bad image is refused before anything
 /// changes, with the manifest position named. `provided` holds bytes the
-/// caller already read, by path; other files are read here.
+/// caller already read, by path; other files are read here. No image may
+/// be larger than `cap` bytes (the board's `limits.max_image_mib`).
 pub fn load_images(
     engine: &Engine,
     m: &Manifest,
     file: &str,
     provided: &HashMap<PathBuf, Vec<u8>>,
+    cap: u64,
 ) -> Result<Vec<(String, Vec<u8>)>, String> {
     let mut blobs = Vec::new();
     for (i, spec) in m.components.iter().enumerate() {
@@ -552,8 +549,17 @@ pub fn load_images(
         }
         let bytes = match &spec.image {
             Image::File(path) => match provided.get(path) {
+                Some(b) if b.len() as u64 > cap => {
+                    return Err(format!(
+                        "{file}: {}: image {} is {} bytes, over the board's image cap of {cap} bytes (limits.max_image_mib = {})",
+                        image_field(i),
+                        path.display(),
+                        b.len(),
+                        cap >> 20
+                    ))
+                }
                 Some(b) => b.clone(),
-                None => read_image(file, i, path)?,
+                None => read_image(file, i, path, cap)?,
             },
             Image::Reference(r) => {
                 return Err(format!(
@@ -1334,7 +1340,13 @@ impl Host {
             .map(|f| f.display().to_string())
             .unwrap_or_else(|| "<manifest>".into());
         let m = parsed.manifest;
-        let blobs = load_images(&self.inner.engine, &m, &file, &req.images)?;
+        let blobs = load_images(
+            &self.inner.engine,
+            &m,
+            &file,
+            &req.images,
+            self.inner.board.limits.max_image_bytes(),
+        )?;
         let source = req.file.as_ref().map(|f| f.display().to_string());
         self.deploy(&m, &blobs, source, None, &file, start)?;
         // The app's ids are the device's now: lattice links that touch

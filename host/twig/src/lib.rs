@@ -33,6 +33,8 @@
 //! * [`policy`] — what the lattice may do to this device (board
 //!   `[control]`): operation families, `file://` directories, bounds on
 //!   what the lattice can make the host hold, the policy service.
+//! * [`image`] — reading a component image file: regular files only, up
+//!   to the board's cap.
 //! * [`admin`] — the local admin socket that `twig status|invoke|apply|
 //!   delete` use.
 //! * [`up`] — `twig up`: lock the data dir, restore the desired state,
@@ -56,6 +58,7 @@ pub mod capabilities;
 pub mod control;
 pub mod host;
 pub mod http;
+pub mod image;
 pub mod lattice;
 pub mod outbox;
 pub mod policy;

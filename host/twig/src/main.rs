@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use twig::admin::{self, Request};
 use twig::board::{resolve_data_dir, Board};
@@ -469,7 +468,11 @@ fn run(cli: Cli, started: Instant) -> anyhow::Result<ExitCode> {
         }
         Command::Delete { data_dir: dir, app } => {
             let name = if Path::new(&app).is_file() {
-                twig_manifest::parse_file(Path::new(&app))?.manifest.name
+                twig::image::read_manifest(Path::new(&app))
+                    .map_err(anyhow::Error::msg)?
+                    .1
+                    .manifest
+                    .name
             } else {
                 app
             };
@@ -477,12 +480,18 @@ fn run(cli: Cli, started: Instant) -> anyhow::Result<ExitCode> {
             println!("deleted {name}");
         }
         Command::Validate { manifest, board } => {
-            if let Some(b) = board {
-                let board = Board::load(&b)?;
-                println!("{}: valid board profile `{}`", b.display(), board.name);
-            }
+            // Images are checked against the named board's cap, else the
+            // built-in profile's.
+            let profile = match &board {
+                Some(b) => {
+                    let board = Board::load(b)?;
+                    println!("{}: valid board profile `{}`", b.display(), board.name);
+                    board
+                }
+                None => Board::sim(),
+            };
             if let Some(m) = manifest {
-                validate_manifest(&m)?;
+                validate_manifest(&m, profile.limits.max_image_bytes())?;
             }
         }
         Command::Inspect { component } => inspect(&component)?,
@@ -491,8 +500,8 @@ fn run(cli: Cli, started: Instant) -> anyhow::Result<ExitCode> {
 }
 
 /// Parses a manifest and compiles every file image, as `apply` would.
-fn validate_manifest(path: &Path) -> anyhow::Result<()> {
-    let parsed = twig_manifest::parse_file(path)?;
+fn validate_manifest(path: &Path, image_cap: u64) -> anyhow::Result<()> {
+    let (_, parsed) = twig::image::read_manifest(path).map_err(anyhow::Error::msg)?;
     for w in &parsed.warnings {
         eprintln!("warning: {}: {w}", path.display());
     }
@@ -501,6 +510,7 @@ fn validate_manifest(path: &Path) -> anyhow::Result<()> {
         &parsed.manifest,
         &path.display().to_string(),
         &Default::default(),
+        image_cap,
     )
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     let m = &parsed.manifest;
@@ -523,7 +533,8 @@ fn validate_manifest(path: &Path) -> anyhow::Result<()> {
 }
 
 fn inspect(path: &Path) -> anyhow::Result<()> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    // The built-in profile's image cap: inspect runs without a board.
+    let bytes = twig::image::read_image(path, Board::sim().limits.max_image_bytes())?;
     let name = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())

@@ -9,7 +9,7 @@
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
@@ -117,20 +117,18 @@ pub fn run(opts: UpOptions) -> anyhow::Result<Stopped> {
     if let Err(e) = host.open_upstream(heartbeat) {
         tracing::error!("{e}; messages for the lattice are not kept");
     }
+    // A bad --app file (unreadable, bad YAML, an image that is missing or
+    // not a regular file) is logged and skipped: the apps already deployed
+    // and the other files still run.
+    let mut skipped = Vec::new();
     for app in &opts.apps {
-        let text = std::fs::read_to_string(app)
-            .with_context(|| format!("{}: cannot read app manifest", app.display()))?;
-        let outcome = host
-            .apply(
-                ApplyRequest {
-                    file: Some(admin::absolute(app)),
-                    text,
-                    images: Default::default(),
-                },
-                false,
-            )
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        tracing::info!(app = %outcome.name, "recorded {} from {}", outcome.name, app.display());
+        match record_app(&host, app) {
+            Ok(name) => tracing::info!(app = %name, "recorded {name} from {}", app.display()),
+            Err(e) => {
+                tracing::error!(file = %app.display(), "--app {} skipped: {e}", app.display());
+                skipped.push(app.display().to_string());
+            }
+        }
     }
 
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -139,10 +137,11 @@ pub fn run(opts: UpOptions) -> anyhow::Result<Stopped> {
         .max_blocking_threads(opts.board.limits.max_instances.clamp(4, 64))
         .build()
         .context("starting the async runtime")?;
-    let stopped = rt.block_on(async move {
+    let served = rt.block_on(async move {
         let listener = admin::bind(data_dir)?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let server = tokio::spawn(admin::serve(listener, host.clone(), stop_rx));
+        let limits = admin::AdminLimits::for_board(&opts.board);
+        let server = tokio::spawn(admin::serve(listener, host.clone(), limits, stop_rx));
         // Rung when the lattice sends `host.stop`.
         let lattice_stop = std::sync::Arc::new(tokio::sync::Notify::new());
         let uplink = opts.uplink.clone().map(|u| {
@@ -172,6 +171,9 @@ pub fn run(opts: UpOptions) -> anyhow::Result<Stopped> {
             if !not_running.is_empty() {
                 tracing::warn!("not running: {}", not_running.join(", "));
             }
+            if !skipped.is_empty() {
+                tracing::warn!("--app files skipped (see above): {}", skipped.join(", "));
+            }
         })
         .await
         .context("starting apps")?;
@@ -184,17 +186,62 @@ pub fn run(opts: UpOptions) -> anyhow::Result<Stopped> {
             }
         };
         tracing::info!("shutting down: finishing calls in flight");
+        // Each step of the stop is bounded, so that SIGTERM ends the
+        // process within STOP_BOUND whatever is in flight: the lattice
+        // hears of it (ANNOUNCE_GRACE), admin requests finish or are
+        // cancelled (admin::SHUTDOWN_GRACE), blocking threads still running
+        // a guest are left behind (RUNTIME_GRACE).
         if let Some(up) = &uplink {
-            up.announce_stop().await;
+            if tokio::time::timeout(ANNOUNCE_GRACE, up.announce_stop())
+                .await
+                .is_err()
+            {
+                tracing::warn!("the lattice did not take the stop announcement in time");
+            }
         }
         let _ = stop_tx.send(true);
         let _ = server.await;
+        // A guest call left running keeps the host alive past the stop, so
+        // the outbox's own final fsync (on drop) may never run: do it here.
+        if let Some(up) = host.upstream() {
+            if let Err(e) = up.outbox.sync() {
+                tracing::error!("outbox: final fsync failed: {e}");
+            }
+        }
         let _ = std::fs::remove_file(admin::socket_path(data_dir));
-        tracing::info!("stopped");
         anyhow::Ok(stopped)
-    })?;
+    });
+    // Dropping the runtime would wait for every blocking thread, a guest
+    // call spinning until its deadline among them.
+    rt.shutdown_timeout(RUNTIME_GRACE);
+    let stopped = served?;
+    tracing::info!("stopped");
     drop(lock);
     Ok(stopped)
+}
+
+/// How long `twig up` may take to stop after SIGTERM/SIGINT (README, the
+/// `twig up` row): the sum of the steps' graces below, with room to spare.
+pub const STOP_BOUND: Duration = Duration::from_secs(5);
+const ANNOUNCE_GRACE: Duration = Duration::from_secs(1);
+const RUNTIME_GRACE: Duration = Duration::from_millis(500);
+const _: () = assert!(
+    ANNOUNCE_GRACE.as_millis() + admin::SHUTDOWN_GRACE.as_millis() + RUNTIME_GRACE.as_millis()
+        < STOP_BOUND.as_millis()
+);
+
+/// Records one `--app` file in the desired state; returns the app's name.
+fn record_app(host: &Host, app: &std::path::Path) -> Result<String, String> {
+    let (text, _) = crate::image::read_manifest(app)?;
+    let outcome = host.apply(
+        ApplyRequest {
+            file: Some(admin::absolute(app)),
+            text,
+            images: Default::default(),
+        },
+        false,
+    )?;
+    Ok(outcome.name)
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

@@ -93,6 +93,11 @@ pub struct Topology {
     pub deny_evt_creds: PathBuf,
     /// A well-formed user JWT issued by an account no server knows.
     pub bad_creds: PathBuf,
+    /// A user of the `APP` account whose JWT expired an hour before the
+    /// topology started ([`Topology::expired_at`]).
+    pub expired_creds: PathBuf,
+    /// When `expired_creds`'s JWT expired (its `exp`, seconds since 1970).
+    pub expired_at: u64,
     /// A user of the `SYS` system account (for `$SYS.>` requests).
     pub sys_creds: PathBuf,
     /// Public nkey of the `APP` account (the account's "name" on the wire).
@@ -212,6 +217,16 @@ impl Topology {
         let stranger = KeyPair::new_account();
         let bad_creds = write(&d, "bad.creds", &creds_file(&stranger, "bad", json!({})));
         let sys_creds = write(&d, "sys.creds", &creds_file(&sys, "sys", json!({})));
+        let expired_at = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("clock after 1970")
+            .as_secs()
+            - 3600;
+        let expired_creds = write(
+            &d,
+            "expired.creds",
+            &creds_file_expiring(&app, "expired", json!({}), Some(expired_at)),
+        );
         // The leaf's own identities for its links, apart from any test user.
         let leaf_app_creds = write(&d, "leaf-app.creds", &creds_file(&app, "leaf", json!({})));
         let leaf_sys_creds = write(&d, "leaf-sys.creds", &creds_file(&sys, "leaf", json!({})));
@@ -318,6 +333,8 @@ impl Topology {
             user_creds,
             deny_evt_creds,
             bad_creds,
+            expired_creds,
+            expired_at,
             sys_creds,
             app_account,
             sys_account,
@@ -742,8 +759,13 @@ fn account_nats(jetstream: bool) -> Value {
 /// `publish` (`{}` = all, `{"deny": [...]}`, ...), in the layout `nsc`
 /// writes and nats-server and the clients parse.
 fn creds_file(account: &KeyPair, name: &str, publish: Value) -> String {
+    creds_file_expiring(account, name, publish, None)
+}
+
+/// [`creds_file`] with the JWT's `exp` claim set to `exp`.
+fn creds_file_expiring(account: &KeyPair, name: &str, publish: Value, exp: Option<u64>) -> String {
     let user = KeyPair::new_user();
-    let jwt = encode_jwt(
+    let jwt = encode_jwt_expiring(
         account,
         &user.public_key(),
         name,
@@ -754,6 +776,7 @@ fn creds_file(account: &KeyPair, name: &str, publish: Value) -> String {
             "type": "user",
             "version": 2,
         }),
+        exp,
     );
     let seed = user.seed().expect("user seed");
     format!(
@@ -769,6 +792,17 @@ fn creds_file(account: &KeyPair, name: &str, publish: Value) -> String {
 /// Encodes and signs a NATS JWT (nats-io/jwt v2 layout) for `subject`,
 /// issued by `issuer`, with `nats` as its type-specific claim.
 fn encode_jwt(issuer: &KeyPair, subject: &str, name: &str, nats: Value) -> String {
+    encode_jwt_expiring(issuer, subject, name, nats, None)
+}
+
+/// [`encode_jwt`] with an `exp` claim (seconds since 1970) when given.
+fn encode_jwt_expiring(
+    issuer: &KeyPair,
+    subject: &str,
+    name: &str,
+    nats: Value,
+    exp: Option<u64>,
+) -> String {
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let iat = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -786,7 +820,7 @@ fn encode_jwt(issuer: &KeyPair, subject: &str, name: &str, nats: Value) -> Strin
         json!(subject)
     );
     let jti = data_encoding::BASE32_NOPAD.encode(&sha2::Sha512_256::digest(std_claims.as_bytes()));
-    let claims = json!({
+    let mut claims = json!({
         "jti": jti,
         "iat": iat,
         "iss": iss,
@@ -794,6 +828,9 @@ fn encode_jwt(issuer: &KeyPair, subject: &str, name: &str, nats: Value) -> Strin
         "sub": subject,
         "nats": nats,
     });
+    if let Some(exp) = exp {
+        claims["exp"] = json!(exp);
+    }
     let header = b64.encode(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
     let payload = b64.encode(claims.to_string());
     let signing_input = format!("{header}.{payload}");

@@ -34,6 +34,7 @@ mod agent;
 pub mod cache;
 #[cfg(feature = "lattice")]
 mod drain;
+pub mod jwt;
 #[cfg(feature = "lattice")]
 mod policy_service;
 #[cfg(feature = "lattice")]
@@ -378,6 +379,13 @@ async fn connect(
 ) -> Result<async_nats::Client, String> {
     use async_nats::{ConnectOptions, Event};
 
+    // An expired user JWT is told by its date, here and whenever the server
+    // refuses it; twig still connects, in case this device's clock is
+    // what is wrong.
+    if let Some(why) = opts.creds.as_deref().and_then(jwt::check_creds_file) {
+        tracing::error!(url = %opts.url, "uplink: {why}");
+        update(&status, |s| s.last_error = Some(why));
+    }
     let mut o = match &opts.creds {
         Some(path) => ConnectOptions::with_credentials_file(path)
             .await
@@ -409,7 +417,7 @@ async fn connect(
         o = o.token(t.clone());
     }
     if let Some(ca) = &opts.tls_ca {
-        check_readable(ca, "TLS CA")?;
+        probe::check_ca(ca)?;
         o = o.add_root_certificates(ca.clone()).require_tls(true);
     }
     match (&opts.tls_cert, &opts.tls_key) {
@@ -474,6 +482,11 @@ async fn connect(
                         // handshake; find the real cause.
                         let why = if raw.contains("IO error") {
                             probe::tls_problem(&probe_opts).await.unwrap_or(raw)
+                        } else if raw.contains("authorization violation") {
+                            match probe_opts.creds.as_deref().and_then(jwt::check_creds_file) {
+                                Some(expired) => format!("{raw}: {expired}"),
+                                None => raw,
+                            }
                         } else {
                             raw
                         };

@@ -21,9 +21,6 @@ use super::UplinkOptions;
 pub(crate) async fn tls_problem(opts: &UplinkOptions) -> Option<String> {
     let first = opts.url.split(',').next()?.trim();
     let tls_url = first.starts_with("tls://");
-    if !tls_url && opts.tls_ca.is_none() && opts.tls_cert.is_none() {
-        return None;
-    }
     let hostport = first.split_once("://").map(|(_, r)| r).unwrap_or(first);
     let hostport = hostport
         .rsplit_once('@')
@@ -33,6 +30,9 @@ pub(crate) async fn tls_problem(opts: &UplinkOptions) -> Option<String> {
         Some((h, p)) => (h.trim_matches(['[', ']']).to_string(), p.parse().ok()?),
         None => (hostport.to_string(), 4222),
     };
+    if !tls_url && opts.tls_ca.is_none() && opts.tls_cert.is_none() {
+        return requires_tls(&host, port).await;
+    }
     let config = match client_config(opts) {
         Ok(c) => c,
         Err(e) => return Some(e),
@@ -70,6 +70,52 @@ pub(crate) async fn tls_problem(opts: &UplinkOptions) -> Option<String> {
         .flatten()
 }
 
+/// For a `nats://` URL with no TLS settings: whether the server's `INFO`
+/// line says `tls_required` (async-nats then tries TLS with no CA and says
+/// only `IO error`).
+async fn requires_tls(host: &str, port: u16) -> Option<String> {
+    let attempt = async {
+        let tcp = tokio::net::TcpStream::connect((host, port)).await.ok()?;
+        // INFO is one line; a server sending more than 64 KiB of it is not
+        // a NATS server.
+        let mut reader = BufReader::new(tcp).take(64 << 10);
+        let mut info = String::new();
+        reader.read_line(&mut info).await.ok()?;
+        let json = info.strip_prefix("INFO")?.trim();
+        let info: serde_json::Value = serde_json::from_str(json).ok()?;
+        (info["tls_required"] == true).then(|| {
+            format!(
+                "the server at {host}:{port} requires TLS: use tls://{host}:{port} (with --nats-tls-ca if its certificate is not from a CA this device trusts)"
+            )
+        })
+    };
+    tokio::time::timeout(Duration::from_secs(5), attempt)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Refuses a CA file that holds no certificate (empty, or PEM with no
+/// `CERTIFICATE` block): async-nats would accept it and every handshake
+/// fail later with an unknown issuer.
+pub(crate) fn check_ca(path: &std::path::Path) -> Result<(), String> {
+    use pki_types::pem::PemObject;
+    let certs = pki_types::CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("TLS CA {}: {e}", path.display()))?;
+    let mut n = 0;
+    for cert in certs {
+        cert.map_err(|e| format!("TLS CA {}: {e}", path.display()))?;
+        n += 1;
+    }
+    if n == 0 {
+        return Err(format!(
+            "TLS CA {}: holds no certificate (no -----BEGIN CERTIFICATE----- block)",
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
 fn client_config(opts: &UplinkOptions) -> Result<rustls::ClientConfig, String> {
     use pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
@@ -101,5 +147,39 @@ fn client_config(opts: &UplinkOptions) -> Result<rustls::ClientConfig, String> {
                 .map_err(|e| format!("TLS client certificate {}: {e}", cert.display()))
         }
         _ => Ok(builder.with_no_client_auth()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ca_file_without_certificates_is_refused() {
+        let dir = std::env::temp_dir().join(format!("twig-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let empty = dir.join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        let key_only = dir.join("key.pem");
+        std::fs::write(
+            &key_only,
+            "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        for p in [&empty, &key_only] {
+            assert_eq!(
+                check_ca(p).unwrap_err(),
+                format!(
+                    "TLS CA {}: holds no certificate (no -----BEGIN CERTIFICATE----- block)",
+                    p.display()
+                )
+            );
+        }
+        let e = check_ca(&dir.join("missing.pem")).unwrap_err();
+        assert!(
+            e.starts_with(&format!("TLS CA {}", dir.join("missing.pem").display())),
+            "{e}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -622,7 +622,8 @@ pub fn rfc3339_now() -> String {
     rfc3339(d.as_secs(), d.subsec_millis())
 }
 
-fn rfc3339(secs: u64, millis: u32) -> String {
+/// `secs` since 1970 as RFC 3339 UTC, with `millis`.
+pub(crate) fn rfc3339(secs: u64, millis: u32) -> String {
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
