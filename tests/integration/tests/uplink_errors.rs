@@ -116,8 +116,12 @@ fn an_expired_user_jwt_is_named_with_its_expiry() {
     let topo = Topology::start();
     let app = demo_manifest();
     let mut args = lattice_args(&topo);
-    assert_eq!(args[2], "--nats-creds");
-    args[3] = topo.expired_creds.display().to_string();
+    let creds = args
+        .iter()
+        .position(|a| a == "--nats-creds")
+        .expect("--nats-creds")
+        + 1;
+    args[creds] = topo.expired_creds.display().to_string();
     args.extend(["--app".to_string(), app]);
     let t = Twig::up_in(&dir, "h", &args);
     let expired = format!(
