@@ -30,6 +30,7 @@ use std::path::{Component as PathPart, Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::lattice::cache::LatticeData;
+use crate::lattice::wire;
 
 /// May the lattice use an operation family?
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -446,6 +447,20 @@ pub fn admit(
                 l.wit_package,
                 l.interfaces.join(",")
             );
+            // What the buckets or the file hold was never through
+            // wire::parse_request: ids and names end up in subjects.
+            let malformed = [&source, &l.source_id, &l.target]
+                .into_iter()
+                .find_map(|id| wire::check_id("lattice link", "id", id).err())
+                .or_else(|| {
+                    [&l.wit_namespace, &l.wit_package, &l.name]
+                        .into_iter()
+                        .find_map(|w| wire::check_word("lattice link", "name", w).err())
+                });
+            if let Some(why) = malformed {
+                dropped.push(Dropped(format!("{what} ignored: {why}")));
+                continue;
+            }
             if owners.device.contains(&l.source_id) || owners.device.contains(&source) {
                 dropped.push(Dropped(format!(
                     "{what} ignored: `{}` belongs to the device's own manifest",
@@ -720,6 +735,24 @@ mod tests {
         assert!(dropped.iter().any(|x| x.0.contains("max_labels")));
         // A second pass over what was kept drops nothing more.
         assert!(admit(&mut d, &owners, &policy, &used).is_empty());
+    }
+
+    #[test]
+    fn admit_drops_links_with_ids_that_are_not_subject_tokens() {
+        let mut d = LatticeData::default();
+        d.links.insert(
+            "ok".into(),
+            vec![link("ok", "a.>", "store"), link("ok", "t", "i")],
+        );
+        d.links.insert("b*d".into(), vec![link("b*d", "t", "i")]);
+        let dropped = admit(
+            &mut d,
+            &Owners::default(),
+            &ControlPolicy::default(),
+            &BTreeSet::new(),
+        );
+        assert_eq!(d.all_links().len(), 1, "{:?}", d.links);
+        assert_eq!(dropped.len(), 2, "{dropped:?}");
     }
 
     #[test]

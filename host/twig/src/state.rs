@@ -44,6 +44,18 @@ pub enum StateError {
     },
     #[error("{path}: not a valid desired-state file: {message}")]
     BadState { path: PathBuf, message: String },
+    /// A digest that is not 64 lowercase hex digits (a hand-edited or
+    /// hostile `desired.json`): never joined onto the cache directory,
+    /// so it cannot name another file (`../../dev/zero`).
+    #[error("`{digest}` is not a sha256 digest (64 lowercase hex digits); refusing to look it up in the component cache")]
+    BadDigest { digest: String },
+}
+
+/// Whether `d` is a digest as the cache names its entries.
+fn is_digest(d: &str) -> bool {
+    d.len() == 64
+        && d.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
@@ -140,6 +152,11 @@ impl Cache {
 
     /// Reads an entry and checks it against its digest.
     pub fn get(&self, digest: &str) -> Result<Vec<u8>, StateError> {
+        if !is_digest(digest) {
+            return Err(StateError::BadDigest {
+                digest: digest.chars().take(80).collect(),
+            });
+        }
         let path = self.path(digest);
         let bytes = fs::read(&path).map_err(io_err(&path))?;
         let actual = sha256_hex(&bytes);
@@ -305,6 +322,11 @@ mod tests {
         cache.put(b"hello").unwrap();
         assert_eq!(cache.get(&digest).unwrap(), b"hello");
         assert_eq!(cache.collect_garbage(&[]), 1);
+        // A digest from a hostile desired.json never leaves the cache.
+        for bad in ["../../../../dev/zero", "", &"A".repeat(64), &"0".repeat(63)] {
+            let err = cache.get(bad).unwrap_err();
+            assert!(matches!(err, StateError::BadDigest { .. }), "{bad}: {err}");
+        }
         fs::remove_dir_all(&d).unwrap();
     }
 

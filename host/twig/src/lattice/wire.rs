@@ -484,7 +484,7 @@ pub fn check_id(op: &str, field: &str, id: &str) -> Result<(), String> {
 }
 
 /// A WIT namespace, package or link name.
-fn check_word(op: &str, field: &str, w: &str) -> Result<(), String> {
+pub fn check_word(op: &str, field: &str, w: &str) -> Result<(), String> {
     check_len(op, field, w)?;
     if w.is_empty()
         || w.chars()
