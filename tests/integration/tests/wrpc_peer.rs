@@ -108,8 +108,13 @@ async fn wrpc_transport_nats_client_calls_a_component_on_twig() {
     args.extend(["--app".to_string(), demo_manifest()]);
     // The caller drives the device's own demo app, which the default
     // control policy does not serve to the lattice (tests/trust.rs), with
-    // 32 calls at once (the default cap is 16).
-    for c in ["serve_device_components=true", "wrpc_max_concurrent=64"] {
+    // 32 calls at once (the default cap is 16) and 1.5 MB of parameters
+    // (the default cap is 1 MiB).
+    for c in [
+        "serve_device_components=true",
+        "wrpc_max_concurrent=64",
+        "wrpc_max_param_kib=4096",
+    ] {
         args.extend(["--control".to_string(), c.to_string()]);
     }
     let twig = Twig::up_in(&dir, "data", &args);
