@@ -674,3 +674,64 @@ async fn a_separate_control_connection_takes_the_orders() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// `component.scale` of a large file in an allowed directory: refused
+/// with its size and the board's cap, without reading it (a sparse 1 GiB
+/// file; twig's memory stays small).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lattice_scale_of_an_oversize_file_is_refused_unread() {
+    let dir = TempDir::new("trust-big");
+    let topo = Topology::start();
+    let images = dir
+        .path()
+        .join("images")
+        .canonicalize()
+        .unwrap_or_else(|_| {
+            std::fs::create_dir_all(dir.path().join("images")).expect("mkdir");
+            dir.path().join("images").canonicalize().expect("canonical")
+        });
+    let big = images.join("big.wasm");
+    std::fs::File::create(&big)
+        .and_then(|f| f.set_len(1 << 30))
+        .expect("sparse file");
+    let mut args = uplink_args(&topo);
+    args.extend([
+        "--control".to_string(),
+        format!(
+            "file_dirs=[{}]",
+            serde_json::to_string(&images.display().to_string()).expect("path")
+        ),
+    ]);
+    let twig = Twig::up_in(&dir, "data", &args);
+    twig.wait_connected();
+    let id = twig.host_id();
+    let (_nc, ctl) = attacker(&topo).await;
+    let r = ctl
+        .scale_component(
+            &id,
+            &format!("file://{}", big.display()),
+            "big",
+            1,
+            None,
+            vec![],
+            false,
+        )
+        .await
+        .expect("scale reply");
+    // Checked at once or after the reply (component_scale_failed): either
+    // way the component never runs and the host did not read the file.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = twig.log_text();
+        if !r.succeeded() || log.contains("max_image_mib") {
+            let all = format!("{} {log}", r.message());
+            assert!(all.contains("max_image_mib"), "{r:?}\n{log}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{r:?}\n{log}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!app_names(&twig.status()).contains(&"lattice:big".to_string()));
+    let rss = rss_kib(twig.pid());
+    assert!(rss < 64 * 1024, "twig RSS after the refusal: {rss} KiB");
+}
