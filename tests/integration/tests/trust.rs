@@ -682,14 +682,8 @@ async fn a_separate_control_connection_takes_the_orders() {
 async fn a_lattice_scale_of_an_oversize_file_is_refused_unread() {
     let dir = TempDir::new("trust-big");
     let topo = Topology::start();
-    let images = dir
-        .path()
-        .join("images")
-        .canonicalize()
-        .unwrap_or_else(|_| {
-            std::fs::create_dir_all(dir.path().join("images")).expect("mkdir");
-            dir.path().join("images").canonicalize().expect("canonical")
-        });
+    std::fs::create_dir_all(dir.path().join("images")).expect("mkdir");
+    let images = dir.path().join("images").canonicalize().expect("canonical");
     let big = images.join("big.wasm");
     std::fs::File::create(&big)
         .and_then(|f| f.set_len(1 << 30))
