@@ -11,40 +11,14 @@
 //! nothing from the input runs as code.
 #![no_main]
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::OnceLock;
+mod common;
 
+use std::path::Path;
+
+use common::{board, scratch};
 use libfuzzer_sys::fuzz_target;
-use twig::board::Board;
 use twig::host::Host;
 use twig::state::{DesiredState, StateError};
-
-struct Dir(PathBuf);
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn scratch() -> Dir {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let base = std::env::var_os("TMPDIR").map_or_else(std::env::temp_dir, PathBuf::from);
-    let d = base.join(format!(
-        "twig-desired-fuzz-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("scratch dir");
-    Dir(d)
-}
-
-fn board() -> Board {
-    static B: OnceLock<Board> = OnceLock::new();
-    B.get_or_init(Board::sim).clone()
-}
 
 fn entries(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
@@ -61,7 +35,7 @@ fn entries(dir: &Path) -> Vec<String> {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let dir = scratch();
+    let dir = scratch("desired");
     let path = DesiredState::path(&dir.0);
     std::fs::write(&path, data).expect("write desired.json");
 
@@ -69,7 +43,7 @@ fuzz_target!(|data: &[u8]| {
     match &loaded {
         Ok(state) => {
             // What loads is what the host would write back.
-            let again = scratch();
+            let again = scratch("desired");
             state.save(&again.0).expect("save a loaded state");
             let back = DesiredState::load(&again.0).expect("load what was saved");
             assert_eq!(&back, state, "a loaded state survives save and load");

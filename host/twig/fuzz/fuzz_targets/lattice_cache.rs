@@ -10,43 +10,15 @@
 //! far as the board's control policy keeps them (`policy::admit`).
 #![no_main]
 
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::OnceLock;
+mod common;
 
+use common::{board, scratch};
 use libfuzzer_sys::fuzz_target;
-use twig::board::Board;
 use twig::host::Host;
 use twig::lattice::cache::LatticeData;
 
 /// Larger than any input the smoke run gives (`-max_len`).
 const MAX: u64 = 1 << 20;
-
-struct Dir(PathBuf);
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn scratch() -> Dir {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let base = std::env::var_os("TMPDIR").map_or_else(std::env::temp_dir, PathBuf::from);
-    let d = base.join(format!(
-        "twig-lattice-fuzz-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("scratch dir");
-    Dir(d)
-}
-
-fn board() -> Board {
-    static B: OnceLock<Board> = OnceLock::new();
-    B.get_or_init(Board::sim).clone()
-}
 
 /// Whether the input is what `LatticeData::load` takes as a cache (it has
 /// no error of its own to tell: a damaged file is an empty cache).
@@ -55,7 +27,7 @@ fn parses(data: &[u8]) -> Option<LatticeData> {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let dir = scratch();
+    let dir = scratch("lattice");
     let path = LatticeData::path(&dir.0);
     let aside = path.with_extension("json.damaged");
     std::fs::write(&path, data).expect("write lattice.json");
@@ -69,7 +41,7 @@ fuzz_target!(|data: &[u8]| {
                 path.exists() && !aside.exists(),
                 "a good cache stays in place"
             );
-            let again = scratch();
+            let again = scratch("lattice");
             loaded.save(&again.0).expect("save a loaded cache");
             assert_eq!(
                 LatticeData::load(&again.0, MAX),

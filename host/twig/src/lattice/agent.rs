@@ -691,14 +691,13 @@ async fn handle(agent: &Arc<Agent>, op: &str, req: Request) -> Option<Vec<u8>> {
                 Err(e) => to_json(&CtlReply::error(e)),
             }
         }
-        Request::LinkPut(link) => match put_link(agent, &link).await {
-            Ok(()) if agent.host.provider_failure(&link.source_id).is_some() => {
+        Request::LinkPut(link) => match put_link(agent, &link)
+            .await
+            .map(|()| agent.host.provider_failure(&link.source_id))
+        {
+            Ok(Some(why)) => {
                 // Stored in the lattice's bucket, but the provider here
                 // could not act on it: say so rather than "success".
-                let why = agent
-                    .host
-                    .provider_failure(&link.source_id)
-                    .unwrap_or_default();
                 let e = format!(
                     "the link is stored, but provider `{}` on this host cannot act on it: {why}",
                     link.source_id
@@ -708,7 +707,7 @@ async fn handle(agent: &Arc<Agent>, op: &str, req: Request) -> Option<Vec<u8>> {
                     .await;
                 to_json(&CtlReply::error(e))
             }
-            Ok(()) => {
+            Ok(None) => {
                 agent
                     .publish_event("linkdef_set", link_json(&link, None))
                     .await;
