@@ -1,10 +1,12 @@
 //! The lattice agent: everything twig does on the NATS connection once it
-//! has one. Four tasks share the client:
+//! has one. Four tasks share the client (the control server and the data
+//! watcher use [`CtlLink`], a separate control connection when `--ctl-*`
+//! names one):
 //!
-//! * the **control server** answers `wasmbus.ctl.v1.{lattice}.…` one
+//! * the **control server** answers `{ctl_prefix}.v1.{lattice}.…` one
 //!   request at a time (so two requests for the same component never race),
-//!   running host work (compiling, starting, writing to disk) on blocking
-//!   threads;
+//!   after the control policy's checks (`crate::policy`), running host work
+//!   (compiling, starting, writing to disk) on blocking threads;
 //! * the **heartbeat** publishes the inventory as `host_heartbeat` every
 //!   interval and right after each (re)connect;
 //! * the **data watcher** copies the `LATTICEDATA_{lattice}` and
