@@ -6,14 +6,9 @@
 //! twig does the same from the `config` entries in the manifest, merged in
 //! order (a later entry's key wins).
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
-
 use twig_component::{HostError, Linker, Resource, Val};
-use twig_manifest::ComponentSpec;
 
-use crate::host::InstanceData;
-use crate::lattice::cache::LatticeData;
+use crate::host::pool::{split_interface, InstanceData};
 
 /// Interfaces answered from component config. Both are 0.2.0-draft, the
 /// version `wasmcloud-component` 0.2 imports; drafts only match exactly.
@@ -21,64 +16,6 @@ pub const CONFIG_INTERFACES: [&str; 2] = [
     "wasi:config/store@0.2.0-draft",
     "wasi:config/runtime@0.2.0-draft",
 ];
-
-/// The config a component sees: its `config` entries merged in order. An
-/// entry with no properties of its own names config kept on the lattice
-/// (`CONFIGDATA_{lattice}`, cached on disk), as wadm expects.
-pub fn merged_config(spec: &ComponentSpec, lattice: &LatticeData) -> BTreeMap<String, String> {
-    let mut merged = BTreeMap::new();
-    for c in &spec.config {
-        if !c.properties.is_empty() {
-            merged.extend(c.properties.clone());
-        } else if let Some(named) = lattice.config.get(&c.name) {
-            merged.extend(named.clone());
-        } else {
-            tracing::warn!(
-                component = %spec.id,
-                "config `{}` has no properties here and the lattice has no config of that name (yet)",
-                c.name
-            );
-        }
-    }
-    merged
-}
-
-/// A running component's config, shared by its instances. Named config
-/// from the lattice can change while the component runs (`config.put`, or
-/// the bucket's watcher); as on a wasmCloud host, the next `wasi:config`
-/// call sees the new values, without a restart.
-pub struct LiveConfig {
-    spec: ComponentSpec,
-    current: RwLock<Arc<BTreeMap<String, String>>>,
-}
-
-impl LiveConfig {
-    pub fn new(spec: &ComponentSpec, lattice: &LatticeData) -> LiveConfig {
-        LiveConfig {
-            current: RwLock::new(Arc::new(merged_config(spec, lattice))),
-            spec: spec.clone(),
-        }
-    }
-
-    /// The values as of now.
-    pub fn get(&self) -> Arc<BTreeMap<String, String>> {
-        self.current
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    /// Merges again from `lattice`; true if the values changed.
-    pub fn refresh(&self, lattice: &LatticeData) -> bool {
-        let next = merged_config(&self.spec, lattice);
-        let mut cur = self.current.write().unwrap_or_else(|p| p.into_inner());
-        if **cur == next {
-            return false;
-        }
-        *cur = Arc::new(next);
-        true
-    }
-}
 
 fn ok(v: Val) -> Val {
     Val::Result(Ok(Some(Box::new(v))))
@@ -173,7 +110,7 @@ pub fn add_lattice(linker: &mut Linker<InstanceData>) {
                     .collect();
                 if checked {
                     for i in &ifaces {
-                        let Some((ns, pkg, it)) = crate::host::split_interface(i) else {
+                        let Some((ns, pkg, it)) = split_interface(i) else {
                             continue;
                         };
                         if d.links.target(&ns, &pkg, &it, name).is_err() {

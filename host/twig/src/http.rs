@@ -1,20 +1,20 @@
-//! The HTTP server provider as the host sees it.
+//! `wasi:http` and HTTP listeners, with or without the `http` cargo
+//! feature.
 //!
-//! With the `http` cargo feature (on by default) this is
-//! `twig-http-server`: `wasi:http` for handler components and one hyper
-//! listener per `wasi:http/incoming-handler` link. A board that serves no
-//! HTTP builds without it, and hyper is not linked in; then the same names
-//! exist here, a component importing `wasi:http` fails to place and a
-//! `twig:http-server` provider fails to start, each with an error that
-//! names the missing feature. This module is the only place the feature
-//! is looked at.
+//! With the feature (on by default) these names are `twig-http-server`'s:
+//! `wasi:http` for handler components and hyper listeners. A board that
+//! serves no HTTP builds without it, and hyper is not linked in; then the
+//! same names exist here with no values (uninhabited types), a component
+//! importing `wasi:http` fails to place and a `twig:http-server` provider
+//! fails to start, each with an error that names the missing feature.
+//! This module is the only place the feature is looked at; the provider
+//! itself ([`crate::providers::http`]) is written once, against these
+//! names.
 
 use std::collections::BTreeMap;
-use std::sync::Weak;
+use std::sync::Arc;
 
 use twig_component::Linker;
-
-use crate::host::{HostInner, InstanceData};
 
 #[cfg(feature = "http")]
 pub use enabled::*;
@@ -29,97 +29,31 @@ const NOT_BUILT: &str = "this twig was built without HTTP support (cargo feature
 #[cfg(feature = "http")]
 mod enabled {
     use super::*;
-    use std::sync::Arc;
-    use std::time::Duration;
 
-    pub use twig_http_server::{HttpCtx, HttpServer, HttpTypes};
-
-    impl twig_http_server::HttpView for InstanceData {
-        fn http(&mut self) -> &mut HttpCtx {
-            &mut self.http
-        }
-    }
+    pub use twig_http_server::{
+        call_handler, Dispatch, HttpCtx, HttpServer, HttpTypes, HttpView, IncomingRequest,
+        ResponseOutparam,
+    };
 
     /// Adds `wasi:http` (types and outgoing-handler) for a component that
     /// imports it.
-    pub(crate) fn add_to_linker(
-        linker: &mut Linker<InstanceData>,
+    pub fn add_to_linker<T: HttpView + twig_wasi::WasiView + 'static>(
+        linker: &mut Linker<T>,
         wasi_types: twig_wasi::WasiTypes,
     ) -> Result<HttpTypes, String> {
         Ok(twig_http_server::add_to_linker(linker, wasi_types))
     }
 
     /// Starts a listener, configured from a link's source config, that
-    /// runs each request on `target`'s `wasi:http/incoming-handler`.
-    pub(crate) fn start_server(
-        host: Weak<HostInner>,
+    /// hands each request to `dispatch`.
+    pub fn start_server(
         target: &str,
         config: &BTreeMap<String, String>,
+        dispatch: Arc<dyn Dispatch>,
     ) -> Result<HttpServer, String> {
         let cfg = twig_http_server::ServerConfig::from_link_config(config)
             .map_err(|e| format!("link to `{target}`: source config: {e}"))?;
-        let dispatch = Arc::new(HttpDispatch {
-            target: target.to_string(),
-            host,
-        });
         HttpServer::start(cfg, target, dispatch)
-    }
-
-    /// The body of a 503 for a request that never reached the component.
-    const UNAVAILABLE: &str = "the component is not available";
-
-    /// Runs HTTP requests on a component's `wasi:http/incoming-handler`.
-    struct HttpDispatch {
-        target: String,
-        host: Weak<HostInner>,
-    }
-
-    impl twig_http_server::Dispatch for HttpDispatch {
-        fn dispatch(
-            &self,
-            req: twig_http_server::IncomingRequest,
-            out: twig_http_server::ResponseOutparam,
-        ) -> Result<(), String> {
-            // A request that never reaches the component (host stopping,
-            // component not running, every instance busy) gets 503, so the
-            // client knows to retry; one the component failed gets 500.
-            // The reason can name data-dir paths (an image that failed to
-            // load): the client reads a fixed text, the server logs `why`
-            // with the component's name.
-            let unavailable = |out: twig_http_server::ResponseOutparam, why: String| {
-                out.reject(503, UNAVAILABLE);
-                Err(why)
-            };
-            let Some(host) = self.host.upgrade() else {
-                return unavailable(out, "the host is shutting down".into());
-            };
-            let pool = match host.running_pool(&self.target) {
-                Ok(pool) => pool,
-                Err(e) => return unavailable(out, e),
-            };
-            let Some(types) = pool.http_types() else {
-                return unavailable(
-                    out,
-                    format!(
-                        "`{}` does not use wasi:http, so it cannot handle HTTP requests",
-                        self.target
-                    ),
-                );
-            };
-            let wait = Duration::from_millis(host.board.limits.deadline_ms);
-            let slot = std::cell::RefCell::new(Some((req, out)));
-            let result = pool.with_instance(wait, |inst| {
-                let (req, out) = slot
-                    .borrow_mut()
-                    .take()
-                    .ok_or_else(|| "request already handled".to_string())?;
-                twig_http_server::call_handler(inst, &types, req, out)
-            });
-            match (result, slot.into_inner()) {
-                (Err(why), Some((_req, out))) => unavailable(out, why),
-                (result, _) => result,
-            }
-        }
     }
 }
 
@@ -137,6 +71,11 @@ mod disabled {
         }
     }
 
+    /// How instance data holds its (empty) HTTP context.
+    pub trait HttpView {
+        fn http(&mut self) -> &mut HttpCtx;
+    }
+
     /// Never made: no component gets `wasi:http` in this build.
     #[derive(Clone, Copy)]
     pub enum HttpTypes {}
@@ -150,17 +89,43 @@ mod disabled {
         }
     }
 
-    pub(crate) fn add_to_linker(
-        _linker: &mut Linker<InstanceData>,
+    /// Never made: no request arrives in this build.
+    pub enum IncomingRequest {}
+
+    /// Never made: no request arrives in this build.
+    pub enum ResponseOutparam {}
+
+    impl ResponseOutparam {
+        pub fn reject(self, _status: u16, _reason: &str) {
+            match self {}
+        }
+    }
+
+    /// What a listener hands its requests to.
+    pub trait Dispatch: Send + Sync + 'static {
+        fn dispatch(&self, req: IncomingRequest, out: ResponseOutparam) -> Result<(), String>;
+    }
+
+    pub fn call_handler<T>(
+        _inst: &mut twig_component::Instance<T>,
+        types: &HttpTypes,
+        _req: IncomingRequest,
+        _out: ResponseOutparam,
+    ) -> Result<(), String> {
+        match *types {}
+    }
+
+    pub fn add_to_linker<T>(
+        _linker: &mut Linker<T>,
         _wasi_types: twig_wasi::WasiTypes,
     ) -> Result<HttpTypes, String> {
         Err(format!("it imports wasi:http, but {NOT_BUILT}"))
     }
 
-    pub(crate) fn start_server(
-        _host: Weak<HostInner>,
+    pub fn start_server(
         _target: &str,
         _config: &BTreeMap<String, String>,
+        _dispatch: Arc<dyn Dispatch>,
     ) -> Result<HttpServer, String> {
         Err(format!("cannot serve HTTP: {NOT_BUILT}"))
     }

@@ -52,6 +52,7 @@ pub mod config;
 pub mod error;
 mod gpio;
 pub mod provider;
+pub mod schedule;
 pub mod sim;
 mod sysfs;
 
@@ -59,5 +60,6 @@ pub use component::{add_to_linker, SensorsView};
 pub use config::{Column, SensorConfig, SensorsConfig, Sim, Source};
 pub use error::{ConfigError, SensorError};
 pub use provider::{subject, Reading, SensorInfo, Sensors, SUBJECT_PREFIX};
+pub use schedule::Schedule;
 pub use sim::{Clock, ManualClock, SystemClock};
 pub use sysfs::MAX_READ;

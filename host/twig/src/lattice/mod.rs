@@ -31,7 +31,9 @@
 
 #[cfg(feature = "lattice")]
 mod agent;
-pub mod cache;
+/// The lattice data's home moved to [`crate::latticedata`] (it is host
+/// state, not NATS); the old path stays for code written against it.
+pub use crate::latticedata as cache;
 #[cfg(feature = "lattice")]
 mod drain;
 pub mod jwt;

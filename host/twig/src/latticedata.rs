@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::wire::LinkDef;
+use crate::lattice::wire::LinkDef;
 use crate::state::{write_atomic, StateError};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

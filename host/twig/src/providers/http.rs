@@ -1,0 +1,116 @@
+//! `twig:http-server`: one listener per `wasi:http/incoming-handler` link,
+//! each running its requests on the link target's handler export. The
+//! listener itself is `twig-http-server` (see [`crate::http`] for builds
+//! without the `http` feature).
+
+use std::any::Any;
+use std::sync::{Arc, Mutex, Weak};
+
+use super::{merged_properties, LinkContext, Provider, ProviderKind};
+use crate::host::pool::Directory;
+use crate::http;
+use crate::sync::lock;
+
+/// A running HTTP server provider and its listeners.
+#[derive(Default)]
+pub struct HttpProvider {
+    listeners: Mutex<Vec<http::HttpServer>>,
+}
+
+impl Provider for HttpProvider {
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::HttpServer
+    }
+
+    fn start_links(&self, cx: &LinkContext<'_>) -> Result<(), String> {
+        let links = cx.links.iter().filter(|l| {
+            l.namespace == "wasi"
+                && l.package == "http"
+                && l.interfaces.iter().any(|i| i == "incoming-handler")
+        });
+        for link in links {
+            let config = merged_properties(&link.source_config);
+            let dispatch = Arc::new(HttpDispatch {
+                target: link.target_id.clone(),
+                host: cx.host.clone(),
+            });
+            let server = http::start_server(&link.target_id, &config, dispatch)?;
+            tracing::info!(app = %cx.app, provider = %cx.provider, target = %link.target_id, address = %server.local_addr(), "serving HTTP");
+            lock(&self.listeners).push(server);
+        }
+        Ok(())
+    }
+
+    fn stop_links(&self) {
+        // Dropping a listener stops it and frees its port.
+        lock(&self.listeners).clear();
+    }
+
+    fn status(&self) -> Option<String> {
+        let addrs: Vec<String> = lock(&self.listeners)
+            .iter()
+            .map(|l| l.local_addr().to_string())
+            .collect();
+        (!addrs.is_empty()).then(|| format!("serving on {}", addrs.join(", ")))
+    }
+
+    fn as_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
+        self
+    }
+}
+
+/// The body of a 503 for a request that never reached the component.
+const UNAVAILABLE: &str = "the component is not available";
+
+/// Runs HTTP requests on a component's `wasi:http/incoming-handler`.
+struct HttpDispatch {
+    target: String,
+    host: Weak<dyn Directory>,
+}
+
+impl http::Dispatch for HttpDispatch {
+    fn dispatch(
+        &self,
+        req: http::IncomingRequest,
+        out: http::ResponseOutparam,
+    ) -> Result<(), String> {
+        // A request that never reaches the component (host stopping,
+        // component not running, every instance busy) gets 503, so the
+        // client knows to retry; one the component failed gets 500.
+        // The reason can name data-dir paths (an image that failed to
+        // load): the client reads a fixed text, the server logs `why`
+        // with the component's name.
+        let unavailable = |out: http::ResponseOutparam, why: String| {
+            out.reject(503, UNAVAILABLE);
+            Err(why)
+        };
+        let Some(host) = self.host.upgrade() else {
+            return unavailable(out, "the host is shutting down".into());
+        };
+        let pool = match host.running_pool(&self.target) {
+            Ok(pool) => pool,
+            Err(e) => return unavailable(out, e),
+        };
+        let Some(types) = pool.http_types() else {
+            return unavailable(
+                out,
+                format!(
+                    "`{}` does not use wasi:http, so it cannot handle HTTP requests",
+                    self.target
+                ),
+            );
+        };
+        let slot = std::cell::RefCell::new(Some((req, out)));
+        let result = pool.with_instance(host.call_wait(), |inst| {
+            let (req, out) = slot
+                .borrow_mut()
+                .take()
+                .ok_or_else(|| "request already handled".to_string())?;
+            http::call_handler(inst, &types, req, out)
+        });
+        match (result, slot.into_inner()) {
+            (Err(why), Some((_req, out))) => unavailable(out, why),
+            (result, _) => result,
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! `twig:messaging`: the in-process message bus (`twig-messaging`, one per
+//! host, shared by every messaging provider). Components publish through
+//! `wasmcloud:messaging/consumer`; for each `handler` link the provider
+//! subscribes the link's target to the subjects in the link's source
+//! config `subscriptions` (as wasmCloud's NATS messaging provider reads
+//! it: `a.b,c.>,d|queue-group`) and delivers to its `handle-message`.
+
+use std::any::Any;
+use std::sync::{Arc, Mutex, Weak};
+
+use super::{handler_links, merged_properties, LinkContext, Provider, ProviderKind};
+use crate::host::pool::Directory;
+use crate::sync::lock;
+
+/// A running messaging provider: the host's bus and this provider's
+/// subscriptions for its handler links.
+pub struct MessagingProvider {
+    bus: Arc<twig_messaging::Bus>,
+    subscriptions: Mutex<Vec<twig_messaging::SubscriptionId>>,
+}
+
+impl MessagingProvider {
+    pub fn new(bus: Arc<twig_messaging::Bus>) -> MessagingProvider {
+        MessagingProvider {
+            bus,
+            subscriptions: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl Provider for MessagingProvider {
+    fn kind(&self) -> ProviderKind {
+        ProviderKind::Messaging
+    }
+
+    fn start_links(&self, cx: &LinkContext<'_>) -> Result<(), String> {
+        for link in handler_links(cx.links) {
+            let config = merged_properties(&link.source_config);
+            let Some(subs) = config.get(twig_messaging::CONFIG_SUBSCRIPTIONS) else {
+                tracing::warn!(provider = %cx.provider, target = %link.target_id, "handler link has no `subscriptions` in its source config; nothing is delivered to it");
+                continue;
+            };
+            let specs = twig_messaging::parse_subscriptions(subs).map_err(|e| {
+                format!(
+                    "link to `{}`: source config `subscriptions`: {e}",
+                    link.target
+                )
+            })?;
+            let subscriber: Arc<dyn twig_messaging::Subscriber> = Arc::new(HandlerSubscriber {
+                name: link.target_id.clone(),
+                host: cx.host.clone(),
+            });
+            for s in specs {
+                let id = self
+                    .bus
+                    .subscribe(&s.pattern, s.queue_group.clone(), subscriber.clone())
+                    .map_err(|e| format!("link to `{}`: {e}", link.target))?;
+                tracing::info!(provider = %cx.provider, target = %link.target_id, subject = %s.pattern, "subscribed");
+                lock(&self.subscriptions).push(id);
+            }
+        }
+        Ok(())
+    }
+
+    fn stop_links(&self) {
+        for sub in lock(&self.subscriptions).drain(..) {
+            self.bus.unsubscribe(sub);
+        }
+    }
+
+    fn status(&self) -> Option<String> {
+        let n = lock(&self.subscriptions).len();
+        (n > 0).then(|| format!("{n} subscription{}", if n == 1 { "" } else { "s" }))
+    }
+
+    fn as_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
+        self
+    }
+}
+
+impl Drop for MessagingProvider {
+    fn drop(&mut self) {
+        self.stop_links();
+    }
+}
+
+/// Delivers a message to a component's `wasmcloud:messaging/handler`
+/// export, on one of its instances.
+pub fn deliver_message(
+    host: &Weak<dyn Directory>,
+    target_id: &str,
+    msg: &twig_messaging::Message,
+) -> Result<(), String> {
+    let host = host
+        .upgrade()
+        .ok_or_else(|| "the host is shutting down".to_string())?;
+    let pool = host.running_pool(target_id)?;
+    let arg = twig_messaging::message_to_val(msg);
+    pool.with_instance(host.call_wait(), |inst| {
+        let export = inst
+            .export_names()
+            .into_iter()
+            .find(|n| {
+                n.starts_with("wasmcloud:messaging/handler@0.2") && n.ends_with("#handle-message")
+            })
+            .map(str::to_string)
+            .ok_or_else(|| {
+                format!("`{target_id}` does not export wasmcloud:messaging/handler.handle-message")
+            })?;
+        let results = inst.call(&export, &[arg]).map_err(|e| e.to_string())?;
+        twig_messaging::handler_result(&results)
+    })
+}
+
+/// Delivers bus messages to one component's handler.
+struct HandlerSubscriber {
+    name: String,
+    host: Weak<dyn Directory>,
+}
+
+impl twig_messaging::Subscriber for HandlerSubscriber {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn deliver(&self, msg: twig_messaging::Message) -> Result<(), String> {
+        deliver_message(&self.host, &self.name, &msg)
+    }
+}
