@@ -348,8 +348,17 @@ async fn handle(
             Err(e) => Response::from(Err(format!("malformed request: {e}"))),
             Ok(req) => {
                 drop(line);
-                let host = host.clone();
-                match tokio::task::spawn_blocking(move || execute(&host, req)).await {
+                // `invoke` runs a guest: on the guest pool, so that it
+                // never holds a thread the control plane needs.
+                let result = if matches!(req, Request::Invoke { .. }) {
+                    host.run_guest(move |h| execute(h, req)).await
+                } else {
+                    let host = host.clone();
+                    tokio::task::spawn_blocking(move || execute(&host, req))
+                        .await
+                        .map_err(|e| e.to_string())
+                };
+                match result {
                     Ok(r) => Response::from(r),
                     Err(e) => Response::from(Err(format!("request failed: {e}"))),
                 }

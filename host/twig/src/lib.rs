@@ -56,6 +56,7 @@ pub mod admin;
 pub mod board;
 pub mod capabilities;
 pub mod control;
+pub mod exec;
 pub mod host;
 pub mod http;
 pub mod image;

@@ -137,6 +137,9 @@ pub fn run(opts: UpOptions) -> anyhow::Result<Stopped> {
         .max_blocking_threads(opts.board.limits.max_instances.clamp(4, 64))
         .build()
         .context("starting the async runtime")?;
+    let guests = crate::exec::GuestPool::new(opts.board.limits.max_instances.clamp(4, 64))
+        .context("starting the guest threads")?;
+    host.set_guest_pool(guests.handle());
     let served = rt.block_on(async move {
         let listener = admin::bind(data_dir)?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -214,6 +217,7 @@ pub fn run(opts: UpOptions) -> anyhow::Result<Stopped> {
     // Dropping the runtime would wait for every blocking thread, a guest
     // call spinning until its deadline among them.
     rt.shutdown_timeout(RUNTIME_GRACE);
+    guests.shutdown();
     let stopped = served?;
     tracing::info!("stopped");
     drop(lock);

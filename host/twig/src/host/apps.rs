@@ -176,6 +176,7 @@ impl Host {
                 lattice_changes: Default::default(),
                 lattice_dropped: Default::default(),
                 remote: OnceLock::new(),
+                guests: OnceLock::new(),
                 board,
                 data_dir: data_dir.to_path_buf(),
                 cache,

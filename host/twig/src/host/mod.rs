@@ -211,6 +211,9 @@ struct HostInner {
     lattice_dropped: Mutex<std::collections::BTreeSet<crate::policy::Dropped>>,
     /// Calls to components elsewhere in the lattice, once the agent runs.
     remote: OnceLock<Arc<dyn RemoteCalls>>,
+    /// Where guest calls from the lattice and the admin socket run, once
+    /// `twig up` has made the pool ([`crate::exec`]).
+    guests: OnceLock<crate::exec::GuestHandle>,
 }
 
 #[derive(Clone)]
@@ -360,6 +363,22 @@ impl Host {
     /// Lets calls to link targets that are not local go over the lattice.
     pub fn set_remote(&self, remote: Arc<dyn RemoteCalls>) {
         let _ = self.inner.remote.set(remote);
+    }
+
+    /// Runs guest calls from the lattice and the admin socket on `pool`
+    /// from now on; set once.
+    pub fn set_guest_pool(&self, pool: crate::exec::GuestHandle) {
+        let _ = self.inner.guests.set(pool);
+    }
+
+    /// Runs `f` (a call into a guest) on the guest pool, apart from the
+    /// control plane's blocking work.
+    pub fn run_guest<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Host) -> R + Send + 'static,
+    ) -> crate::exec::Running<R> {
+        let host = self.clone();
+        crate::exec::run_on(self.inner.guests.get(), move || f(&host))
     }
 
     /// The host as its instances and providers see it.

@@ -379,12 +379,11 @@ async fn serve_component(agent: Arc<Agent>, inbox: Arc<Inbox>, id: String, mut s
                 let host = a.host.clone();
                 let (i, f, cid) = (instance.clone(), func.clone(), id.clone());
                 async move {
-                    tokio::task::spawn_blocking(move || {
-                        host.call_from_lattice(&cid, &i, &f, &params, deadline)
-                    })
-                    .await
-                    .map_err(|e| e.to_string())
-                    .and_then(|r| r)
+                    // On the guest pool: a burst of calls queues there, not
+                    // in front of the control plane's blocking work.
+                    host.run_guest(move |h| h.call_from_lattice(&cid, &i, &f, &params, deadline))
+                        .await
+                        .and_then(|r| r)
                 }
             };
             if let Err(e) = answer(&a.client, &inbox, msg, deadline, max_params, run).await {
