@@ -67,4 +67,5 @@ pub mod policy;
 pub mod providers;
 pub mod state;
 mod sync;
+pub mod trace;
 pub mod up;

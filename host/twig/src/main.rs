@@ -371,7 +371,14 @@ fn init_logging(format: LogFormat) {
             .with(fmt.with_target(false).with_filter(filter))
             .init(),
         LogFormat::Json => tracing_subscriber::registry()
-            .with(fmt.json().with_current_span(false).with_filter(filter))
+            .with(
+                fmt.json()
+                    .with_current_span(false)
+                    // Every span a line sits in (`call`: trace id,
+                    // component, export, trigger), outermost first.
+                    .with_span_list(true)
+                    .with_filter(filter),
+            )
             .init(),
     }
 }

@@ -191,6 +191,7 @@ impl Caller {
                     func: "greet",
                     params: encode_string(name),
                     deadline: Instant::now() + CALL_TIMEOUT,
+                    traceparent: None,
                 };
                 let out = tokio::time::timeout(CALL_TIMEOUT, invoke(nc, inbox, "default", &call))
                     .await

@@ -71,6 +71,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         func: "greet",
         params: encode("Ada"),
         deadline: Instant::now() + Duration::from_secs(5),
+        traceparent: None,
     };
     let out = invoke(&nc, &inbox, "default", &call).await?;
     println!("{}", decode(&out).ok_or("incomplete results")?);

@@ -414,7 +414,9 @@ impl Host {
         }
         *lock(&p.provider_kind) = Some(kind);
         let provider: Arc<dyn Provider> = match kind {
-            ProviderKind::KeyValue => Arc::new(self.inner.kv_stores.open(spec, &self.inner.data_dir)?),
+            ProviderKind::KeyValue => {
+                Arc::new(self.inner.kv_stores.open(spec, &self.inner.data_dir)?)
+            }
             ProviderKind::HttpServer => Arc::new(HttpProvider::default()),
             ProviderKind::Messaging => Arc::new(MessagingProvider::new(self.bus()?)),
             ProviderKind::Sensors => Arc::new(SensorsProvider::new(self.inner.sensors.clone()?)),
@@ -445,13 +447,18 @@ impl Host {
         let config = Arc::new(super::config::LiveConfig::new(spec, &self.inner.lattice()));
         let (linker, http_types) = self.linker_for(m, spec, &component)?;
         let board = &self.inner.board;
-        let messaging =
-            if links_to_provider(m, spec, board, "wasmcloud", "messaging", ProviderKind::Messaging)
-            {
-                Some(self.bus()?)
-            } else {
-                None
-            };
+        let messaging = if links_to_provider(
+            m,
+            spec,
+            board,
+            "wasmcloud",
+            "messaging",
+            ProviderKind::Messaging,
+        ) {
+            Some(self.bus()?)
+        } else {
+            None
+        };
         let sensors = if links_to_provider(m, spec, board, "twig", "sensors", ProviderKind::Sensors)
         {
             Some(self.inner.sensors.clone()?)

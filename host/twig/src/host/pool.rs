@@ -29,8 +29,13 @@ pub trait Directory: Send + Sync {
     fn provider(&self, id: &str) -> Result<Arc<dyn Any + Send + Sync>, Lookup>;
     /// The lattice's links from `source` that provide `ns:pkg/iface`, as
     /// (link name, target id).
-    fn lattice_targets(&self, source: &str, ns: &str, pkg: &str, iface: &str)
-        -> Vec<(String, String)>;
+    fn lattice_targets(
+        &self,
+        source: &str,
+        ns: &str,
+        pkg: &str,
+        iface: &str,
+    ) -> Vec<(String, String)>;
     /// How long a call from outside (a request, a message) waits for an
     /// instance and runs: the board's deadline.
     fn call_wait(&self) -> Duration;

@@ -16,6 +16,7 @@ use super::{Host, HostInner, State};
 use crate::capabilities;
 use crate::http;
 use crate::sync::read;
+use crate::trace;
 
 /// A call to a component elsewhere in the lattice, with its parameters
 /// already encoded (component-model value encoding).
@@ -28,6 +29,8 @@ pub struct RemoteCall<'a> {
     pub func: &'a str,
     pub params: Vec<u8>,
     pub deadline: Instant,
+    /// The W3C `traceparent` of the request this call is part of.
+    pub traceparent: Option<String>,
 }
 
 /// How the host reaches the lattice for calls to components that are not
@@ -36,7 +39,6 @@ pub trait RemoteCalls: Send + Sync {
     /// Makes the call and returns the encoded results, or why not.
     fn call(&self, call: RemoteCall<'_>) -> Result<Vec<u8>, String>;
 }
-
 
 impl Host {
     /// The linker of one component: WASI, config, the lattice bus, the
@@ -143,6 +145,8 @@ impl Host {
         let pool = placed
             .pool()
             .ok_or_else(|| format!("component `{}` has no instances", placed.id))?;
+        let (_trace, id) = trace::enter(None);
+        let _span = trace::call_span("admin", &placed.id, function, id).entered();
         pool.with_instance(self.inner.call_wait(), |inst| {
             let types = inst.export_param_types(function).ok_or_else(|| {
                 format!(
@@ -195,6 +199,9 @@ impl Host {
             ));
         }
         let pool = self.inner.running_pool(id)?;
+        let (_trace, trace_id) = trace::enter(None);
+        let export_name = format!("{instance}#{func}");
+        let _span = trace::call_span("wrpc", id, &export_name, trace_id).entered();
         let wait = deadline.saturating_duration_since(Instant::now());
         let mut incomplete = false;
         let out = pool.with_instance(wait, |inst| {
@@ -267,6 +274,8 @@ fn call_remote(
     let deadline = cx
         .deadline()
         .unwrap_or_else(|| Instant::now() + host.call_wait());
+    let (_trace, trace_id) = trace::enter(None);
+    let _span = tracing::info_span!("wrpc", trace = %trace_id, %source, %target, export = %format!("{iface}#{func}")).entered();
     let bytes = remote
         .call(RemoteCall {
             source,
@@ -276,6 +285,7 @@ fn call_remote(
             func,
             params,
             deadline,
+            traceparent: Some(trace_id.traceparent()),
         })
         .map_err(|e| {
             HostError::new(format!(
@@ -336,6 +346,8 @@ fn call_link(
         .map(|d| d.saturating_duration_since(Instant::now()))
         .unwrap_or(Duration::from_millis(host.board.limits.deadline_ms));
     let export = format!("{iface}#{func}");
+    let (_trace, trace_id) = trace::enter(None);
+    let _span = trace::call_span("link", target_id, &export, trace_id).entered();
     let results = pool
         .with_instance(wait, |inst| {
             inst.call(&export, args).map_err(|e| e.to_string())

@@ -202,6 +202,9 @@ pub async fn invoke(
     let mut headers = HeaderMap::new();
     headers.insert("source-id", c.source);
     headers.insert("link-name", c.link_name);
+    if let Some(tp) = &c.traceparent {
+        headers.insert("traceparent", tp.as_str());
+    }
     let subject = format!(
         "{lattice}.{}.{PROTOCOL}.{}.{}",
         c.target, c.instance, c.func
@@ -373,6 +376,11 @@ async fn serve_component(agent: Arc<Agent>, inbox: Arc<Inbox>, id: String, mut s
                 .and_then(|h| h.get("source-id"))
                 .map(|v| v.to_string())
                 .unwrap_or_default();
+            let trace = msg
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("traceparent"))
+                .and_then(|v| crate::trace::TraceId::from_traceparent(v.as_str()));
             let deadline =
                 Instant::now() + Duration::from_millis(a.host.board().limits.deadline_ms);
             let run = |params: Vec<u8>| {
@@ -381,9 +389,12 @@ async fn serve_component(agent: Arc<Agent>, inbox: Arc<Inbox>, id: String, mut s
                 async move {
                     // On the guest pool: a burst of calls queues there, not
                     // in front of the control plane's blocking work.
-                    host.run_guest(move |h| h.call_from_lattice(&cid, &i, &f, &params, deadline))
-                        .await
-                        .and_then(|r| r)
+                    host.run_guest(move |h| {
+                        let _trace = crate::trace::enter(trace);
+                        h.call_from_lattice(&cid, &i, &f, &params, deadline)
+                    })
+                    .await
+                    .and_then(|r| r)
                 }
             };
             if let Err(e) = answer(&a.client, &inbox, msg, deadline, max_params, run).await {

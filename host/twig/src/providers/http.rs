@@ -100,6 +100,14 @@ impl http::Dispatch for HttpDispatch {
                 ),
             );
         };
+        let (_trace, trace_id) = crate::trace::enter(None);
+        let _span = crate::trace::call_span(
+            "http",
+            &self.target,
+            "wasi:http/incoming-handler#handle",
+            trace_id,
+        )
+        .entered();
         let slot = std::cell::RefCell::new(Some((req, out)));
         let result = pool.with_instance(host.call_wait(), |inst| {
             let (req, out) = slot

@@ -96,6 +96,8 @@ pub fn deliver_message(
         .ok_or_else(|| "the host is shutting down".to_string())?;
     let pool = host.running_pool(target_id)?;
     let arg = twig_messaging::message_to_val(msg);
+    let (_trace, trace_id) = crate::trace::enter(None);
+    let _span = tracing::info_span!("call", trace = %trace_id, component = %target_id, export = "wasmcloud:messaging/handler#handle-message", trigger = "message", subject = %msg.subject).entered();
     pool.with_instance(host.call_wait(), |inst| {
         let export = inst
             .export_names()
