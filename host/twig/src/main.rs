@@ -602,6 +602,34 @@ fn print_status(status: &serde_json::Value) {
             );
         }
     }
+    let outbox = &host["outbox"];
+    if let Some(classes) = outbox["classes"].as_array() {
+        let sum = |k: &str| -> u64 { classes.iter().filter_map(|c| c[k].as_u64()).sum() };
+        let waiting: Vec<String> = classes
+            .iter()
+            .filter(|c| c["pending_records"].as_u64().unwrap_or(0) > 0)
+            .map(|c| {
+                format!(
+                    "{} {}",
+                    c["name"].as_str().unwrap_or("?"),
+                    c["pending_records"].as_u64().unwrap_or(0)
+                )
+            })
+            .collect();
+        println!(
+            "outbox: {} waiting ({} bytes){}; {} delivered, {} dropped, {} expired (per class: --json)",
+            sum("pending_records"),
+            sum("pending_bytes"),
+            if waiting.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", waiting.join(", "))
+            },
+            sum("delivered"),
+            sum("dropped_full") + sum("rejected_full"),
+            sum("expired")
+        );
+    }
     let apps = status["apps"].as_array().cloned().unwrap_or_default();
     if apps.is_empty() {
         println!("no apps deployed");
@@ -614,7 +642,10 @@ fn print_status(status: &serde_json::Value) {
     for app in &apps {
         for c in app["components"].as_array().into_iter().flatten() {
             let inst = &c["instances"];
-            let provider = c["provider"].as_str().map(|p| format!("provider {p}"));
+            let provider = c["provider"].as_str().map(|p| match c["serving"].as_str() {
+                Some(what) => format!("provider {p}, {what}"),
+                None => format!("provider {p}"),
+            });
             let detail = c["reason"]
                 .as_str()
                 .or(c["last_error"]
