@@ -53,6 +53,43 @@ pub enum Lookup {
     NotProvider(String),
 }
 
+/// Why a call on a pool's instance did not give a result. The kind, not
+/// the wording, decides what the caller does: [`CallError::is_unavailable`]
+/// calls never reached the guest (an HTTP caller gets 503 and may retry).
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// Every instance stayed busy for as long as the caller could wait.
+    #[error("{component}: all {max} instances are busy")]
+    Busy { component: String, max: usize },
+    /// A new instance could not be made.
+    #[error("{0}")]
+    Instantiate(twig_component::Error),
+    /// The call could not be made as asked: no such export, arguments
+    /// that do not parse or decode. The guest did not run.
+    #[error("{0}")]
+    Refused(String),
+    /// The guest ran and failed: a trap, its fuel, deadline or memory
+    /// limit, or values it returned that do not fit.
+    #[error("{0}")]
+    Guest(twig_component::Error),
+    /// The guest's result says it failed (a handler's error result).
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl CallError {
+    /// Whether the call never reached the guest (busy, or no instance).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, CallError::Busy { .. } | CallError::Instantiate(_))
+    }
+}
+
+impl From<twig_component::Error> for CallError {
+    fn from(e: twig_component::Error) -> CallError {
+        CallError::Guest(e)
+    }
+}
+
 /// Per-instance data of every component instance.
 pub struct InstanceData {
     pub wasi: WasiCtx,
@@ -291,8 +328,8 @@ impl Pool {
     pub fn with_instance<R>(
         &self,
         wait: Duration,
-        f: impl FnOnce(&mut Instance<InstanceData>) -> Result<R, String>,
-    ) -> Result<R, String> {
+        f: impl FnOnce(&mut Instance<InstanceData>) -> Result<R, CallError>,
+    ) -> Result<R, CallError> {
         let give_up = Instant::now() + wait;
         let mut inst = loop {
             let mut idle = lock(&self.idle);
@@ -308,16 +345,15 @@ impl Pool {
                     Err(twig_component::Error::InstanceLimit { .. }) => {
                         idle = lock(&self.idle);
                     }
-                    Err(e) => return Err(e.to_string()),
+                    Err(e) => return Err(CallError::Instantiate(e)),
                 }
             }
             let now = Instant::now();
             if now >= give_up {
-                return Err(format!(
-                    "{}: all {} instances are busy",
-                    self.parts.component.name(),
-                    self.parts.max
-                ));
+                return Err(CallError::Busy {
+                    component: self.parts.component.name().to_string(),
+                    max: self.parts.max,
+                });
             }
             let _unused = self
                 .freed
@@ -336,7 +372,7 @@ impl Pool {
         }
         if let Err(e) = &result {
             self.failures.fetch_add(1, Ordering::Relaxed);
-            *lock(&self.last_error) = Some(e.clone());
+            *lock(&self.last_error) = Some(e.to_string());
         }
         // A trapped instance is poisoned: drop it, the next call makes a
         // fresh one. The component itself keeps running.

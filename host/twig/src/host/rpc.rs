@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use twig_component::{Component, HostError, Linker, Val};
 use twig_manifest::{ComponentSpec, Manifest};
 
-use super::pool::{split_interface, Directory, InstanceData};
+use super::pool::{split_interface, CallError, Directory, InstanceData};
 use super::{Host, HostInner, State};
 use crate::capabilities;
 use crate::http;
@@ -149,19 +149,20 @@ impl Host {
         let _span = trace::call_span("admin", &placed.id, function, id).entered();
         pool.with_instance(self.inner.call_wait(), |inst| {
             let types = inst.export_param_types(function).ok_or_else(|| {
-                format!(
+                CallError::Refused(format!(
                     "component `{}` has no export `{function}`; its exports are: {}",
                     placed.id,
                     inst.export_names().join(", ")
-                )
+                ))
             })?;
             let refs: Vec<&str> = args.iter().map(String::as_str).collect();
             let vals = types
                 .parse(&refs)
-                .map_err(|e| format!("arguments for `{function}`: {e}"))?;
-            let results = inst.call(function, &vals).map_err(|e| e.to_string())?;
+                .map_err(|e| CallError::Refused(format!("arguments for `{function}`: {e}")))?;
+            let results = inst.call(function, &vals)?;
             Ok(results.iter().map(twig_component::wave::to_wave).collect())
         })
+        .map_err(|e| e.to_string())
     }
 
     /// The components that answer calls from the lattice: every running
@@ -204,40 +205,49 @@ impl Host {
         let _span = trace::call_span("wrpc", id, &export_name, trace_id).entered();
         let wait = deadline.saturating_duration_since(Instant::now());
         let mut incomplete = false;
-        let out = pool.with_instance(wait, |inst| {
-            let export = inst
-                .export_names()
-                .into_iter()
-                .find(|n| {
-                    n.rsplit_once('#').is_some_and(|(i, f)| {
-                        f == func
-                            && (i == instance || twig_component::names::compatible(instance, i))
+        let out = pool
+            .with_instance(wait, |inst| {
+                let export = inst
+                    .export_names()
+                    .into_iter()
+                    .find(|n| {
+                        n.rsplit_once('#').is_some_and(|(i, f)| {
+                            f == func
+                                && (i == instance || twig_component::names::compatible(instance, i))
+                        })
                     })
-                })
-                .map(str::to_string)
-                .ok_or_else(|| {
-                    format!(
-                        "`{id}` has no export `{instance}#{func}`; its exports are: {}",
-                        inst.export_names().join(", ")
-                    )
-                })?;
-            let (Some(pt), Some(rt)) = (
-                inst.export_param_types(&export),
-                inst.export_result_types(&export),
-            ) else {
-                return Err(format!("`{id}`: `{export}` has no known type"));
-            };
-            let args = match twig_component::wrpc::decode(params, &pt) {
-                Ok((args, _)) => args,
-                Err(twig_component::wrpc::DecodeError::Incomplete { .. }) => {
-                    incomplete = true;
-                    return Ok(Vec::new());
-                }
-                Err(e) => return Err(format!("`{export}`: the parameters do not decode: {e}")),
-            };
-            let results = inst.call(&export, &args).map_err(|e| e.to_string())?;
-            twig_component::wrpc::encode(&results, &rt).map_err(|e| format!("`{export}`: {e}"))
-        })?;
+                    .map(str::to_string)
+                    .ok_or_else(|| {
+                        CallError::Refused(format!(
+                            "`{id}` has no export `{instance}#{func}`; its exports are: {}",
+                            inst.export_names().join(", ")
+                        ))
+                    })?;
+                let (Some(pt), Some(rt)) = (
+                    inst.export_param_types(&export),
+                    inst.export_result_types(&export),
+                ) else {
+                    return Err(CallError::Refused(format!(
+                        "`{id}`: `{export}` has no known type"
+                    )));
+                };
+                let args = match twig_component::wrpc::decode(params, &pt) {
+                    Ok((args, _)) => args,
+                    Err(twig_component::wrpc::DecodeError::Incomplete { .. }) => {
+                        incomplete = true;
+                        return Ok(Vec::new());
+                    }
+                    Err(e) => {
+                        return Err(CallError::Refused(format!(
+                            "`{export}`: the parameters do not decode: {e}"
+                        )))
+                    }
+                };
+                let results = inst.call(&export, &args)?;
+                twig_component::wrpc::encode(&results, &rt)
+                    .map_err(|e| CallError::Failed(format!("`{export}`: {e}")))
+            })
+            .map_err(|e| e.to_string())?;
         Ok((!incomplete).then_some(out))
     }
 }
@@ -349,9 +359,7 @@ fn call_link(
     let (_trace, trace_id) = trace::enter(None);
     let _span = trace::call_span("link", target_id, &export, trace_id).entered();
     let results = pool
-        .with_instance(wait, |inst| {
-            inst.call(&export, args).map_err(|e| e.to_string())
-        })
+        .with_instance(wait, |inst| Ok(inst.call(&export, args)?))
         .map_err(|e| HostError::new(format!("{source} -> {target_id}: {e}")))?;
     if results.iter().any(contains_resource) {
         return Err(HostError::new(format!(

@@ -7,7 +7,7 @@ use std::any::Any;
 use std::sync::{Arc, Mutex, Weak};
 
 use super::{merged_properties, LinkContext, Provider, ProviderKind};
-use crate::host::pool::Directory;
+use crate::host::pool::{CallError, Directory};
 use crate::http;
 use crate::sync::lock;
 
@@ -113,12 +113,13 @@ impl http::Dispatch for HttpDispatch {
             let (req, out) = slot
                 .borrow_mut()
                 .take()
-                .ok_or_else(|| "request already handled".to_string())?;
-            http::call_handler(inst, &types, req, out)
+                .ok_or_else(|| CallError::Refused("request already handled".into()))?;
+            http::call_handler(inst, &types, req, out).map_err(CallError::Failed)
         });
         match (result, slot.into_inner()) {
-            (Err(why), Some((_req, out))) => unavailable(out, why),
-            (result, _) => result,
+            // The request never reached the guest: 503, worth a retry.
+            (Err(why), Some((_req, out))) => unavailable(out, why.to_string()),
+            (result, _) => result.map_err(|e| e.to_string()),
         }
     }
 }

@@ -9,7 +9,7 @@ use std::any::Any;
 use std::sync::{Arc, Mutex, Weak};
 
 use super::{handler_links, merged_properties, LinkContext, Provider, ProviderKind};
-use crate::host::pool::Directory;
+use crate::host::pool::{CallError, Directory};
 use crate::sync::lock;
 
 /// A running messaging provider: the host's bus and this provider's
@@ -107,11 +107,14 @@ pub fn deliver_message(
             })
             .map(str::to_string)
             .ok_or_else(|| {
-                format!("`{target_id}` does not export wasmcloud:messaging/handler.handle-message")
+                CallError::Refused(format!(
+                    "`{target_id}` does not export wasmcloud:messaging/handler.handle-message"
+                ))
             })?;
-        let results = inst.call(&export, &[arg]).map_err(|e| e.to_string())?;
-        twig_messaging::handler_result(&results)
+        let results = inst.call(&export, &[arg])?;
+        twig_messaging::handler_result(&results).map_err(CallError::Failed)
     })
+    .map_err(|e| e.to_string())
 }
 
 /// Delivers bus messages to one component's handler.
