@@ -66,7 +66,7 @@ pub mod status;
 
 pub use apps::{load_images, read_image, ApplyOutcome, ApplyRequest};
 pub use pool::split_interface;
-pub use rpc::{RemoteCall, RemoteCalls};
+pub use rpc::{RemoteCall, RemoteCalls, RemoteError};
 pub use status::{AppStatus, ComponentStatus, HostStatus, InstanceCounts, Status};
 
 use pool::{Directory, Lookup, Pool};

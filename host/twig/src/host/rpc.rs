@@ -37,7 +37,39 @@ pub struct RemoteCall<'a> {
 /// local; the lattice agent provides it (wRPC over NATS).
 pub trait RemoteCalls: Send + Sync {
     /// Makes the call and returns the encoded results, or why not.
-    fn call(&self, call: RemoteCall<'_>) -> Result<Vec<u8>, String>;
+    fn call(&self, call: RemoteCall<'_>) -> Result<Vec<u8>, RemoteError>;
+}
+
+/// Why a call to another host gave no results. [`RemoteError::is_retryable`]
+/// says whether the same call may work later unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RemoteError {
+    /// The uplink is down: the call fails at once rather than wait.
+    #[error("lattice unreachable (the uplink is down)")]
+    Unreachable,
+    /// No host on the lattice serves the target.
+    #[error("no host on the lattice serves `{0}` (no responders)")]
+    NoResponders(String),
+    /// The target did not answer before the caller's deadline.
+    #[error("no answer from `{0}` before the deadline")]
+    Timeout(String),
+    /// The callee's host refused the call (a NATS status).
+    #[error("the call was refused ({0})")]
+    Refused(String),
+    /// The connection failed or the callee broke the protocol.
+    #[error("{0}")]
+    Transport(String),
+}
+
+impl RemoteError {
+    /// Whether the same call may succeed later (the lattice or the target
+    /// may come back); a refusal or a protocol failure will not change.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            RemoteError::Unreachable | RemoteError::NoResponders(_) | RemoteError::Timeout(_)
+        )
+    }
 }
 
 impl Host {

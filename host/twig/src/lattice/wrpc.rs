@@ -41,7 +41,7 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
 use super::agent::Agent;
-use crate::host::{RemoteCall, RemoteCalls};
+use crate::host::{RemoteCall, RemoteCalls, RemoteError};
 
 /// The protocol token in every invocation subject.
 pub const PROTOCOL: &str = "wrpc.0.0.1";
@@ -164,7 +164,7 @@ pub(crate) struct WrpcClient {
 }
 
 impl RemoteCalls for WrpcClient {
-    fn call(&self, c: RemoteCall<'_>) -> Result<Vec<u8>, String> {
+    fn call(&self, c: RemoteCall<'_>) -> Result<Vec<u8>, RemoteError> {
         let up = self
             .status
             .lock()
@@ -173,7 +173,7 @@ impl RemoteCalls for WrpcClient {
         if !up {
             // Fail fast: a call must not wait for an uplink that may be
             // gone for days.
-            return Err("lattice unreachable (the uplink is down)".into());
+            return Err(RemoteError::Unreachable);
         }
         let deadline = tokio::time::Instant::from_std(c.deadline);
         self.runtime.block_on(async {
@@ -182,7 +182,7 @@ impl RemoteCalls for WrpcClient {
                 invoke(&self.client, &self.inbox, &self.lattice, &c),
             )
             .await
-            .unwrap_or_else(|_| Err(format!("no answer from `{}` before the deadline", c.target)))
+            .unwrap_or_else(|_| Err(RemoteError::Timeout(c.target.to_string())))
         })
     }
 }
@@ -195,7 +195,8 @@ pub async fn invoke(
     inbox: &Inbox,
     lattice: &str,
     c: &RemoteCall<'_>,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, RemoteError> {
+    let transport = |e: String| RemoteError::Transport(e);
     let rx = inbox.subject();
     let mut handshake = inbox.route(rx.clone());
     let mut results = inbox.route(format!("{rx}.results"));
@@ -219,43 +220,40 @@ pub async fn invoke(
     client
         .publish_with_reply_and_headers(subject, rx, headers, first.to_vec().into())
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| transport(e.to_string()))?;
     let hs = handshake
         .next()
         .await
-        .ok_or("the lattice connection closed during the call")?;
+        .ok_or_else(|| transport("the lattice connection closed during the call".into()))?;
     if let Some(status) = hs.status {
         if status == async_nats::StatusCode::NO_RESPONDERS {
-            return Err(format!(
-                "no host on the lattice serves `{}` (no responders)",
-                c.target
-            ));
+            return Err(RemoteError::NoResponders(c.target.to_string()));
         }
         if !status.is_success() {
-            return Err(format!("the call was refused ({status})"));
+            return Err(RemoteError::Refused(status.to_string()));
         }
     }
     let params_to = hs
         .reply
         .map(|r| format!("{r}.params"))
-        .ok_or("the callee did not give a reply subject")?;
+        .ok_or_else(|| transport("the callee did not give a reply subject".into()))?;
     for chunk in rest.chunks(room) {
         client
             .publish(params_to.clone(), chunk.to_vec().into())
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| transport(e.to_string()))?;
     }
     // End of the parameter stream, as wrpc's client sends it.
     client
         .publish(params_to, bytes::Bytes::new())
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| transport(e.to_string()))?;
     let mut out = Vec::new();
     loop {
         let m = results
             .next()
             .await
-            .ok_or("the results stream was cut off")?;
+            .ok_or_else(|| transport("the results stream was cut off".into()))?;
         if m.payload.is_empty() {
             break;
         }
