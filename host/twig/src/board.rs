@@ -11,6 +11,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use twig_component::Limits;
 
+/// The `[outbox]` table's types live with the outbox they configure.
+pub use crate::outbox::{BoardOutbox, BoardOutboxClass, Delivery, WhenFull};
+
 /// The embedded default profile.
 pub const SIM_PROFILE: &str = include_str!("../../../boards/sim/board.toml");
 
@@ -168,13 +171,13 @@ pub struct BoardLattice {
 impl BoardLattice {
     fn check(&self) -> Result<(), String> {
         if let Some(url) = &self.url {
-            crate::lattice::check_url(url).map_err(|e| format!("lattice.url: {e}"))?;
+            crate::names::check_url(url).map_err(|e| format!("lattice.url: {e}"))?;
         }
         if let Some(name) = &self.name {
-            crate::lattice::check_name(name).map_err(|e| format!("lattice.name: {e}"))?;
+            crate::names::check_name(name).map_err(|e| format!("lattice.name: {e}"))?;
         }
         if let Some(d) = &self.js_domain {
-            crate::lattice::check_name(d).map_err(|e| format!("lattice.js_domain: {e}"))?;
+            crate::names::check_name(d).map_err(|e| format!("lattice.js_domain: {e}"))?;
         }
         if let Some(h) = self.heartbeat_secs {
             if !(1..=3600).contains(&h) {
@@ -187,11 +190,10 @@ impl BoardLattice {
             return Err("lattice.tls_cert and lattice.tls_key: give both or neither".into());
         }
         if let Some(url) = &self.ctl_url {
-            crate::lattice::check_url(url).map_err(|e| format!("lattice.ctl_url: {e}"))?;
+            crate::names::check_url(url).map_err(|e| format!("lattice.ctl_url: {e}"))?;
         }
         if let Some(p) = &self.ctl_topic_prefix {
-            crate::lattice::check_prefix(p)
-                .map_err(|e| format!("lattice.ctl_topic_prefix: {e}"))?;
+            crate::names::check_prefix(p).map_err(|e| format!("lattice.ctl_topic_prefix: {e}"))?;
         }
         if self.ctl_tls_cert.is_some() != self.ctl_tls_key.is_some() {
             return Err(
@@ -204,157 +206,6 @@ impl BoardLattice {
         if let Some(n) = &self.friendly_name {
             if n.trim().is_empty() {
                 return Err("lattice.friendly_name: must not be empty".into());
-            }
-        }
-        Ok(())
-    }
-}
-
-/// The `[outbox]` table: the on-disk queue that messages bound for the
-/// lattice wait in while the uplink is down (see `crate::outbox`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BoardOutbox {
-    /// Cap on the outbox's files together, in MiB; 64.
-    #[serde(default = "default_outbox_max_mib")]
-    pub max_mib: u64,
-    /// Milliseconds between fsyncs; 0 (the default) fsyncs before a publish
-    /// returns, sharing one fsync among concurrent publishers. A larger
-    /// value is faster, and a power cut may lose that much (a crashed
-    /// process loses nothing either way).
-    #[serde(default)]
-    pub sync_interval_ms: u64,
-    /// Messages per second sent upstream, at most; 200. 0 is unlimited.
-    /// Keeps a backlog drained after an outage from flooding a slow link.
-    #[serde(default = "default_drain_rate")]
-    pub drain_rate: u32,
-    /// Bytes (subject + body) per second sent upstream, at most; 0, the
-    /// default, is unlimited. Set it below a slow link's capacity so that
-    /// heartbeats and calls still get through while a backlog drains.
-    #[serde(default)]
-    pub drain_bytes_per_sec: u64,
-    /// How long to wait for a JetStream stream's acknowledgement before
-    /// sending again, in milliseconds; 5000.
-    #[serde(default = "default_ack_timeout_ms")]
-    pub ack_timeout_ms: u64,
-    /// Which subjects leave the device, by class; a subject goes to the
-    /// first class with a matching pattern. Subjects no class matches stay
-    /// on the device.
-    #[serde(default)]
-    pub classes: Vec<BoardOutboxClass>,
-}
-
-impl Default for BoardOutbox {
-    fn default() -> Self {
-        BoardOutbox {
-            max_mib: default_outbox_max_mib(),
-            sync_interval_ms: 0,
-            drain_rate: default_drain_rate(),
-            drain_bytes_per_sec: 0,
-            ack_timeout_ms: default_ack_timeout_ms(),
-            classes: Vec::new(),
-        }
-    }
-}
-
-fn default_outbox_max_mib() -> u64 {
-    64
-}
-fn default_drain_rate() -> u32 {
-    200
-}
-fn default_ack_timeout_ms() -> u64 {
-    5000
-}
-
-/// One `[[outbox.classes]]` table.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BoardOutboxClass {
-    /// `[a-z0-9_-]`, at most 32 characters; part of each message's id.
-    pub name: String,
-    /// NATS subject patterns (`telemetry.>`, `alerts.*.high`).
-    pub subjects: Vec<String>,
-    /// Higher classes are sent first; 100.
-    #[serde(default = "default_priority")]
-    pub priority: u8,
-    /// Messages older than this many seconds are dropped unsent (and
-    /// counted); none by default.
-    #[serde(default)]
-    pub ttl_secs: Option<u64>,
-    /// When the outbox is full: `drop-oldest` (the default) drops the
-    /// oldest messages of the lowest-priority such class to make room;
-    /// `reject-new` refuses the new message.
-    #[serde(default)]
-    pub when_full: WhenFull,
-    /// `auto` (the default) asks the lattice whether a JetStream stream
-    /// captures the subject, and if one does publishes with `Nats-Msg-Id`
-    /// and waits for the stream's acknowledgement (exactly once at the
-    /// stream); otherwise publishes plainly (at least once to the server).
-    /// `jetstream` and `core` choose without asking.
-    #[serde(default)]
-    pub delivery: Delivery,
-}
-
-fn default_priority() -> u8 {
-    100
-}
-
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum WhenFull {
-    #[default]
-    DropOldest,
-    RejectNew,
-}
-
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Delivery {
-    #[default]
-    Auto,
-    Jetstream,
-    Core,
-}
-
-impl BoardOutbox {
-    fn check(&self) -> Result<(), String> {
-        if !(1..=1024 * 1024).contains(&self.max_mib) {
-            return Err(format!(
-                "outbox.max_mib: must be between 1 and 1048576 (got {})",
-                self.max_mib
-            ));
-        }
-        if self.sync_interval_ms > 60_000 {
-            return Err(format!(
-                "outbox.sync_interval_ms: must be at most 60000 (got {})",
-                self.sync_interval_ms
-            ));
-        }
-        if !(100..=600_000).contains(&self.ack_timeout_ms) {
-            return Err(format!(
-                "outbox.ack_timeout_ms: must be between 100 and 600000 (got {})",
-                self.ack_timeout_ms
-            ));
-        }
-        let mut seen = std::collections::BTreeSet::new();
-        for (i, c) in self.classes.iter().enumerate() {
-            let at = format!("outbox.classes[{i}]");
-            crate::outbox::check_class_name(&c.name).map_err(|e| format!("{at}.name: {e}"))?;
-            if !seen.insert(c.name.as_str()) {
-                return Err(format!("{at}.name: `{}` is used twice", c.name));
-            }
-            if c.subjects.is_empty() {
-                return Err(format!("{at}.subjects: give at least one subject pattern"));
-            }
-            for s in &c.subjects {
-                twig_messaging::Pattern::parse(s)
-                    .map_err(|e| format!("{at}.subjects: `{s}`: {e}"))?;
-            }
-            if c.ttl_secs == Some(0) {
-                return Err(format!(
-                    "{at}.ttl_secs: must be at least 1 (leave it out for no limit)"
-                ));
             }
         }
         Ok(())
@@ -573,16 +424,7 @@ impl Board {
     }
 }
 
-/// A label key as the profile and `--label` accept it: not empty, no
-/// whitespace, no `=`.
-pub fn check_label_key(key: &str) -> Result<(), String> {
-    if key.is_empty() || key.chars().any(|c| c.is_whitespace() || c == '=') {
-        return Err(format!(
-            "`{key}` is not a valid label key (no spaces or `=`)"
-        ));
-    }
-    Ok(())
-}
+pub use crate::names::check_label_key;
 
 fn expand_home(p: &str) -> PathBuf {
     match (p.strip_prefix("~/"), std::env::var_os("HOME")) {

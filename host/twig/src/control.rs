@@ -227,7 +227,7 @@ impl Host {
         if self.lattice_app(&req.provider_id).is_some() {
             return Err(format!("provider `{}` is already running", req.provider_id));
         }
-        providers::resolve(&Self::provider_spec(req), self.board()).map(|_| ())
+        providers::resolve(&Self::provider_spec(req), &self.board().provider_images).map(|_| ())
     }
 
     /// Starts a built-in provider for the lattice.

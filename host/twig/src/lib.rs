@@ -62,6 +62,7 @@ pub mod http;
 pub mod image;
 pub mod lattice;
 pub mod latticedata;
+pub mod names;
 pub mod outbox;
 pub mod policy;
 pub mod providers;

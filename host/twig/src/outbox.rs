@@ -25,10 +25,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::Deserialize;
 use twig_messaging::Pattern;
 use twig_outbox::{ClassConfig, ClassId, DropPolicy, Outbox, OutboxConfig, SyncPolicy};
-
-use crate::board::{BoardOutbox, Delivery, WhenFull};
 
 /// The built-in class of the host's events (`component_scaled`,
 /// `linkdef_set`, …): sent before anything else but heartbeats, kept an
@@ -192,6 +191,157 @@ impl twig_messaging::Uplink for Upstream {
     }
 }
 
+/// The `[outbox]` table: the on-disk queue that messages bound for the
+/// lattice wait in while the uplink is down (this module).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BoardOutbox {
+    /// Cap on the outbox's files together, in MiB; 64.
+    #[serde(default = "default_outbox_max_mib")]
+    pub max_mib: u64,
+    /// Milliseconds between fsyncs; 0 (the default) fsyncs before a publish
+    /// returns, sharing one fsync among concurrent publishers. A larger
+    /// value is faster, and a power cut may lose that much (a crashed
+    /// process loses nothing either way).
+    #[serde(default)]
+    pub sync_interval_ms: u64,
+    /// Messages per second sent upstream, at most; 200. 0 is unlimited.
+    /// Keeps a backlog drained after an outage from flooding a slow link.
+    #[serde(default = "default_drain_rate")]
+    pub drain_rate: u32,
+    /// Bytes (subject + body) per second sent upstream, at most; 0, the
+    /// default, is unlimited. Set it below a slow link's capacity so that
+    /// heartbeats and calls still get through while a backlog drains.
+    #[serde(default)]
+    pub drain_bytes_per_sec: u64,
+    /// How long to wait for a JetStream stream's acknowledgement before
+    /// sending again, in milliseconds; 5000.
+    #[serde(default = "default_ack_timeout_ms")]
+    pub ack_timeout_ms: u64,
+    /// Which subjects leave the device, by class; a subject goes to the
+    /// first class with a matching pattern. Subjects no class matches stay
+    /// on the device.
+    #[serde(default)]
+    pub classes: Vec<BoardOutboxClass>,
+}
+
+impl Default for BoardOutbox {
+    fn default() -> Self {
+        BoardOutbox {
+            max_mib: default_outbox_max_mib(),
+            sync_interval_ms: 0,
+            drain_rate: default_drain_rate(),
+            drain_bytes_per_sec: 0,
+            ack_timeout_ms: default_ack_timeout_ms(),
+            classes: Vec::new(),
+        }
+    }
+}
+
+fn default_outbox_max_mib() -> u64 {
+    64
+}
+fn default_drain_rate() -> u32 {
+    200
+}
+fn default_ack_timeout_ms() -> u64 {
+    5000
+}
+
+/// One `[[outbox.classes]]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BoardOutboxClass {
+    /// `[a-z0-9_-]`, at most 32 characters; part of each message's id.
+    pub name: String,
+    /// NATS subject patterns (`telemetry.>`, `alerts.*.high`).
+    pub subjects: Vec<String>,
+    /// Higher classes are sent first; 100.
+    #[serde(default = "default_priority")]
+    pub priority: u8,
+    /// Messages older than this many seconds are dropped unsent (and
+    /// counted); none by default.
+    #[serde(default)]
+    pub ttl_secs: Option<u64>,
+    /// When the outbox is full: `drop-oldest` (the default) drops the
+    /// oldest messages of the lowest-priority such class to make room;
+    /// `reject-new` refuses the new message.
+    #[serde(default)]
+    pub when_full: WhenFull,
+    /// `auto` (the default) asks the lattice whether a JetStream stream
+    /// captures the subject, and if one does publishes with `Nats-Msg-Id`
+    /// and waits for the stream's acknowledgement (exactly once at the
+    /// stream); otherwise publishes plainly (at least once to the server).
+    /// `jetstream` and `core` choose without asking.
+    #[serde(default)]
+    pub delivery: Delivery,
+}
+
+fn default_priority() -> u8 {
+    100
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum WhenFull {
+    #[default]
+    DropOldest,
+    RejectNew,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Delivery {
+    #[default]
+    Auto,
+    Jetstream,
+    Core,
+}
+
+impl BoardOutbox {
+    pub(crate) fn check(&self) -> Result<(), String> {
+        if !(1..=1024 * 1024).contains(&self.max_mib) {
+            return Err(format!(
+                "outbox.max_mib: must be between 1 and 1048576 (got {})",
+                self.max_mib
+            ));
+        }
+        if self.sync_interval_ms > 60_000 {
+            return Err(format!(
+                "outbox.sync_interval_ms: must be at most 60000 (got {})",
+                self.sync_interval_ms
+            ));
+        }
+        if !(100..=600_000).contains(&self.ack_timeout_ms) {
+            return Err(format!(
+                "outbox.ack_timeout_ms: must be between 100 and 600000 (got {})",
+                self.ack_timeout_ms
+            ));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, c) in self.classes.iter().enumerate() {
+            let at = format!("outbox.classes[{i}]");
+            check_class_name(&c.name).map_err(|e| format!("{at}.name: {e}"))?;
+            if !seen.insert(c.name.as_str()) {
+                return Err(format!("{at}.name: `{}` is used twice", c.name));
+            }
+            if c.subjects.is_empty() {
+                return Err(format!("{at}.subjects: give at least one subject pattern"));
+            }
+            for s in &c.subjects {
+                twig_messaging::Pattern::parse(s)
+                    .map_err(|e| format!("{at}.subjects: `{s}`: {e}"))?;
+            }
+            if c.ttl_secs == Some(0) {
+                return Err(format!(
+                    "{at}.ttl_secs: must be at least 1 (leave it out for no limit)"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,8 +363,21 @@ mod tests {
     #[test]
     fn subjects_go_to_the_first_matching_class_and_requests_are_refused() {
         let dir = temp_dir("route");
-        let board = crate::board::Board::sim();
-        let up = Upstream::open(&board.outbox, &dir, Duration::from_secs(30)).unwrap();
+        // The sim board's two classes.
+        let config: BoardOutbox = toml::from_str(
+            r#"
+            [[classes]]
+            name = "alerts"
+            subjects = ["alerts.>"]
+            priority = 200
+            when_full = "reject-new"
+            [[classes]]
+            name = "telemetry"
+            subjects = ["telemetry.>"]
+            "#,
+        )
+        .unwrap();
+        let up = Upstream::open(&config, &dir, Duration::from_secs(30)).unwrap();
         assert_eq!(up.exports(), ["alerts.>", "telemetry.>"]);
         let alerts = up.outbox.class("alerts").unwrap();
         let telemetry = up.outbox.class("telemetry").unwrap();

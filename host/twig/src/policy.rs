@@ -29,8 +29,8 @@ use std::path::{Component as PathPart, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::lattice::cache::LatticeData;
 use crate::lattice::wire;
+use crate::latticedata::LatticeData;
 
 /// May the lattice use an operation family?
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]

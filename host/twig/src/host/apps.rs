@@ -134,7 +134,7 @@ fn links_to_provider(
             m.components.iter().any(|c| {
                 c.id == l.target_id
                     && c.kind == ComponentKind::Capability
-                    && providers::resolve(c, board).is_ok_and(|(k, _)| k == kind)
+                    && providers::resolve(c, &board.provider_images).is_ok_and(|(k, _)| k == kind)
             })
         })
 }
@@ -408,7 +408,7 @@ impl Host {
         spec: &ComponentSpec,
         p: &Placed,
     ) -> Result<(), String> {
-        let (kind, note) = providers::resolve(spec, &self.inner.board)?;
+        let (kind, note) = providers::resolve(spec, &self.inner.board.provider_images)?;
         if let Some(note) = note {
             tracing::info!(app = %m.name, provider = %spec.id, "{note}");
         }

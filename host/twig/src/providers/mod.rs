@@ -29,7 +29,6 @@ use std::sync::{Arc, Weak};
 
 use twig_manifest::{ComponentSpec, Image};
 
-use crate::board::Board;
 use crate::host::pool::Directory;
 
 pub mod http;
@@ -92,9 +91,11 @@ pub fn strip_tag(image: &str) -> &str {
 
 /// Which built-in provider a capability component's image asks for, with
 /// a note when it stands in for a wasmCloud provider image.
+/// `provider_images` is the board's `[provider_images]` (wasmCloud image,
+/// tag stripped → `twig:…` reference).
 pub fn resolve(
     spec: &ComponentSpec,
-    board: &Board,
+    provider_images: &BTreeMap<String, String>,
 ) -> Result<(ProviderKind, Option<String>), String> {
     let image = match &spec.image {
         Image::Reference(r) => r.as_str(),
@@ -110,8 +111,7 @@ pub fn resolve(
         return Ok((kind, None));
     }
     let bare = strip_tag(image);
-    match board
-        .provider_images
+    match provider_images
         .get(bare)
         .and_then(|r| ProviderKind::from_reference(r))
     {
