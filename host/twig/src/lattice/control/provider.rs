@@ -1,0 +1,90 @@
+//! `provider.start` and `provider.stop` for twig's built-in providers. A
+//! start is checked and answered at once, then runs in the id's queue
+//! ([`super::ordered`]) and `provider_started` or `provider_start_failed`
+//! tells how it went; a stop is done before the reply.
+
+use std::sync::Arc;
+
+use super::super::agent::Agent;
+use super::super::events;
+use super::super::policy_service::{self, Ask};
+use super::super::wire::{self, Reply};
+use super::{blocking, scale_permit};
+
+pub(super) async fn start(agent: &Arc<Agent>, s: wire::StartProvider) -> Reply {
+    let permit = match scale_permit(agent, "provider.start") {
+        Ok(p) => p,
+        Err(busy) => return busy,
+    };
+    let annotations = s.annotations.clone().unwrap_or_default();
+    let ask = Ask::StartProvider {
+        id: &s.provider_id,
+        image_ref: &s.provider_ref,
+        annotations: &annotations,
+    };
+    if let Err(e) = policy_service::check(agent, ask).await {
+        return Reply::failure(e);
+    }
+    let host = agent.host.clone();
+    let check = s.clone();
+    if let Err(e) = blocking(move || host.check_start_provider(&check))
+        .await
+        .and_then(|r| r)
+    {
+        return Reply::failure(e);
+    }
+    let msg = format!("starting provider {}", s.provider_id);
+    let a = agent.clone();
+    let id = s.provider_id.clone();
+    agent.ordered.run(&id, async move {
+        let _permit = permit;
+        let host = a.host.clone();
+        let req = s.clone();
+        match blocking(move || host.start_provider(&req))
+            .await
+            .and_then(|r| r)
+        {
+            Ok(()) => {
+                let event = wire::ProviderStarted {
+                    annotations,
+                    host_id: a.id.host_id.clone(),
+                    image_ref: s.provider_ref,
+                    provider_id: s.provider_id,
+                };
+                events::publish(&a, event).await
+            }
+            Err(e) => {
+                tracing::warn!(provider = %s.provider_id, "provider.start: {e}");
+                let event = wire::ProviderStartFailed {
+                    error: e,
+                    host_id: a.id.host_id.clone(),
+                    provider_id: s.provider_id,
+                    provider_ref: s.provider_ref,
+                };
+                events::publish(&a, event).await
+            }
+        }
+    });
+    Reply::success(msg)
+}
+
+pub(super) async fn stop(agent: &Agent, s: wire::StopProvider) -> Reply {
+    let host = agent.host.clone();
+    let id = s.provider_id.clone();
+    match blocking(move || host.stop_provider(&id))
+        .await
+        .and_then(|r| r)
+    {
+        Ok(annotations) => {
+            let event = wire::ProviderStopped {
+                annotations,
+                host_id: agent.id.host_id.clone(),
+                provider_id: s.provider_id,
+                reason: "stop".into(),
+            };
+            events::publish(agent, event).await;
+            Reply::success("successfully stopped provider")
+        }
+        Err(e) => Reply::failure(e),
+    }
+}
