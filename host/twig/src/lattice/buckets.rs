@@ -55,7 +55,7 @@ pub(crate) struct Buckets {
 
 /// One bucket, ready to read and write.
 pub(crate) enum Bucket {
-    Nats(kv::Store),
+    Nats(Box<kv::Store>),
     #[cfg(test)]
     Memory(&'static str, std::sync::Arc<memory::Kv>),
 }
@@ -147,7 +147,7 @@ pub(crate) async fn bucket(agent: &Agent, prefix: &'static str) -> Result<Bucket
     if let Some(kv) = &agent.buckets.memory {
         return Ok(Bucket::Memory(prefix, kv.clone()));
     }
-    Ok(Bucket::Nats(store(agent, prefix).await?))
+    Ok(Bucket::Nats(Box::new(store(agent, prefix).await?)))
 }
 
 async fn store(agent: &Agent, prefix: &'static str) -> Result<kv::Store, String> {
@@ -541,9 +541,13 @@ pub(crate) mod memory {
 
     use bytes::Bytes;
 
+    /// Each `(bucket, key)`'s revision and value.
+    type Entries = BTreeMap<(&'static str, String), (u64, Bytes)>;
+
     #[derive(Default)]
     pub(crate) struct Kv {
-        state: Mutex<(u64, BTreeMap<(&'static str, String), (u64, Bytes)>)>,
+        /// The last revision given out, and the entries.
+        state: Mutex<(u64, Entries)>,
     }
 
     impl Kv {

@@ -10,12 +10,11 @@ use super::super::agent::Agent;
 use super::super::events;
 use super::super::policy_service::{self, Ask};
 use super::super::wire::{self, Reply};
-use super::{blocking, scale_permit};
+use super::{blocking, busy, scale_permit};
 
 pub(super) async fn scale(agent: &Arc<Agent>, s: wire::ScaleComponent) -> Reply {
-    let permit = match scale_permit(agent, "component.scale") {
-        Ok(p) => p,
-        Err(busy) => return busy,
+    let Some(permit) = scale_permit(agent) else {
+        return busy(agent, "component.scale");
     };
     if s.count > 0 {
         let annotations = s.annotations.clone().unwrap_or_default();
@@ -49,9 +48,8 @@ pub(super) async fn scale(agent: &Arc<Agent>, s: wire::ScaleComponent) -> Reply 
 }
 
 pub(super) async fn update(agent: &Arc<Agent>, u: wire::UpdateComponent) -> Reply {
-    let permit = match scale_permit(agent, "component.update") {
-        Ok(p) => p,
-        Err(busy) => return busy,
+    let Some(permit) = scale_permit(agent) else {
+        return busy(agent, "component.update");
     };
     let annotations = u.annotations.clone().unwrap_or_default();
     let ask = Ask::StartComponent {

@@ -211,9 +211,12 @@ pub(crate) async fn blocking<R: Send + 'static>(
 /// (`control.max_concurrent_scales`): one more is refused, not queued, so
 /// a flood of them cannot pile up compiles and memory. Queued work holds
 /// its slot while it waits its turn.
-fn scale_permit(agent: &Agent, op: &str) -> Result<tokio::sync::OwnedSemaphorePermit, Reply> {
-    agent.scales.clone().try_acquire_owned().map_err(|_| {
-        let n = agent.host.board().control.max_concurrent_scales;
-        Reply::failure(format!("{op}: busy: {n} scales, updates or provider starts are running on this host (control.max_concurrent_scales); try again when they are done"))
-    })
+fn scale_permit(agent: &Agent) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    agent.scales.clone().try_acquire_owned().ok()
+}
+
+/// The refusal when no slot is free.
+fn busy(agent: &Agent, op: &str) -> Reply {
+    let n = agent.host.board().control.max_concurrent_scales;
+    Reply::failure(format!("{op}: busy: {n} scales, updates or provider starts are running on this host (control.max_concurrent_scales); try again when they are done"))
 }

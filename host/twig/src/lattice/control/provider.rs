@@ -9,12 +9,11 @@ use super::super::agent::Agent;
 use super::super::events;
 use super::super::policy_service::{self, Ask};
 use super::super::wire::{self, Reply};
-use super::{blocking, scale_permit};
+use super::{blocking, busy, scale_permit};
 
 pub(super) async fn start(agent: &Arc<Agent>, s: wire::StartProvider) -> Reply {
-    let permit = match scale_permit(agent, "provider.start") {
-        Ok(p) => p,
-        Err(busy) => return busy,
+    let Some(permit) = scale_permit(agent) else {
+        return busy(agent, "provider.start");
     };
     let annotations = s.annotations.clone().unwrap_or_default();
     let ask = Ask::StartProvider {
