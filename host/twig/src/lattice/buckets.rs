@@ -102,6 +102,15 @@ impl Bucket {
 }
 
 impl Buckets {
+    /// Buckets in memory, for unit tests of the dispatcher.
+    #[cfg(test)]
+    pub fn memory() -> Buckets {
+        Buckets {
+            memory: Some(Default::default()),
+            ..Default::default()
+        }
+    }
+
     fn found(&self) -> std::sync::MutexGuard<'_, BTreeMap<&'static str, (u64, kv::Store)>> {
         self.found.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -405,14 +414,14 @@ async fn sync(
 }
 
 /// A bucket's entries as read: `(key, revision, value)`.
-type Entries = Vec<(String, u64, Bytes)>;
+pub(super) type Entries = Vec<(String, u64, Bytes)>;
 
 /// Replaces the host's links and config with a full copy, but keeps what
 /// this host applied at a newer revision than the copy holds (a local
 /// write that landed while the copy was read). `from` is each bucket's
 /// last sequence before it was read: a key the copy lacks but that was
 /// applied after it is newer, not deleted.
-async fn copy_in(
+pub(super) async fn copy_in(
     agent: &Agent,
     (links_from, link_entries): (u64, Entries),
     (config_from, config_entries): (u64, Entries),

@@ -937,6 +937,69 @@ mod tests {
         assert_eq!(&a[14..15], "4");
     }
 
+    /// The typed events give the same bytes the `json!` maps they replace
+    /// gave (sorted keys, same names and shapes).
+    #[test]
+    fn typed_events_keep_their_wire_bytes() {
+        let ann: BTreeMap<String, String> = [("a".to_string(), "b".to_string())].into();
+        let scaled = ComponentScaled {
+            annotations: ann.clone(),
+            component_id: "c".into(),
+            host_id: "N".into(),
+            image_ref: "file:///x.wasm".into(),
+            max_instances: 2,
+        };
+        let old = serde_json::json!({
+            "annotations": ann, "host_id": "N", "image_ref": "file:///x.wasm",
+            "max_instances": 2, "component_id": "c",
+        });
+        assert_eq!(
+            serde_json::to_string(&scaled).unwrap(),
+            serde_json::to_string(&old).unwrap()
+        );
+        let link = LinkDef {
+            source_id: "s".into(),
+            target: "t".into(),
+            name: "default".into(),
+            wit_namespace: "wasi".into(),
+            wit_package: "keyvalue".into(),
+            interfaces: vec!["store".into()],
+            source_config: vec![],
+            target_config: vec!["c".into()],
+        };
+        let mut old = serde_json::to_value(&link).unwrap();
+        assert_eq!(
+            serde_json::to_string(&LinkdefSet::new(&link, None)).unwrap(),
+            serde_json::to_string(&old).unwrap()
+        );
+        old["error"] = "e".into();
+        let failed = LinkdefSet::new(&link, Some("e".into()));
+        assert_eq!(failed.name(), "linkdef_set_failed");
+        assert_eq!(
+            serde_json::to_string(&failed).unwrap(),
+            serde_json::to_string(&old).unwrap()
+        );
+        let deleted = LinkdefDeleted {
+            interfaces: None,
+            name: "default".into(),
+            source_id: "s".into(),
+            target: None,
+            wit_namespace: "wasi".into(),
+            wit_package: "keyvalue".into(),
+        };
+        let old = serde_json::json!({
+            "source_id": "s", "name": "default", "wit_namespace": "wasi", "wit_package": "keyvalue",
+        });
+        assert_eq!(
+            serde_json::to_string(&deleted).unwrap(),
+            serde_json::to_string(&old).unwrap()
+        );
+        let ev = CloudEvent::new("N", deleted.name(), &deleted);
+        let v: serde_json::Value = serde_json::to_value(&ev).unwrap();
+        assert_eq!(v["type"], "com.wasmcloud.lattice.linkdef_deleted");
+        assert_eq!(v["data"]["source_id"], "s");
+    }
+
     #[test]
     fn scale_parses_and_checks() {
         let r = parse_request(

@@ -89,10 +89,12 @@ fn run_plan(
     let a = agent.clone();
     let id = plan.id.clone();
     agent.ordered.run(&id, async move {
-        let _permit = permit;
         let host = a.host.clone();
         let p = plan.clone();
         let result = blocking(move || host.run_scale(&p)).await.and_then(|r| r);
+        // The slot is for the work, not the event: a request that follows
+        // the event at once finds it free.
+        drop(permit);
         let o = plan.origin;
         match result {
             Ok(()) => {

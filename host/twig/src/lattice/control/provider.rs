@@ -36,13 +36,14 @@ pub(super) async fn start(agent: &Arc<Agent>, s: wire::StartProvider) -> Reply {
     let a = agent.clone();
     let id = s.provider_id.clone();
     agent.ordered.run(&id, async move {
-        let _permit = permit;
         let host = a.host.clone();
         let req = s.clone();
-        match blocking(move || host.start_provider(&req))
+        let result = blocking(move || host.start_provider(&req))
             .await
-            .and_then(|r| r)
-        {
+            .and_then(|r| r);
+        // The slot is for the work, not the event.
+        drop(permit);
+        match result {
             Ok(()) => {
                 let event = wire::ProviderStarted {
                     annotations,
