@@ -986,9 +986,9 @@ async fn a_scale_to_zero_right_after_a_scale_up_ends_stopped_every_time() {
                 .expect("scale reply");
             assert!(r.succeeded(), "round {round}: scale to {n}: {r:?}");
         }
-        let this_round = |d: &serde_json::Value| {
-            d["component_id"] == cid && d["annotations"]["round"] == round.to_string()
-        };
+        let tag = round.to_string();
+        let this_round =
+            |d: &serde_json::Value| d["component_id"] == cid && d["annotations"]["round"] == *tag;
         let first = next_event(&mut events, "component_scaled", this_round).await;
         assert_eq!(
             first["data"]["max_instances"], 2,
