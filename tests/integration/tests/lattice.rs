@@ -1018,3 +1018,86 @@ async fn a_scale_to_zero_right_after_a_scale_up_ends_stopped_every_time() {
         "{ROUNDS} rounds took {took:?}"
     );
 }
+
+/// The full copy of the buckets that twig takes after it connects reads no
+/// more than the board's byte budget for lattice data
+/// (`control.max_lattice_kib`): a bucket of 64 entries of 1 KiB on a board
+/// with 16 KiB is read to its 16th entry, and the rest is left unread with
+/// one warning, not loaded and then cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_full_copy_of_the_buckets_stops_at_the_boards_byte_budget() {
+    let dir = TempDir::new("lattice-budget");
+    let topo = Topology::start();
+    let nc = leaf_client(&topo).await;
+    let js = nats::jetstream::with_domain(nc.clone(), "core");
+    let configs = js
+        .create_key_value(nats::jetstream::kv::Config {
+            bucket: "CONFIGDATA_default".into(),
+            history: 1,
+            ..Default::default()
+        })
+        .await
+        .expect("the config bucket");
+    // Key (6 bytes) and value (1,010) make 1,016 bytes an entry: 16 fit in
+    // 16 KiB, the 17th does not.
+    let value = serde_json::to_vec(&HashMap::from([("v", "x".repeat(1000))])).expect("json");
+    for i in 0..64 {
+        configs
+            .put(format!("cfg-{i:02}"), value.clone().into())
+            .await
+            .expect("config put");
+    }
+    let mut args = lattice_args(&topo);
+    args.extend(["--control".to_string(), "max_lattice_kib=16".to_string()]);
+    let twig = Twig::up_in(&dir, "data", &args);
+    twig.wait_serving();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let log = loop {
+        let log = twig.log_text();
+        if log.contains("lattice data copied") {
+            break log;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no full copy within 20 s; log:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let log = strip_ansi(&log);
+    let warning = log
+        .lines()
+        .find(|l| l.contains("the rest of the bucket is not read"))
+        .unwrap_or_else(|| panic!("no warning of the unread rest; log:\n{log}"));
+    assert!(warning.contains("CONFIGDATA_default"), "{warning}");
+    assert!(
+        warning.contains("read=16") || warning.contains("\"read\":16"),
+        "{warning}"
+    );
+    let copied = log
+        .lines()
+        .find(|l| l.contains("lattice data copied"))
+        .expect("copied line");
+    assert!(
+        copied.contains("configs=16") || copied.contains("\"configs\":16"),
+        "{copied}"
+    );
+}
+
+/// `text` without its terminal colour codes (`ESC [ … m`), which the log
+/// puts around field names.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}

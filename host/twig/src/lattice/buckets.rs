@@ -496,21 +496,20 @@ pub(super) async fn copy_in(
 
 /// Every entry of a bucket, read until `budget` bytes (keys and values) are
 /// spent: the host keeps no more than the board's `control.max_lattice_kib`
-/// of lattice data, so reading past it would only hold memory a small
-/// board lacks. What is left unread is named in one warning.
+/// of lattice data, so reading past it would only hold memory (and take
+/// time) a small board lacks. The read stops at the first entry over the
+/// budget, with one warning.
 async fn read_all(store: &kv::Store, budget: &mut usize) -> Result<Entries, String> {
+    let mut out = Vec::new();
+    if *budget == 0 {
+        return Ok(out);
+    }
     let mut keys = store
         .keys()
         .await
         .map_err(|e| format!("bucket {}: {e}", store.name))?;
-    let mut out = Vec::new();
-    let mut unread = 0usize;
     while let Some(key) = keys.next().await {
         let key = key.map_err(|e| format!("bucket {}: {e}", store.name))?;
-        if *budget == 0 {
-            unread += 1;
-            continue;
-        }
         let Some(entry) = store
             .entry(key.as_str())
             .await
@@ -524,19 +523,15 @@ async fn read_all(store: &kv::Store, budget: &mut usize) -> Result<Entries, Stri
         let size = key.len() + entry.value.len();
         if size > *budget {
             *budget = 0;
-            unread += 1;
-            continue;
+            tracing::warn!(
+                bucket = %store.name,
+                read = out.len(),
+                "lattice data over this board's control.max_lattice_kib; the rest of the bucket is not read"
+            );
+            break;
         }
         *budget -= size;
         out.push((key, entry.revision, entry.value));
-    }
-    if unread > 0 {
-        tracing::warn!(
-            bucket = %store.name,
-            read = out.len(),
-            unread,
-            "lattice data over this board's control.max_lattice_kib; the rest is not read"
-        );
     }
     Ok(out)
 }
