@@ -17,6 +17,8 @@
 //! (compiling and starting a component or provider) is acknowledged at
 //! once, as on the 1.x host, and runs afterwards in [`ordered`]'s per-id
 //! queue, so operations on one id still run in the order they arrived.
+//! `provider.stop` joins the same queue and is answered when it has run
+//! (the reply is sent from a task, so later requests are not held up).
 
 mod auction;
 mod component;
@@ -103,13 +105,42 @@ pub(crate) async fn serve(agent: Arc<Agent>) {
             .and_then(|s| s.strip_prefix('.'))
             .unwrap_or(msg.subject.as_str())
             .to_string();
-        let reply = dispatch(&agent, &op, &msg.payload).await;
-        if let (Some(reply), Some(to)) = (reply, msg.reply.clone()) {
-            if let Err(e) = agent.ctl.client.publish(to, encode(&reply).into()).await {
-                tracing::warn!("cannot reply to {op}: {e}");
+        let answer = route(&agent, &op, &msg.payload).await;
+        let Some(to) = msg.reply.clone() else {
+            continue;
+        };
+        match answer {
+            Answer::Now(Some(reply)) => send_reply(&agent, &op, to, reply).await,
+            Answer::Now(None) => {}
+            // Answered when its turn in the id's queue has come, without
+            // holding up the requests behind it.
+            Answer::Later(rx) => {
+                let a = agent.clone();
+                tokio::spawn(async move {
+                    let reply = rx.await.unwrap_or_else(|_| {
+                        Reply::failure(format!("{op}: the host task ended without an answer"))
+                    });
+                    send_reply(&a, &op, to, reply).await
+                });
             }
         }
     }
+}
+
+async fn send_reply(agent: &Agent, op: &str, to: async_nats::Subject, reply: Reply) {
+    if let Err(e) = agent.ctl.client.publish(to, encode(&reply).into()).await {
+        tracing::warn!("cannot reply to {op}: {e}");
+    }
+}
+
+/// A reply now (`None`: stay silent), or one that comes when the work
+/// queued for it on its id has run.
+// One per request, moved once: boxing the common case would only add an
+// allocation.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Answer {
+    Now(Option<Reply>),
+    Later(tokio::sync::oneshot::Receiver<Reply>),
 }
 
 /// Flushes the subscriptions just made (the server has them once the
@@ -149,15 +180,25 @@ pub(crate) fn encode(reply: &Reply) -> Vec<u8> {
     })
 }
 
-/// Answers one request: `op` is the subject after the prefix and lattice
-/// (`component.scale.N…`). `None` means stay silent (an auction this host
-/// does not bid in, `registry.put`).
+/// Answers one request, waiting for a reply that comes later: `op` is
+/// the subject after the prefix and lattice (`component.scale.N…`). `None`
+/// means stay silent (an auction this host does not bid in,
+/// `registry.put`).
+#[cfg(test)]
 pub(crate) async fn dispatch(agent: &Arc<Agent>, op: &str, payload: &[u8]) -> Option<Reply> {
+    match route(agent, op, payload).await {
+        Answer::Now(reply) => reply,
+        Answer::Later(rx) => Some(rx.await.unwrap_or_else(|_| Reply::failure("no answer"))),
+    }
+}
+
+/// Parses, gates and routes one request to its family's handler.
+pub(crate) async fn route(agent: &Arc<Agent>, op: &str, payload: &[u8]) -> Answer {
     let req = match wire::parse_request(op, &agent.id.host_id, payload) {
         Ok(req) => req,
         Err(why) => {
             tracing::warn!(op, "control request refused: {why}");
-            return Some(Reply::failure(why));
+            return Answer::Now(Some(Reply::failure(why)));
         }
     };
     let policy = &agent.host.board().control;
@@ -168,25 +209,25 @@ pub(crate) async fn dispatch(agent: &Arc<Agent>, op: &str, payload: &[u8]) -> Op
                 Request::ComponentAuction(_) | Request::ProviderAuction(_)
             ) {
                 // A host that may not be asked to start things does not bid.
-                return None;
+                return Answer::Now(None);
             }
             let why = policy.refusal(family, op);
             tracing::warn!("control request refused: {why}");
-            return Some(Reply::failure(why));
+            return Answer::Now(Some(Reply::failure(why)));
         }
     }
-    Some(match req {
+    Answer::Now(Some(match req {
         Request::HostPing => host::ping(agent),
         Request::HostGet => host::inventory(agent),
         Request::HostStop(s) => host::stop(agent, s),
         Request::ClaimsGet => host::claims(),
-        Request::RegistryPut => return host::registry_put(),
-        Request::ComponentAuction(a) => return auction::component(agent, a),
-        Request::ProviderAuction(a) => return auction::provider(agent, a).await,
+        Request::RegistryPut => return Answer::Now(host::registry_put()),
+        Request::ComponentAuction(a) => return Answer::Now(auction::component(agent, a)),
+        Request::ProviderAuction(a) => return Answer::Now(auction::provider(agent, a).await),
         Request::ComponentScale(s) => component::scale(agent, s).await,
         Request::ComponentUpdate(u) => component::update(agent, u).await,
         Request::ProviderStart(s) => provider::start(agent, s).await,
-        Request::ProviderStop(s) => provider::stop(agent, s).await,
+        Request::ProviderStop(s) => return Answer::Later(provider::stop(agent, s)),
         Request::LabelPut(l) => label::put(agent, l).await,
         Request::LabelDel(l) => label::del(agent, l).await,
         Request::LinkPut(l) => link::put(agent, l).await,
@@ -195,7 +236,7 @@ pub(crate) async fn dispatch(agent: &Arc<Agent>, op: &str, payload: &[u8]) -> Op
         Request::ConfigPut(name, map) => config::put(agent, name, map).await,
         Request::ConfigGet(name) => config::get(agent, name).await,
         Request::ConfigDel(name) => config::del(agent, name).await,
-    })
+    }))
 }
 
 /// Runs blocking host work off the async thread.

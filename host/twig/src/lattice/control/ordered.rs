@@ -56,6 +56,22 @@ impl Ordered {
         });
     }
 
+    /// Runs `work` after every operation queued earlier for `id`, and
+    /// hands its result back: for an operation that answers only when it
+    /// is done (`provider.stop`), so it cannot overtake a start queued
+    /// before it. The caller awaits the answer off the dispatcher.
+    pub fn run_for<T, F>(&self, id: &str, work: F) -> oneshot::Receiver<T>
+    where
+        T: Send + 'static,
+        F: Future<Output = T> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        self.run(id, async move {
+            let _ = tx.send(work.await);
+        });
+        rx
+    }
+
     /// Ids with an operation queued or running.
     #[cfg(test)]
     pub fn busy(&self) -> usize {

@@ -1,7 +1,8 @@
 //! `provider.start` and `provider.stop` for twig's built-in providers. A
 //! start is checked and answered at once, then runs in the id's queue
 //! ([`super::ordered`]) and `provider_started` or `provider_start_failed`
-//! tells how it went; a stop is done before the reply.
+//! tells how it went; a stop runs in the same queue and is answered when
+//! it is done.
 
 use std::sync::Arc;
 
@@ -68,23 +69,32 @@ pub(super) async fn start(agent: &Arc<Agent>, s: wire::StartProvider) -> Reply {
     Reply::success(msg)
 }
 
-pub(super) async fn stop(agent: &Agent, s: wire::StopProvider) -> Reply {
-    let host = agent.host.clone();
+/// Queued behind the id's earlier operations (a start sent just before
+/// is done first), and answered when done.
+pub(super) fn stop(
+    agent: &Arc<Agent>,
+    s: wire::StopProvider,
+) -> tokio::sync::oneshot::Receiver<Reply> {
+    let a = agent.clone();
     let id = s.provider_id.clone();
-    match blocking(move || host.stop_provider(&id))
-        .await
-        .and_then(|r| r)
-    {
-        Ok(annotations) => {
-            let event = wire::ProviderStopped {
-                annotations,
-                host_id: agent.id.host_id.clone(),
-                provider_id: s.provider_id,
-                reason: "stop".into(),
-            };
-            events::publish(agent, event).await;
-            Reply::success("successfully stopped provider")
+    agent.ordered.run_for(&id, async move {
+        let host = a.host.clone();
+        let id = s.provider_id.clone();
+        match blocking(move || host.stop_provider(&id))
+            .await
+            .and_then(|r| r)
+        {
+            Ok(annotations) => {
+                let event = wire::ProviderStopped {
+                    annotations,
+                    host_id: a.id.host_id.clone(),
+                    provider_id: s.provider_id,
+                    reason: "stop".into(),
+                };
+                events::publish(&a, event).await;
+                Reply::success("successfully stopped provider")
+            }
+            Err(e) => Reply::failure(e),
         }
-        Err(e) => Reply::failure(e),
-    }
+    })
 }

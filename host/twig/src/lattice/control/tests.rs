@@ -333,3 +333,25 @@ async fn a_full_copy_older_than_a_local_write_does_not_undo_it() {
         "absent from a newer copy: deleted"
     );
 }
+
+/// `provider.stop` right after `provider.start` (acknowledged, then run in
+/// the id's queue) waits its turn: the start runs first, the stop then
+/// finds the provider and stops it, and nothing is left running. (Here
+/// the host's desired-state lock, held through a deploy, happens to order
+/// the two as well; `tests/lattice.rs` has the test that fails without the
+/// queue, for scales.)
+#[tokio::test]
+async fn a_provider_stop_right_after_its_start_runs_after_it() {
+    let dir = Scratch::new("provider");
+    let a = agent(Board::sim(), &dir).await;
+    let start = format!("provider.start.{HOST_ID}");
+    let stop = format!("provider.stop.{HOST_ID}");
+    let body = r#"{"provider_id":"lat-kv","provider_ref":"twig:keyvalue"}"#;
+    let r = ask(&a, &start, body).await;
+    assert!(r.success, "{r:?}");
+    let r = ask(&a, &stop, r#"{"provider_id":"lat-kv"}"#).await;
+    assert_eq!(r.message, "successfully stopped provider", "{r:?}");
+    assert!(!a.host.has_component("lat-kv"));
+    let r = ask(&a, &stop, r#"{"provider_id":"lat-kv"}"#).await;
+    refused(&r, "provider `lat-kv` is not running on this host");
+}
