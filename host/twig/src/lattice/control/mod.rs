@@ -17,8 +17,9 @@
 //! (compiling and starting a component or provider) is acknowledged at
 //! once, as on the 1.x host, and runs afterwards in [`ordered`]'s per-id
 //! queue, so operations on one id still run in the order they arrived.
-//! `provider.stop` joins the same queue and is answered when it has run
-//! (the reply is sent from a task, so later requests are not held up).
+//! A `provider.stop` for an id with work queued joins that queue and is
+//! answered when it has run (the reply is sent from a task, so later
+//! requests are not held up).
 
 mod auction;
 mod component;
@@ -227,7 +228,7 @@ pub(crate) async fn route(agent: &Arc<Agent>, op: &str, payload: &[u8]) -> Answe
         Request::ComponentScale(s) => component::scale(agent, s).await,
         Request::ComponentUpdate(u) => component::update(agent, u).await,
         Request::ProviderStart(s) => provider::start(agent, s).await,
-        Request::ProviderStop(s) => return Answer::Later(provider::stop(agent, s)),
+        Request::ProviderStop(s) => return provider::stop(agent, s).await,
         Request::LabelPut(l) => label::put(agent, l).await,
         Request::LabelDel(l) => label::del(agent, l).await,
         Request::LinkPut(l) => link::put(agent, l).await,

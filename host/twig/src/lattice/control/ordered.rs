@@ -72,6 +72,11 @@ impl Ordered {
         rx
     }
 
+    /// Whether `id` has an operation queued or running.
+    pub fn has_work(&self, id: &str) -> bool {
+        lock(&self.tails).contains_key(id)
+    }
+
     /// Ids with an operation queued or running.
     #[cfg(test)]
     pub fn busy(&self) -> usize {

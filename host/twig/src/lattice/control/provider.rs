@@ -10,7 +10,7 @@ use super::super::agent::Agent;
 use super::super::events;
 use super::super::policy_service::{self, Ask};
 use super::super::wire::{self, Reply};
-use super::{blocking, busy, scale_permit};
+use super::{blocking, busy, scale_permit, Answer};
 
 pub(super) async fn start(agent: &Arc<Agent>, s: wire::StartProvider) -> Reply {
     let Some(permit) = scale_permit(agent) else {
@@ -69,32 +69,43 @@ pub(super) async fn start(agent: &Arc<Agent>, s: wire::StartProvider) -> Reply {
     Reply::success(msg)
 }
 
-/// Queued behind the id's earlier operations (a start sent just before
-/// is done first), and answered when done.
-pub(super) fn stop(
-    agent: &Arc<Agent>,
-    s: wire::StopProvider,
-) -> tokio::sync::oneshot::Receiver<Reply> {
+/// Done before the reply when nothing is queued for the id (as every
+/// request is); queued behind the id's earlier operations otherwise (a
+/// start sent just before is done first), holding a scale slot so a flood
+/// of stops cannot pile up, and answered when done.
+pub(super) async fn stop(agent: &Arc<Agent>, s: wire::StopProvider) -> Answer {
+    if !agent.ordered.has_work(&s.provider_id) {
+        return Answer::Now(Some(stop_now(agent.clone(), s).await));
+    }
+    let Some(permit) = scale_permit(agent) else {
+        return Answer::Now(Some(busy(agent, "provider.stop")));
+    };
     let a = agent.clone();
     let id = s.provider_id.clone();
-    agent.ordered.run_for(&id, async move {
-        let host = a.host.clone();
-        let id = s.provider_id.clone();
-        match blocking(move || host.stop_provider(&id))
-            .await
-            .and_then(|r| r)
-        {
-            Ok(annotations) => {
-                let event = wire::ProviderStopped {
-                    annotations,
-                    host_id: a.id.host_id.clone(),
-                    provider_id: s.provider_id,
-                    reason: "stop".into(),
-                };
-                events::publish(&a, event).await;
-                Reply::success("successfully stopped provider")
-            }
-            Err(e) => Reply::failure(e),
+    Answer::Later(agent.ordered.run_for(&id, async move {
+        let reply = stop_now(a, s).await;
+        drop(permit);
+        reply
+    }))
+}
+
+async fn stop_now(a: Arc<Agent>, s: wire::StopProvider) -> Reply {
+    let host = a.host.clone();
+    let id = s.provider_id.clone();
+    match blocking(move || host.stop_provider(&id))
+        .await
+        .and_then(|r| r)
+    {
+        Ok(annotations) => {
+            let event = wire::ProviderStopped {
+                annotations,
+                host_id: a.id.host_id.clone(),
+                provider_id: s.provider_id,
+                reason: "stop".into(),
+            };
+            events::publish(&a, event).await;
+            Reply::success("successfully stopped provider")
         }
-    })
+        Err(e) => Reply::failure(e),
+    }
 }
