@@ -232,6 +232,26 @@ impl Twig {
         }
     }
 
+    /// Waits (30 s at most) until `twig status` shows the lattice control
+    /// interface serving: connected, and its subscriptions flushed to the
+    /// server, so a control request sent now is heard (`connected` comes
+    /// before that).
+    pub fn wait_serving(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let up = self.status()["host"]["uplink"].clone();
+            if up["state"] == "connected" && up["serving"] == true {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "lattice control never serving: {up}; log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Waits (15 s at most) until twig's uplink is no longer connected:
     /// it has noticed its server go.
     pub fn wait_disconnected(&self) {

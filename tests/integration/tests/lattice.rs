@@ -103,7 +103,7 @@ async fn control_interface_client_sees_and_drives_twig() {
     let mut args = lattice_args(&topo);
     args.extend(["--control".to_string(), "host_stop=exit".to_string()]);
     let twig = Twig::up_in(&dir, "data", &args);
-    twig.wait_connected();
+    twig.wait_serving();
     let id = twig.host_id();
     let ctl = ctl_client(&topo).await;
     let mut events = ctl
@@ -556,8 +556,8 @@ async fn a_component_on_one_host_calls_a_component_on_another_over_wrpc() {
         "b",
         &["--board".into(), board_b.display().to_string()],
     );
-    twig_a.wait_connected();
-    twig_b.wait_connected();
+    twig_a.wait_serving();
+    twig_b.wait_serving();
     let (a, b) = (twig_a.host_id(), twig_b.host_id());
     assert_ne!(a, b);
     assert_eq!(
@@ -719,7 +719,7 @@ async fn an_http_server_provider_linked_from_the_lattice_serves_its_target() {
     let dir = TempDir::new("lattice-http");
     let topo = Topology::start();
     let twig = Twig::up_in(&dir, "data", &lattice_args(&topo));
-    twig.wait_connected();
+    twig.wait_serving();
     let id = twig.host_id();
     let ctl = ctl_client(&topo).await;
 
@@ -838,8 +838,8 @@ async fn links_and_config_changed_while_away_are_applied_on_return() {
         "core-b".into(),
     ];
     let twig_b = Twig::up_in(&dir, "b", &args_b);
-    twig_a.wait_connected();
-    twig_b.wait_connected();
+    twig_a.wait_serving();
+    twig_b.wait_serving();
     let a = twig_a.host_id();
 
     // The operator's tool talks to the core, which stays up throughout.
@@ -922,7 +922,7 @@ async fn links_and_config_changed_while_away_are_applied_on_return() {
 
     // A is back: it catches up with both changes by itself.
     topo.start_leaf();
-    twig_a.wait_connected();
+    twig_a.wait_serving();
     twig_a.invoke_until(
         "away-frontend",
         "welcome",
@@ -942,4 +942,162 @@ async fn links_and_config_changed_while_away_are_applied_on_return() {
     }
     // The device's own manifest was never overridden.
     twig_a.assert_demo_answers();
+}
+
+/// Operations on one component id run in the order they arrived, though
+/// each is acknowledged before it runs: a scale to 2 followed at once by a
+/// scale to 0 ends with the component stopped, every time. Each round's
+/// annotations carry its number, so its two `component_scaled` events are
+/// told apart from other rounds'; the scale to 2 must be told first, and
+/// the inventory after the scale to 0 must not list the component.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scale_to_zero_right_after_a_scale_up_ends_stopped_every_time() {
+    const ROUNDS: usize = 100;
+    let dir = TempDir::new("lattice-order");
+    let topo = Topology::start();
+    let twig = Twig::up_in(&dir, "data", &lattice_args(&topo));
+    twig.wait_serving();
+    let id = twig.host_id();
+    let ctl = ctl_client(&topo).await;
+    let mut events = ctl
+        .events_receiver(vec![
+            "component_scaled".into(),
+            "component_scale_failed".into(),
+        ])
+        .await
+        .expect("event subscription");
+    let greeter = file_ref("greeter");
+    let cid = "lat-order";
+    let started = Instant::now();
+    for round in 0..ROUNDS {
+        let annotations = BTreeMap::from([("round".to_string(), round.to_string())]);
+        for n in [2, 0] {
+            let r = ctl
+                .scale_component(
+                    &id,
+                    &greeter,
+                    cid,
+                    n,
+                    Some(annotations.clone()),
+                    vec![],
+                    false,
+                )
+                .await
+                .expect("scale reply");
+            assert!(r.succeeded(), "round {round}: scale to {n}: {r:?}");
+        }
+        let tag = round.to_string();
+        let this_round =
+            |d: &serde_json::Value| d["component_id"] == cid && d["annotations"]["round"] == *tag;
+        let first = next_event(&mut events, "component_scaled", this_round).await;
+        assert_eq!(
+            first["data"]["max_instances"], 2,
+            "round {round}: the scale to 0 overtook the scale to 2: {first}"
+        );
+        let second = next_event(&mut events, "component_scaled", this_round).await;
+        assert_eq!(
+            second["data"]["max_instances"], 0,
+            "round {round}: {second}"
+        );
+        let inv = ctl
+            .get_host_inventory(&id)
+            .await
+            .expect("inventory")
+            .into_data()
+            .expect("inventory data");
+        assert!(
+            inv.components().iter().all(|c| c.id() != cid),
+            "round {round}: {cid} still runs after its scale to 0: {:?}",
+            inv.components()
+        );
+    }
+    let took = started.elapsed();
+    eprintln!("{ROUNDS} rounds of scale 2 → 0 in {took:?}");
+    assert!(
+        took < Duration::from_secs(90),
+        "{ROUNDS} rounds took {took:?}"
+    );
+}
+
+/// The full copy of the buckets that twig takes after it connects reads no
+/// more than the board's byte budget for lattice data
+/// (`control.max_lattice_kib`): a bucket of 64 entries of 1 KiB on a board
+/// with 16 KiB is read to its 16th entry, and the rest is left unread with
+/// one warning, not loaded and then cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_full_copy_of_the_buckets_stops_at_the_boards_byte_budget() {
+    let dir = TempDir::new("lattice-budget");
+    let topo = Topology::start();
+    let nc = leaf_client(&topo).await;
+    let js = nats::jetstream::with_domain(nc.clone(), "core");
+    let configs = js
+        .create_key_value(nats::jetstream::kv::Config {
+            bucket: "CONFIGDATA_default".into(),
+            history: 1,
+            ..Default::default()
+        })
+        .await
+        .expect("the config bucket");
+    // Key (6 bytes) and value (1,010) make 1,016 bytes an entry: 16 fit in
+    // 16 KiB, the 17th does not.
+    let value = serde_json::to_vec(&HashMap::from([("v", "x".repeat(1000))])).expect("json");
+    for i in 0..64 {
+        configs
+            .put(format!("cfg-{i:02}"), value.clone().into())
+            .await
+            .expect("config put");
+    }
+    let mut args = lattice_args(&topo);
+    args.extend(["--control".to_string(), "max_lattice_kib=16".to_string()]);
+    let twig = Twig::up_in(&dir, "data", &args);
+    twig.wait_serving();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let log = loop {
+        let log = twig.log_text();
+        if log.contains("lattice data copied") {
+            break log;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no full copy within 20 s; log:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let log = strip_ansi(&log);
+    let warning = log
+        .lines()
+        .find(|l| l.contains("the rest of the bucket is not read"))
+        .unwrap_or_else(|| panic!("no warning of the unread rest; log:\n{log}"));
+    assert!(warning.contains("CONFIGDATA_default"), "{warning}");
+    assert!(
+        warning.contains("read=16") || warning.contains("\"read\":16"),
+        "{warning}"
+    );
+    let copied = log
+        .lines()
+        .find(|l| l.contains("lattice data copied"))
+        .expect("copied line");
+    assert!(
+        copied.contains("configs=16") || copied.contains("\"configs\":16"),
+        "{copied}"
+    );
+}
+
+/// `text` without its terminal colour codes (`ESC [ … m`), which the log
+/// puts around field names.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }

@@ -118,7 +118,7 @@ async fn lattice_attacks_on_a_device_with_the_default_policy_are_refused() {
     args.extend(["--app".to_string(), app]);
     let twig = Twig::up_in(&dir, "data", &args);
     twig.settled(1);
-    twig.wait_connected();
+    twig.wait_serving();
     let id = twig.host_id();
     assert_eq!(count(port, "/hello"), Some(1));
     let (nc, ctl) = attacker(&topo).await;
@@ -371,7 +371,7 @@ async fn wrpc_calls_from_the_lattice_are_bounded() {
     ]);
     let twig = Twig::up_in(&dir, "data", &args);
     twig.settled(1);
-    twig.wait_connected();
+    twig.wait_serving();
     let id = twig.host_id();
     let (nc, ctl) = attacker(&topo).await;
     let greeter = greeter_ref();
@@ -512,7 +512,7 @@ async fn a_policy_service_is_asked_before_starts_and_silence_refuses() {
         "policy_timeout_ms=500".to_string(),
     ]);
     let twig = Twig::up_in(&dir, "data", &args);
-    twig.wait_connected();
+    twig.wait_serving();
     let id = twig.host_id();
     let (nc, ctl) = attacker(&topo).await;
     let greeter = greeter_ref();
@@ -612,7 +612,7 @@ async fn a_separate_control_connection_takes_the_orders() {
         "fleet.ctl".to_string(),
     ]);
     let twig = Twig::up_in(&dir, "data", &args);
-    twig.wait_connected();
+    twig.wait_serving();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let s = twig.status();
@@ -697,7 +697,7 @@ async fn a_lattice_scale_of_an_oversize_file_is_refused_unread() {
         ),
     ]);
     let twig = Twig::up_in(&dir, "data", &args);
-    twig.wait_connected();
+    twig.wait_serving();
     let id = twig.host_id();
     let (_nc, ctl) = attacker(&topo).await;
     let r = ctl

@@ -236,7 +236,7 @@ async fn wadm_deploys_a_manifest_onto_twig() {
     let topo = Topology::start();
     let wadm = Wadm::start(&topo, &dir);
     let twig = Twig::up_in(&dir, "data", &lattice_args(&topo));
-    twig.wait_connected();
+    twig.wait_serving();
     let logs = || {
         format!(
             "--- wadm ---\n{}\n--- twig ---\n{}",

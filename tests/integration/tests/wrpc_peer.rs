@@ -118,7 +118,7 @@ async fn wrpc_transport_nats_client_calls_a_component_on_twig() {
         args.extend(["--control".to_string(), c.to_string()]);
     }
     let twig = Twig::up_in(&dir, "data", &args);
-    twig.wait_connected();
+    twig.wait_serving();
 
     let nc = connect(&topo).await;
     let max_payload = nc.server_info().max_payload;
@@ -191,7 +191,7 @@ async fn component_on_twig_calls_a_wrpc_transport_nats_server() {
     let dir = TempDir::new("wrpc-peer-serve");
     let topo = Topology::start();
     let twig = Twig::up_in(&dir, "data", &lattice_args(&topo));
-    twig.wait_connected();
+    twig.wait_serving();
     let host = twig.host_id();
 
     // The peer serves `greet` as target `wrpc-greeter`, in the queue group

@@ -15,8 +15,11 @@
 //! * [`wire`]: the control interface's requests, replies and events as JSON
 //!   (parsing and checking everything that comes off the network);
 //! * [`cache`]: the lattice's links, config and label changes on disk;
-//! * `agent`: the control server, heartbeats and the bucket watcher that
-//!   run on the connection (only with the `lattice` feature);
+//! * `agent`: the state the tasks on the connection share, and their start
+//!   (only with the `lattice` feature, as are the next three);
+//! * `control`: the control server, one file per request family;
+//! * `events`: the typed lattice events and the heartbeat;
+//! * `buckets`: the `LATTICEDATA`/`CONFIGDATA` buckets and their watcher;
 //! * `wrpc`: calls to link targets elsewhere in the lattice and serving
 //!   this host's components, over one reply inbox per connection;
 //! * `probe`: one TLS handshake of its own, to name why the server's
@@ -31,11 +34,17 @@
 
 #[cfg(feature = "lattice")]
 mod agent;
+#[cfg(feature = "lattice")]
+mod buckets;
 /// The lattice data's home moved to [`crate::latticedata`] (it is host
 /// state, not NATS); the old path stays for code written against it.
 pub use crate::latticedata as cache;
 #[cfg(feature = "lattice")]
+mod control;
+#[cfg(feature = "lattice")]
 mod drain;
+#[cfg(feature = "lattice")]
+mod events;
 pub mod jwt;
 #[cfg(feature = "lattice")]
 mod policy_service;
@@ -175,6 +184,11 @@ pub struct UplinkStatus {
     pub last_delivered_ms: Option<u64>,
     /// The last reason the drain could not deliver.
     pub last_delivery_error: Option<String>,
+    /// Whether the control interface is live: the agent has made its
+    /// control subscriptions and flushed them to the server, so a request
+    /// sent now is heard (`connected` alone comes before that). async-nats
+    /// restores the subscriptions after a reconnect.
+    pub serving: bool,
     /// The separate control connection, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub control: Option<ControlLinkStatus>,
@@ -219,6 +233,7 @@ impl UplinkStatus {
             stream_duplicates: 0,
             last_delivered_ms: None,
             last_delivery_error: None,
+            serving: false,
             control: None,
             control_link: None,
         }
@@ -339,6 +354,7 @@ pub fn start(
                     buckets: Default::default(),
                     serve_sync: Default::default(),
                     scales: Arc::new(tokio::sync::Semaphore::new(host_max_scales)),
+                    ordered: Default::default(),
                 });
                 let _ = cell.set(a.clone());
                 agent::spawn(a).await;

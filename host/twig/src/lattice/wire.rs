@@ -560,9 +560,9 @@ fn check_link(op: &str, l: &LinkDef) -> Result<(), String> {
     check_config_names(op, &l.target_config)
 }
 
-/// A CloudEvent 1.0, as JSON, with `data` as a JSON value.
+/// A CloudEvent 1.0, as JSON, with `data` one of the typed payloads below.
 #[derive(Debug, Clone, Serialize)]
-pub struct CloudEvent<'a> {
+pub struct CloudEvent<'a, T: Serialize> {
     pub specversion: &'static str,
     pub id: String,
     pub source: &'a str,
@@ -570,12 +570,12 @@ pub struct CloudEvent<'a> {
     pub kind: String,
     pub datacontenttype: &'static str,
     pub time: String,
-    pub data: serde_json::Value,
+    pub data: T,
 }
 
-impl<'a> CloudEvent<'a> {
+impl<'a, T: Serialize> CloudEvent<'a, T> {
     /// The event `name` (e.g. `host_heartbeat`) from host `source`.
-    pub fn new(source: &'a str, name: &str, data: serde_json::Value) -> CloudEvent<'a> {
+    pub fn new(source: &'a str, name: &str, data: T) -> CloudEvent<'a, T> {
         CloudEvent {
             specversion: "1.0",
             id: event_id(),
@@ -584,6 +584,262 @@ impl<'a> CloudEvent<'a> {
             datacontenttype: "application/json",
             time: rfc3339_now(),
             data,
+        }
+    }
+}
+
+/// The payload of one lattice event: its `name` is the last token of
+/// `wasmbus.evt.{lattice}.{name}` and of the CloudEvent type.
+///
+/// Field names and shapes are what wasmCloud 1.x hosts send (wadm and the
+/// control-interface crate parse them). Fields are declared in
+/// alphabetical order: these payloads used to be `serde_json::Value` maps,
+/// which serialize sorted, so each payload's keys keep their order.
+pub trait LatticeEvent: Serialize {
+    fn name(&self) -> &'static str;
+}
+
+macro_rules! lattice_event {
+    ($ty:ty, $name:literal) => {
+        impl LatticeEvent for $ty {
+            fn name(&self) -> &'static str {
+                $name
+            }
+        }
+    };
+}
+
+/// `host_started`, once, on the first heartbeat.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct HostStarted {
+    pub friendly_name: String,
+    pub labels: BTreeMap<String, String>,
+    pub uptime_seconds: u64,
+    pub version: String,
+}
+lattice_event!(HostStarted, "host_started");
+
+/// `host_stopped`, on the way out.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct HostStopped {
+    pub labels: BTreeMap<String, String>,
+}
+lattice_event!(HostStopped, "host_stopped");
+
+/// `host_heartbeat`: the inventory, and twig's own `twig_link` field
+/// (wasmCloud's parsers ignore it).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct HostHeartbeat {
+    pub components: Vec<ComponentDescription>,
+    pub friendly_name: String,
+    pub host_id: String,
+    pub labels: BTreeMap<String, String>,
+    pub providers: Vec<ProviderDescription>,
+    pub twig_link: LinkReport,
+    pub uptime_human: String,
+    pub uptime_seconds: u64,
+    pub version: String,
+}
+lattice_event!(HostHeartbeat, "host_heartbeat");
+
+impl HostHeartbeat {
+    pub fn new(inv: Inventory, twig_link: LinkReport) -> HostHeartbeat {
+        HostHeartbeat {
+            components: inv.components,
+            friendly_name: inv.friendly_name,
+            host_id: inv.host_id,
+            labels: inv.labels,
+            providers: inv.providers,
+            twig_link,
+            uptime_human: inv.uptime_human,
+            uptime_seconds: inv.uptime_seconds,
+            version: inv.version,
+        }
+    }
+}
+
+/// The `twig_link` field of a heartbeat: the link's state and the outbox's
+/// backlog, so a fleet view sees a device that is behind.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LinkReport {
+    pub connects: u64,
+    pub delivered: u64,
+    pub outbox: Option<OutboxReport>,
+    pub state: super::LinkState,
+    pub upstream: super::UpstreamState,
+    pub upstream_rtt_ms: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct OutboxReport {
+    pub bytes: u64,
+    pub dropped: u64,
+    pub expired: u64,
+    pub pending: u64,
+}
+
+/// `labels_changed`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LabelsChanged {
+    pub host_id: String,
+    pub labels: BTreeMap<String, String>,
+}
+lattice_event!(LabelsChanged, "labels_changed");
+
+/// `component_scaled`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ComponentScaled {
+    pub annotations: BTreeMap<String, String>,
+    pub component_id: String,
+    pub host_id: String,
+    pub image_ref: String,
+    pub max_instances: u32,
+}
+lattice_event!(ComponentScaled, "component_scaled");
+
+/// `component_scale_failed`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ComponentScaleFailed {
+    pub annotations: BTreeMap<String, String>,
+    pub component_id: String,
+    pub error: String,
+    pub host_id: String,
+    pub image_ref: String,
+    pub max_instances: u32,
+}
+lattice_event!(ComponentScaleFailed, "component_scale_failed");
+
+/// `provider_started`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ProviderStarted {
+    pub annotations: BTreeMap<String, String>,
+    pub host_id: String,
+    pub image_ref: String,
+    pub provider_id: String,
+}
+lattice_event!(ProviderStarted, "provider_started");
+
+/// `provider_start_failed`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ProviderStartFailed {
+    pub error: String,
+    pub host_id: String,
+    pub provider_id: String,
+    pub provider_ref: String,
+}
+lattice_event!(ProviderStartFailed, "provider_start_failed");
+
+/// `provider_stopped`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ProviderStopped {
+    pub annotations: BTreeMap<String, String>,
+    pub host_id: String,
+    pub provider_id: String,
+    pub reason: String,
+}
+lattice_event!(ProviderStopped, "provider_stopped");
+
+/// `linkdef_set`, or `linkdef_set_failed` when `error` is there: the link's
+/// own fields, flat.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LinkdefSet {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub interfaces: Vec<String>,
+    pub name: String,
+    pub source_config: Vec<String>,
+    pub source_id: String,
+    pub target: String,
+    pub target_config: Vec<String>,
+    pub wit_namespace: String,
+    pub wit_package: String,
+}
+
+impl LinkdefSet {
+    pub fn new(l: &LinkDef, error: Option<String>) -> LinkdefSet {
+        LinkdefSet {
+            error,
+            interfaces: l.interfaces.clone(),
+            name: l.name.clone(),
+            source_config: l.source_config.clone(),
+            source_id: l.source_id.clone(),
+            target: l.target.clone(),
+            target_config: l.target_config.clone(),
+            wit_namespace: l.wit_namespace.clone(),
+            wit_package: l.wit_package.clone(),
+        }
+    }
+}
+
+impl LatticeEvent for LinkdefSet {
+    fn name(&self) -> &'static str {
+        if self.error.is_some() {
+            "linkdef_set_failed"
+        } else {
+            "linkdef_set"
+        }
+    }
+}
+
+/// `linkdef_deleted`; `interfaces` and `target` when the link was there.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LinkdefDeleted {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interfaces: Option<Vec<String>>,
+    pub name: String,
+    pub source_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    pub wit_namespace: String,
+    pub wit_package: String,
+}
+lattice_event!(LinkdefDeleted, "linkdef_deleted");
+
+/// `config_set`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ConfigSet {
+    pub config_name: String,
+}
+lattice_event!(ConfigSet, "config_set");
+
+/// `config_deleted`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ConfigDeleted {
+    pub config_name: String,
+}
+lattice_event!(ConfigDeleted, "config_deleted");
+
+/// What a successful control reply carries in `response`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum Response {
+    Host(HostInfo),
+    Inventory(Inventory),
+    ComponentAuction(ComponentAuctionAck),
+    ProviderAuction(ProviderAuctionAck),
+    Links(Vec<LinkDef>),
+    /// `claims.get`: twig runs no signed components, so always empty.
+    Claims(Vec<BTreeMap<String, String>>),
+    Config(BTreeMap<String, String>),
+}
+
+/// A control reply, typed: what every request family's handler returns.
+pub type Reply = CtlReply<Response>;
+
+impl CtlReply<Response> {
+    pub fn success(message: impl Into<String>) -> Reply {
+        CtlReply {
+            success: true,
+            message: message.into(),
+            response: None,
+        }
+    }
+
+    pub fn failure(message: impl Into<String>) -> Reply {
+        CtlReply {
+            success: false,
+            message: message.into(),
+            response: None,
         }
     }
 }
@@ -679,6 +935,69 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a.len(), 36);
         assert_eq!(&a[14..15], "4");
+    }
+
+    /// The typed events give the same bytes the `json!` maps they replace
+    /// gave (sorted keys, same names and shapes).
+    #[test]
+    fn typed_events_keep_their_wire_bytes() {
+        let ann: BTreeMap<String, String> = [("a".to_string(), "b".to_string())].into();
+        let scaled = ComponentScaled {
+            annotations: ann.clone(),
+            component_id: "c".into(),
+            host_id: "N".into(),
+            image_ref: "file:///x.wasm".into(),
+            max_instances: 2,
+        };
+        let old = serde_json::json!({
+            "annotations": ann, "host_id": "N", "image_ref": "file:///x.wasm",
+            "max_instances": 2, "component_id": "c",
+        });
+        assert_eq!(
+            serde_json::to_string(&scaled).unwrap(),
+            serde_json::to_string(&old).unwrap()
+        );
+        let link = LinkDef {
+            source_id: "s".into(),
+            target: "t".into(),
+            name: "default".into(),
+            wit_namespace: "wasi".into(),
+            wit_package: "keyvalue".into(),
+            interfaces: vec!["store".into()],
+            source_config: vec![],
+            target_config: vec!["c".into()],
+        };
+        let mut old = serde_json::to_value(&link).unwrap();
+        assert_eq!(
+            serde_json::to_string(&LinkdefSet::new(&link, None)).unwrap(),
+            serde_json::to_string(&old).unwrap()
+        );
+        old["error"] = "e".into();
+        let failed = LinkdefSet::new(&link, Some("e".into()));
+        assert_eq!(failed.name(), "linkdef_set_failed");
+        assert_eq!(
+            serde_json::to_string(&failed).unwrap(),
+            serde_json::to_string(&old).unwrap()
+        );
+        let deleted = LinkdefDeleted {
+            interfaces: None,
+            name: "default".into(),
+            source_id: "s".into(),
+            target: None,
+            wit_namespace: "wasi".into(),
+            wit_package: "keyvalue".into(),
+        };
+        let old = serde_json::json!({
+            "source_id": "s", "name": "default", "wit_namespace": "wasi", "wit_package": "keyvalue",
+        });
+        assert_eq!(
+            serde_json::to_string(&deleted).unwrap(),
+            serde_json::to_string(&old).unwrap()
+        );
+        let ev = CloudEvent::new("N", deleted.name(), &deleted);
+        let v: serde_json::Value = serde_json::to_value(&ev).unwrap();
+        assert_eq!(v["type"], "com.wasmcloud.lattice.linkdef_deleted");
+        assert_eq!(v["data"]["source_id"], "s");
     }
 
     #[test]
