@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::lattice::wire::LinkDef;
 use crate::state::{write_atomic, StateError};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -114,6 +113,36 @@ fn read_bounded(path: &Path, max: u64) -> std::io::Result<Option<Vec<u8>>> {
     let mut bytes = Vec::new();
     f.take(max.saturating_add(1)).read_to_end(&mut bytes)?;
     Ok((bytes.len() as u64 <= max).then_some(bytes))
+}
+
+/// A link as the lattice stores and sends it: `source_id` imports
+/// `wit_namespace:wit_package/{interfaces}` from `target`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Hash)]
+pub struct LinkDef {
+    pub source_id: String,
+    pub target: String,
+    #[serde(default = "default_link_name")]
+    pub name: String,
+    pub wit_namespace: String,
+    pub wit_package: String,
+    pub interfaces: Vec<String>,
+    #[serde(default)]
+    pub source_config: Vec<String>,
+    #[serde(default)]
+    pub target_config: Vec<String>,
+}
+
+pub(crate) fn default_link_name() -> String {
+    "default".into()
+}
+
+impl LinkDef {
+    /// Whether this link gives `ns:pkg/iface` under link name `name`.
+    pub fn provides(&self, ns: &str, pkg: &str, iface: &str) -> bool {
+        self.wit_namespace == ns
+            && self.wit_package == pkg
+            && self.interfaces.iter().any(|i| i == iface)
+    }
 }
 
 #[cfg(test)]

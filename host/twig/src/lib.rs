@@ -70,3 +70,4 @@ pub mod state;
 mod sync;
 pub mod trace;
 pub mod up;
+pub mod uplink;

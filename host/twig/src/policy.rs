@@ -99,6 +99,32 @@ impl Family {
     }
 }
 
+impl wire::Request {
+    /// The control policy's family of the request; `None` for what only
+    /// reads (ping, inventory, auctions are judged by the family they bid
+    /// for, link and config reads, claims).
+    pub fn family(&self) -> Option<Family> {
+        use wire::Request;
+        Some(match self {
+            Request::HostStop(_) => Family::HostStop,
+            Request::ComponentScale(_) | Request::ComponentUpdate(_) => Family::Scale,
+            Request::ComponentAuction(_) => Family::Scale,
+            Request::ProviderStart(_) | Request::ProviderStop(_) => Family::Providers,
+            Request::ProviderAuction(_) => Family::Providers,
+            Request::LabelPut(_) | Request::LabelDel(_) => Family::Labels,
+            Request::LinkPut(_) | Request::LinkDel(_) => Family::Links,
+            Request::ConfigPut(..) | Request::ConfigDel(_) => Family::Config,
+            Request::HostPing
+            | Request::HostGet
+            | Request::LinkGet
+            | Request::ClaimsGet
+            | Request::RegistryPut
+            | Request::ConfigGet(_) => return None,
+        })
+    }
+}
+
+
 fn allow() -> Permit {
     Permit::Allow
 }

@@ -25,7 +25,7 @@ pub struct UpOptions {
     /// When the process started, for the time-to-running log line.
     pub started: Instant,
     /// The NATS server to join the lattice through, if any.
-    pub uplink: Option<crate::lattice::UplinkOptions>,
+    pub uplink: Option<crate::uplink::UplinkOptions>,
     /// `--friendly-name`; the hostname when absent.
     pub friendly_name: Option<String>,
 }

@@ -11,8 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use super::{Host, State};
-use crate::lattice::wire::LinkDef;
-use crate::latticedata::LatticeData;
+use crate::latticedata::{LatticeData, LinkDef};
 use crate::sync::{lock, read, write};
 
 impl Host {

@@ -196,9 +196,9 @@ struct HostInner {
     /// The board's sensors, or why they cannot be read.
     sensors: Result<Arc<twig_sensors::Sensors>, String>,
     /// The uplink's state, once `twig up` starts one.
-    uplink: OnceLock<crate::lattice::SharedStatus>,
+    uplink: OnceLock<crate::uplink::SharedStatus>,
     /// The lattice identity, once `twig up` has loaded it.
-    identity: OnceLock<crate::lattice::HostIdentity>,
+    identity: OnceLock<crate::uplink::HostIdentity>,
     /// Links, named config and label changes from the lattice, as last
     /// seen (also on disk, so they hold offline). Replaced whole after
     /// the save, like `desired`.
@@ -326,7 +326,7 @@ impl Host {
     }
 
     /// Shows the host's lattice identity in [`Host::status`]; set once.
-    pub fn set_identity(&self, identity: crate::lattice::HostIdentity) {
+    pub fn set_identity(&self, identity: crate::uplink::HostIdentity) {
         let _ = self.inner.identity.set(identity);
     }
 
@@ -356,7 +356,7 @@ impl Host {
     }
 
     /// Shows the uplink's state in [`Host::status`]; set once.
-    pub fn set_uplink(&self, status: crate::lattice::SharedStatus) {
+    pub fn set_uplink(&self, status: crate::uplink::SharedStatus) {
         let _ = self.inner.uplink.set(status);
     }
 

@@ -27,13 +27,13 @@ pub struct HostStatus {
     pub data_dir: String,
     pub labels: BTreeMap<String, String>,
     /// The uplink to the lattice, when `twig up` was given one.
-    pub uplink: Option<crate::lattice::UplinkStatus>,
+    pub uplink: Option<crate::uplink::UplinkStatus>,
     /// The durable outbox: what waits to leave the device, per class,
     /// with its drop and expiry counters.
     pub outbox: Option<twig_outbox::OutboxStats>,
     /// The host's lattice identity (id `N…`, friendly name).
     #[serde(flatten)]
-    pub identity: Option<crate::lattice::HostIdentity>,
+    pub identity: Option<crate::uplink::HostIdentity>,
 }
 
 #[derive(Debug, Serialize)]

@@ -112,35 +112,10 @@ pub struct ProviderDescription {
     pub revision: i32,
 }
 
-/// A link as the lattice stores and sends it: `source_id` imports
-/// `wit_namespace:wit_package/{interfaces}` from `target`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Hash)]
-pub struct LinkDef {
-    pub source_id: String,
-    pub target: String,
-    #[serde(default = "default_link_name")]
-    pub name: String,
-    pub wit_namespace: String,
-    pub wit_package: String,
-    pub interfaces: Vec<String>,
-    #[serde(default)]
-    pub source_config: Vec<String>,
-    #[serde(default)]
-    pub target_config: Vec<String>,
-}
-
-fn default_link_name() -> String {
-    "default".into()
-}
-
-impl LinkDef {
-    /// Whether this link gives `ns:pkg/iface` under link name `name`.
-    pub fn provides(&self, ns: &str, pkg: &str, iface: &str) -> bool {
-        self.wit_namespace == ns
-            && self.wit_package == pkg
-            && self.interfaces.iter().any(|i| i == iface)
-    }
-}
+/// Links are host state as well as wire format: they live with the
+/// lattice data the host keeps.
+pub use crate::latticedata::LinkDef;
+use crate::latticedata::default_link_name;
 
 /// The value of `COMPONENT_{id}` in the `LATTICEDATA_{lattice}` bucket: a
 /// source component's links.
@@ -279,31 +254,6 @@ pub enum Request {
     ConfigPut(String, BTreeMap<String, String>),
     ConfigGet(String),
     ConfigDel(String),
-}
-
-impl Request {
-    /// The control policy's family of the request; `None` for what only
-    /// reads (ping, inventory, auctions are judged by the family they bid
-    /// for, link and config reads, claims).
-    pub fn family(&self) -> Option<crate::policy::Family> {
-        use crate::policy::Family;
-        Some(match self {
-            Request::HostStop(_) => Family::HostStop,
-            Request::ComponentScale(_) | Request::ComponentUpdate(_) => Family::Scale,
-            Request::ComponentAuction(_) => Family::Scale,
-            Request::ProviderStart(_) | Request::ProviderStop(_) => Family::Providers,
-            Request::ProviderAuction(_) => Family::Providers,
-            Request::LabelPut(_) | Request::LabelDel(_) => Family::Labels,
-            Request::LinkPut(_) | Request::LinkDel(_) => Family::Links,
-            Request::ConfigPut(..) | Request::ConfigDel(_) => Family::Config,
-            Request::HostPing
-            | Request::HostGet
-            | Request::LinkGet
-            | Request::ClaimsGet
-            | Request::RegistryPut
-            | Request::ConfigGet(_) => return None,
-        })
-    }
 }
 
 /// Parses a control message. `op` is the subject after
@@ -508,7 +458,7 @@ fn check_reference(op: &str, field: &str, r: &str) -> Result<(), String> {
 /// A label key the lattice may set or remove: any valid key but the
 /// host's own `hostcore.*`.
 fn check_label(op: &str, key: &str) -> Result<(), String> {
-    crate::board::check_label_key(key).map_err(|e| format!("{op}: key: {e}"))?;
+    crate::names::check_label_key(key).map_err(|e| format!("{op}: key: {e}"))?;
     if key.to_ascii_lowercase().starts_with("hostcore.") {
         return Err(format!(
             "{op}: hostcore.* labels are set by the host and cannot be changed"
@@ -665,8 +615,8 @@ pub struct LinkReport {
     pub connects: u64,
     pub delivered: u64,
     pub outbox: Option<OutboxReport>,
-    pub state: super::LinkState,
-    pub upstream: super::UpstreamState,
+    pub state: crate::uplink::LinkState,
+    pub upstream: crate::uplink::UpstreamState,
     pub upstream_rtt_ms: Option<f64>,
 }
 
