@@ -2,16 +2,18 @@
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions, TryLockError};
+use std::fs::{self, File};
 use std::io::{self, Read};
 use std::ops::Bound;
-use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use crate::config::{Config, FsyncPolicy, MAX_BUCKET_NAME_BYTES};
-use crate::error::{io_err, io_error, Error, Result};
+use twig_seglog::{self as seglog, DirLock, SegmentNames};
+
+use crate::error::{io_err, io_error, seglog_error, Error, Result};
 use crate::format::{self, Change, EncodeError, Event, Op, Parsed, Record, Scanner};
 use crate::io::{remove_if_exists, sync_dir, write_all_at, RealStorage, SegmentFile, Storage};
 
@@ -160,24 +162,24 @@ fn replay(
     }
 }
 
-fn segment_name(id: u32) -> String {
-    format!("{id:08}.log")
-}
+/// `00000001.log`: eight digits written, up to ten (a `u32`) read.
+const NAMES: SegmentNames = SegmentNames {
+    suffix: ".log",
+    width: 8,
+    min_digits: 1,
+    max_digits: 10,
+};
 
 fn segment_path(dir: &Path, id: u32) -> PathBuf {
-    dir.join(segment_name(id))
+    NAMES.path(dir, id.into())
 }
 
 fn temp_path(dir: &Path, id: u32) -> PathBuf {
-    dir.join(format!("{id:08}.log.tmp"))
+    dir.join(format!("{}.tmp", NAMES.name(id.into())))
 }
 
 fn parse_segment_name(name: &str) -> Option<u32> {
-    let digits = name.strip_suffix(".log")?;
-    if digits.is_empty() || digits.len() > 10 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok()
+    NAMES.parse(name).and_then(|n| u32::try_from(n).ok())
 }
 
 /// A segment open for reading. Reads hold an `Arc` to it, so a compaction
@@ -246,7 +248,7 @@ struct FlushCtl {
 struct Shared {
     state: Mutex<State>,
     signal: Option<Arc<FlushSignal>>,
-    _lock: File,
+    _lock: DirLock,
 }
 
 impl Drop for Shared {
@@ -419,29 +421,8 @@ impl Store {
     ) -> Result<(Store, OpenReport)> {
         let started = Instant::now();
         config.validate()?;
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(io_err(dir))?;
-        let lock_path = dir.join("LOCK");
-        let lock = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&lock_path)
-            .map_err(io_err(&lock_path))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                return Err(Error::Locked {
-                    path: dir.to_path_buf(),
-                })
-            }
-            Err(TryLockError::Error(e)) => return Err(io_error(&lock_path, None, e)),
-        }
+        seglog::files::create_dir(dir).map_err(seglog_error)?;
+        let lock = DirLock::acquire(dir).map_err(seglog_error)?;
 
         let mut report = OpenReport::default();
         let mut ids = Vec::new();
