@@ -2,9 +2,8 @@
 //! that keeps it), its read position, and the counters its stats report.
 
 use std::collections::VecDeque;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -43,36 +42,17 @@ fn decode_cursor(b: &[u8]) -> Option<u64> {
 
 /// Makes a directory's entries (created, renamed, removed files) durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), OutboxError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(dir))
+    twig_seglog::sync_dir(dir).map_err(io_err(dir))
 }
 
-/// Writes a small file atomically and durably: a temporary file, fsynced,
-/// renamed over the target, then the directory fsynced. A crash leaves
-/// either the old contents or the new, never a mix (at worst a stray
-/// temporary file, which opening removes).
+/// Replaces a small file whole and durably (twig-seglog's `write_atomic`).
 pub(crate) fn write_atomic(
     dir: &Path,
     name: &str,
     tmp: &str,
     bytes: &[u8],
 ) -> Result<(), OutboxError> {
-    let tmp_path = dir.join(tmp);
-    let path = dir.join(name);
-    let f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp_path)
-        .map_err(io_err(&tmp_path))?;
-    f.write_all_at(bytes, 0)
-        .and_then(|()| f.sync_all())
-        .map_err(io_err(&tmp_path))?;
-    drop(f);
-    fs::rename(&tmp_path, &path).map_err(io_err(&path))?;
-    sync_dir(dir)
+    Ok(twig_seglog::write_atomic(dir, name, tmp, bytes)?)
 }
 
 /// Where the reader resumes: a segment (by name) and an offset in it.
@@ -143,11 +123,7 @@ impl Class {
     /// Opens (creating if need be) the class's directory and recovers its
     /// segments and cursor. See "Recovery on open" in the crate docs.
     pub fn open(cfg: ClassConfig, dir: PathBuf, segment_bytes: u64) -> Result<Class, OutboxError> {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .map_err(io_err(&dir))?;
+        twig_seglog::files::create_dir(&dir)?;
         let mut names = Vec::new();
         let mut removed = false;
         for entry in fs::read_dir(&dir).map_err(io_err(&dir))? {
@@ -216,13 +192,7 @@ impl Class {
             let r = recover(&path, name_seq, &bytes, after, is_last);
             class.counters.corrupt_skipped += r.corrupt_regions;
             if let Some(len) = r.truncate_to {
-                let f = OpenOptions::new()
-                    .write(true)
-                    .open(&path)
-                    .map_err(io_err(&path))?;
-                f.set_len(len)
-                    .and_then(|()| f.sync_all())
-                    .map_err(io_err(&path))?;
+                twig_seglog::files::truncate_tail(&path, len)?;
             }
             let seg = r.segment;
             // Segments with nothing readable above the cursor are done
@@ -248,10 +218,7 @@ impl Class {
         class.next_seq = after.max(cursor).saturating_add(1);
         if let Some(last) = class.segments.back() {
             if last.len < segment_bytes {
-                let f = OpenOptions::new()
-                    .write(true)
-                    .open(&last.path)
-                    .map_err(io_err(&last.path))?;
+                let f = twig_seglog::files::open_write(&last.path).map_err(io_err(&last.path))?;
                 class.active = Some(Arc::new(f));
             }
         }

@@ -141,7 +141,6 @@ mod error;
 pub mod format;
 mod outbox;
 mod segment;
-mod sync;
 
 pub use config::{
     valid_class_name, ClassConfig, Clock, DropPolicy, OutboxConfig, SyncPolicy, DEFAULT_MAX_BYTES,

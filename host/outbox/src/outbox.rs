@@ -1,10 +1,10 @@
 //! [`Outbox`]: the classes behind one lock, the byte cap and drop policy,
 //! the outbox id, and the hand-over to the sender.
 
-use std::fs::{self, File, OpenOptions, TryLockError};
+use std::fs::{self, File};
 use std::hash::{BuildHasher, Hasher};
 use std::io::{self, Read};
-use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -14,12 +14,11 @@ use crate::config::{Clock, DropPolicy, OutboxConfig, SyncPolicy};
 use crate::error::{io_err, OutboxError};
 use crate::format::{self, EncodeError};
 use crate::segment::Segment;
-use crate::sync::{Flusher, Syncer};
+use twig_seglog::{DirLock, Flusher, Syncer};
 
 /// The file holding the outbox's id.
 pub const ID_FILE: &str = "ID";
 const ID_TMP: &str = "ID.tmp";
-const LOCK_FILE: &str = "LOCK";
 /// Hex digits in an outbox id.
 const ID_LEN: usize = 16;
 
@@ -114,7 +113,7 @@ pub struct Outbox {
     /// Declared before `_lock` so it stops (and syncs) while the lock is
     /// still held.
     flusher: Option<Flusher>,
-    _lock: File,
+    _lock: DirLock,
 }
 
 fn system_now_ms() -> u64 {
@@ -183,25 +182,8 @@ impl Outbox {
         config.validate()?;
         let segment_bytes = config.effective_segment_bytes();
         let dir = config.dir.clone();
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .map_err(io_err(&dir))?;
-        let lock_path = dir.join(LOCK_FILE);
-        let lock = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&lock_path)
-            .map_err(io_err(&lock_path))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => return Err(OutboxError::Locked { dir }),
-            Err(TryLockError::Error(e)) => return Err(io_err(&lock_path)(e)),
-        }
+        twig_seglog::files::create_dir(&dir)?;
+        let lock = DirLock::acquire(&dir)?;
         let id = load_or_create_id(&dir)?;
 
         let mut classes = Vec::with_capacity(config.classes.len());
@@ -225,9 +207,9 @@ impl Outbox {
 
         let syncer = Arc::new(Syncer::default());
         let flusher = match config.sync {
-            SyncPolicy::Interval(every) => {
-                Some(Flusher::start(syncer.clone(), every).map_err(io_err(&dir))?)
-            }
+            SyncPolicy::Interval(every) => Some(
+                Flusher::start(syncer.clone(), every, "twig-outbox-sync").map_err(io_err(&dir))?,
+            ),
             SyncPolicy::Always => None,
         };
         Ok(Outbox {
@@ -382,16 +364,9 @@ impl Outbox {
             Some(f) => f.clone(),
             None => {
                 let seg = Segment::empty(&class.dir, seq);
-                let f = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&seg.path)
-                    .map_err(io_err(&seg.path))?;
                 // The new name must survive a power cut before records in
                 // it count as appended.
-                sync_dir(&class.dir)?;
-                let f = Arc::new(f);
+                let f = Arc::new(twig_seglog::files::create_durable(&class.dir, &seg.path)?);
                 class.segments.push_back(seg);
                 class.active = Some(f.clone());
                 f
@@ -535,7 +510,7 @@ impl Outbox {
     /// Fsyncs every record written so far (what the `Interval` flusher
     /// does periodically).
     pub fn sync(&self) -> Result<(), OutboxError> {
-        self.syncer.sync_all()
+        Ok(self.syncer.sync_all()?)
     }
 
     pub fn stats(&self) -> OutboxStats {
@@ -610,7 +585,7 @@ mod tests {
     /// back.
     #[test]
     fn failed_write_leaves_the_outbox_usable() {
-        let Ok(full) = OpenOptions::new().write(true).open("/dev/full") else {
+        let Ok(full) = fs::OpenOptions::new().write(true).open("/dev/full") else {
             eprintln!("no /dev/full here; skipping");
             return;
         };
