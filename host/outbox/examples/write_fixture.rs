@@ -1,8 +1,9 @@
 //! Writes the outbox directory that `tests/fixtures.rs` opens: run once
 //! (`cargo run -p twig-outbox --example write_fixture -- DIR`) by the build
 //! whose on-disk format later builds must keep reading. The committed
-//! `tests/fixtures/outbox/` was written by commit 61ec23b (before the
-//! segment-log crate), so it checks that bytes from that build open.
+//! `tests/fixtures/outbox/` was written by commit 531ec01 (the outbox code
+//! of 61ec23b, before the segment-log crate), so it checks that bytes from
+//! that build open.
 use std::sync::Arc;
 
 use twig_outbox::{ClassConfig, DropPolicy, Outbox, OutboxConfig, SyncPolicy, MIN_SEGMENT_BYTES};

@@ -1,9 +1,9 @@
 //! An outbox written by an earlier build opens, with exactly its pending
 //! records, cursor, id and seqs.
 //!
-//! `fixtures/outbox/` was written by `examples/write_fixture.rs` run on
-//! commit 61ec23b (the last build before the record framing moved into
-//! twig-seglog): class `events` (priority 5) got seqs 1..=30 in 4 KiB
+//! `fixtures/outbox/` was written by `examples/write_fixture.rs` (added in
+//! commit 531ec01) against the outbox code of commit 61ec23b, the last
+//! build before the record framing moved into twig-seglog: class `events` (priority 5) got seqs 1..=30 in 4 KiB
 //! segments and seqs 1..=17 were acknowledged (so its first segments are
 //! gone and a cursor file says 17); class `logs` got seqs 1..=3. The test
 //! opens a copy (opening may repair, and the fixture must stay as written).

@@ -1,8 +1,9 @@
 //! Writes the store directory that `tests/fixtures.rs` opens: run once
 //! (`cargo run -p twig-keyvalue --example write_fixture -- DIR`) by the
 //! build whose on-disk format later builds must keep reading. The
-//! committed `tests/fixtures/store/` was written by commit 61ec23b (before
-//! the segment-log crate), so it checks that bytes from that build open.
+//! committed `tests/fixtures/store/` was written by commit 531ec01 (the
+//! store code of 61ec23b, before the segment-log crate), so it checks that
+//! bytes from that build open.
 use twig_keyvalue::{CompactionPolicy, Config, Store};
 
 fn main() {

@@ -1,8 +1,8 @@
 //! A store written by an earlier build opens, with exactly its contents.
 //!
-//! `fixtures/store/` was written by `examples/write_fixture.rs` run on
-//! commit 61ec23b (the last build before the record framing moved into
-//! twig-seglog): two segments, an overwritten key, a deleted key, a batch,
+//! `fixtures/store/` was written by `examples/write_fixture.rs` (added in
+//! commit 531ec01) against the store code of commit 61ec23b, the last
+//! build before the record framing moved into twig-seglog: two segments, an overwritten key, a deleted key, a batch,
 //! a counter and a delete-many. The test opens a copy (opening may repair,
 //! and the fixture must stay as written).
 mod common;
