@@ -151,6 +151,7 @@ extern crate alloc;
 pub mod component;
 pub mod config;
 mod error;
+mod fair;
 pub mod format;
 mod io;
 mod store;

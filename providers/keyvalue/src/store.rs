@@ -7,13 +7,14 @@ use std::io::{self, Read};
 use std::ops::Bound;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Condvar, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use crate::config::{Config, FsyncPolicy, MAX_BUCKET_NAME_BYTES};
 use twig_seglog::{self as seglog, DirLock, SegmentNames};
 
 use crate::error::{io_err, io_error, seglog_error, Error, Result};
+use crate::fair::{Fair, FairGuard};
 use crate::format::{self, Change, EncodeError, Event, Op, Parsed, Record, Scanner};
 use crate::io::{remove_if_exists, sync_dir, write_all_at, RealStorage, SegmentFile, Storage};
 
@@ -246,7 +247,7 @@ struct FlushCtl {
 }
 
 struct Shared {
-    state: Mutex<State>,
+    state: Fair<State>,
     signal: Option<Arc<FlushSignal>>,
     _lock: DirLock,
 }
@@ -260,7 +261,7 @@ impl Drop for Shared {
                 .shutdown = true;
             sig.cv.notify_all();
         }
-        let st = self.state.get_mut().unwrap_or_else(PoisonError::into_inner);
+        let st = self.state.get_mut();
         if st.poisoned.is_none() {
             if let Err(e) = st.sync_active() {
                 tracing::warn!("closing the key-value store: {e}");
@@ -609,7 +610,7 @@ impl Store {
             crashed: Cell::new(false),
         };
         let shared = Arc::new(Shared {
-            state: Mutex::new(state),
+            state: Fair::new(state),
             signal: signal.clone(),
             _lock: lock,
         });
@@ -634,11 +635,8 @@ impl Store {
         Ok((Store { shared }, report))
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.shared
-            .state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> FairGuard<'_, State> {
+        self.shared.state.lock()
     }
 
     /// A handle on one bucket. Buckets need no creating: one exists while
@@ -990,7 +988,7 @@ fn spawn_flusher(shared: Weak<Shared>, sig: Arc<FlushSignal>, delay: Duration) -
             let Some(shared) = shared.upgrade() else {
                 return;
             };
-            let mut st = shared.state.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut st = shared.state.lock();
             if st.poisoned.is_none() && st.dirty_since.is_some_and(|t| t.elapsed() >= delay) {
                 if let Err(e) = st.sync_active() {
                     tracing::error!("background fsync of the key-value store failed: {e}");
