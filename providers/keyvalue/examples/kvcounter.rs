@@ -14,7 +14,7 @@
 //! should be on the filesystem the store will live on. One store per row,
 //! 0.5 s warm-up, then SECONDS (default 5) measured.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,7 +29,7 @@ fn quantile(sorted: &[Duration], q: f64) -> Duration {
     sorted[i]
 }
 
-fn run(base: &PathBuf, name: &str, fsync: FsyncPolicy, threads: usize, secs: f64) {
+fn run(base: &Path, name: &str, fsync: FsyncPolicy, threads: usize, secs: f64) {
     let dir = base.join(format!(
         "twig-kvcounter-{}-{name}-{threads}",
         std::process::id()
