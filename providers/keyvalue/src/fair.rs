@@ -74,6 +74,12 @@ impl<T> Fair<T> {
         }
     }
 
+    /// Whether a thread is queued for the lock (asked by its holder: the
+    /// lock will be handed straight to it).
+    pub fn has_waiters(&self) -> bool {
+        !self.queue().waiters.is_empty()
+    }
+
     pub fn get_mut(&mut self) -> &mut T {
         self.inner.get_mut().unwrap_or_else(PoisonError::into_inner)
     }
