@@ -2,11 +2,10 @@
 //! that keeps it), its read position, and the counters its stats report.
 
 use std::collections::VecDeque;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::config::ClassConfig;
 use crate::error::{io_err, OutboxError};
@@ -41,38 +40,47 @@ fn decode_cursor(b: &[u8]) -> Option<u64> {
     (crc32fast::hash(&b[..12]) == u32::from_le_bytes(crc)).then_some(u64::from_le_bytes(seq))
 }
 
-/// Makes a directory's entries (created, renamed, removed files) durable.
-pub(crate) fn sync_dir(dir: &Path) -> Result<(), OutboxError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(dir))
+/// A class's cursor file, written outside the state lock. Its mutex orders
+/// the writes and remembers what the file holds, so the cursor on disk
+/// never moves back, whichever of two concurrent writers finishes first.
+pub(crate) struct CursorFile {
+    dir: PathBuf,
+    on_disk: Mutex<u64>,
 }
 
-/// Writes a small file atomically and durably: a temporary file, fsynced,
-/// renamed over the target, then the directory fsynced. A crash leaves
-/// either the old contents or the new, never a mix (at worst a stray
-/// temporary file, which opening removes).
+impl CursorFile {
+    pub fn new(dir: PathBuf, on_disk: u64) -> CursorFile {
+        CursorFile {
+            dir,
+            on_disk: Mutex::new(on_disk),
+        }
+    }
+
+    /// Makes the file hold at least `seq` (temporary file, fsync, rename,
+    /// directory fsync, unless it already does); returns what it holds.
+    pub fn persist(&self, seq: u64) -> Result<u64, OutboxError> {
+        let mut on_disk = self.on_disk.lock().unwrap_or_else(|e| e.into_inner());
+        if seq > *on_disk {
+            write_atomic(&self.dir, CURSOR_FILE, CURSOR_TMP, &encode_cursor(seq))?;
+            *on_disk = seq;
+        }
+        Ok(*on_disk)
+    }
+}
+
+/// Makes a directory's entries (created, renamed, removed files) durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), OutboxError> {
+    twig_seglog::sync_dir(dir).map_err(io_err(dir))
+}
+
+/// Replaces a small file whole and durably (twig-seglog's `write_atomic`).
 pub(crate) fn write_atomic(
     dir: &Path,
     name: &str,
     tmp: &str,
     bytes: &[u8],
 ) -> Result<(), OutboxError> {
-    let tmp_path = dir.join(tmp);
-    let path = dir.join(name);
-    let f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp_path)
-        .map_err(io_err(&tmp_path))?;
-    f.write_all_at(bytes, 0)
-        .and_then(|()| f.sync_all())
-        .map_err(io_err(&tmp_path))?;
-    drop(f);
-    fs::rename(&tmp_path, &path).map_err(io_err(&path))?;
-    sync_dir(dir)
+    Ok(twig_seglog::write_atomic(dir, name, tmp, bytes)?)
 }
 
 /// Where the reader resumes: a segment (by name) and an offset in it.
@@ -143,11 +151,7 @@ impl Class {
     /// Opens (creating if need be) the class's directory and recovers its
     /// segments and cursor. See "Recovery on open" in the crate docs.
     pub fn open(cfg: ClassConfig, dir: PathBuf, segment_bytes: u64) -> Result<Class, OutboxError> {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .map_err(io_err(&dir))?;
+        twig_seglog::files::create_dir(&dir)?;
         let mut names = Vec::new();
         let mut removed = false;
         for entry in fs::read_dir(&dir).map_err(io_err(&dir))? {
@@ -216,13 +220,7 @@ impl Class {
             let r = recover(&path, name_seq, &bytes, after, is_last);
             class.counters.corrupt_skipped += r.corrupt_regions;
             if let Some(len) = r.truncate_to {
-                let f = OpenOptions::new()
-                    .write(true)
-                    .open(&path)
-                    .map_err(io_err(&path))?;
-                f.set_len(len)
-                    .and_then(|()| f.sync_all())
-                    .map_err(io_err(&path))?;
+                twig_seglog::files::truncate_tail(&path, len)?;
             }
             let seg = r.segment;
             // Segments with nothing readable above the cursor are done
@@ -248,10 +246,7 @@ impl Class {
         class.next_seq = after.max(cursor).saturating_add(1);
         if let Some(last) = class.segments.back() {
             if last.len < segment_bytes {
-                let f = OpenOptions::new()
-                    .write(true)
-                    .open(&last.path)
-                    .map_err(io_err(&last.path))?;
+                let f = twig_seglog::files::open_write(&last.path).map_err(io_err(&last.path))?;
                 class.active = Some(Arc::new(f));
             }
         }
@@ -320,115 +315,102 @@ impl Class {
         }
     }
 
-    /// Moves the cursor to `cursor` (if that is forward), persists it if
-    /// it is ahead of the file, then deletes the segments it wholly
-    /// covers. Returns the bytes freed.
-    pub fn set_cursor(&mut self, cursor: u64) -> Result<u64, OutboxError> {
-        self.cursor = self.cursor.max(cursor);
-        self.persist_cursor()?;
-        self.collect()
+    /// Notes that the cursor file holds at least `on_disk`.
+    pub fn persisted_at_least(&mut self, on_disk: u64) {
+        self.persisted = self.persisted.max(on_disk);
     }
 
-    fn persist_cursor(&mut self) -> Result<(), OutboxError> {
-        if self.cursor > self.persisted {
-            write_atomic(
-                &self.dir,
-                CURSOR_FILE,
-                CURSOR_TMP,
-                &encode_cursor(self.cursor),
-            )?;
-            self.persisted = self.cursor;
-        }
-        Ok(())
-    }
-
-    /// Deletes the segments the persisted cursor wholly covers (deleting
-    /// one before the cursor says so could bring its records' seqs back
-    /// after a crash).
-    fn collect(&mut self) -> Result<u64, OutboxError> {
-        let mut freed = 0;
+    /// Takes the segments the persisted cursor wholly covers out of the
+    /// class (deleting one before the cursor file says so could bring its
+    /// records' seqs back after a crash). The caller deletes their files,
+    /// outside the state lock.
+    pub fn collect(&mut self) -> Vec<Segment> {
+        let mut gone = Vec::new();
         while let Some(front) = self.segments.front() {
             if front.last_seq > self.persisted {
                 break;
             }
-            freed += self.remove_front()?;
+            gone.extend(self.pop_front());
         }
-        if freed > 0 {
-            sync_dir(&self.dir)?;
-        }
-        Ok(freed)
+        gone
     }
 
-    /// Removes the oldest segment's file (the caller fsyncs the directory).
-    fn remove_front(&mut self) -> Result<u64, OutboxError> {
-        let Some(front) = self.segments.front() else {
-            return Ok(0);
-        };
-        match fs::remove_file(&front.path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_err(&front.path)(e)),
-            _ => {}
-        }
-        let name = front.name_seq;
-        let len = front.len;
-        self.segments.pop_front();
+    /// Takes the oldest segment out of the class (its file stays).
+    fn pop_front(&mut self) -> Option<Segment> {
+        let front = self.segments.pop_front()?;
         if self.segments.is_empty() {
             self.active = None;
         }
+        let name = front.name_seq;
         if self.read.is_some_and(|r| r.segment == name) {
             self.read = None;
         }
         if self.batch_end.is_some_and(|(_, p)| p.segment == name) {
             self.batch_end = None;
         }
-        Ok(len)
+        Some(front)
     }
 
-    /// Deletes the oldest segment before delivery (drop policy or TTL):
-    /// the cursor is persisted past it first, so its records never come
-    /// back and its seqs are never reused, even if every file goes.
-    /// Returns (records discarded, bytes freed).
-    pub fn discard_front(&mut self, why: Discard) -> Result<(u64, u64), OutboxError> {
-        let Some(front) = self.segments.front() else {
-            return Ok((0, 0));
-        };
+    /// The oldest segment, if any: its name and last seq (what the cursor
+    /// must be persisted past before it may be discarded).
+    pub fn front(&self) -> Option<(u64, u64)> {
+        self.segments.front().map(|s| (s.name_seq, s.last_seq))
+    }
+
+    /// Discards the oldest segment before delivery (drop policy or TTL),
+    /// once the cursor file holds `on_disk` >= its last seq, so its records
+    /// never come back and its seqs are never reused, even if every file
+    /// goes. `None` if the oldest segment is no longer `name_seq` (acked or
+    /// discarded meanwhile). Returns the records discarded and the segment,
+    /// whose file the caller deletes.
+    pub fn discard_front(
+        &mut self,
+        name_seq: u64,
+        on_disk: u64,
+        why: Discard,
+    ) -> Option<(u64, Segment)> {
+        let front = self.segments.front()?;
+        if front.name_seq != name_seq || front.last_seq > on_disk {
+            return None;
+        }
         let records = front.count_in(self.cursor, u64::MAX);
         self.cursor = self.cursor.max(front.last_seq);
-        self.persist_cursor()?;
-        let bytes = self.remove_front()?;
-        sync_dir(&self.dir)?;
+        self.persisted_at_least(on_disk);
+        let seg = self.pop_front()?;
         match why {
             Discard::Full => self.counters.dropped_full += records,
             Discard::Expired => self.counters.expired += records,
         }
-        Ok((records, bytes))
+        Some((records, seg))
     }
 
-    /// Acknowledges every record up to `upto`. Returns the bytes freed.
-    pub fn ack(&mut self, upto: u64) -> Result<u64, OutboxError> {
-        let upto = upto.min(self.next_seq - 1);
-        let delivered: u64 = self
-            .segments
-            .iter()
-            .map(|s| s.count_in(self.cursor, upto))
-            .sum();
-        let old = self.cursor;
-        if upto > old {
+    /// The cursor an ack of `upto` must persist: `upto` (capped at the
+    /// last seq appended), or the current cursor if that is further (which
+    /// catches up a cursor write that failed earlier).
+    pub fn ack_target(&self, upto: u64) -> u64 {
+        upto.min(self.next_seq - 1).max(self.cursor)
+    }
+
+    /// Acknowledges every record up to `upto` once the cursor file holds
+    /// `on_disk` >= it (not durable, not acknowledged: a failed write
+    /// leaves the records pending, to be sent again). Returns the segments
+    /// now wholly acknowledged, whose files the caller deletes.
+    pub fn ack(&mut self, upto: u64, on_disk: u64) -> Vec<Segment> {
+        let upto = upto.min(self.next_seq - 1).min(on_disk);
+        self.persisted_at_least(on_disk);
+        if upto > self.cursor {
+            let delivered: u64 = self
+                .segments
+                .iter()
+                .map(|s| s.count_in(self.cursor, upto))
+                .sum();
             self.cursor = upto;
-            if let Err(e) = self.persist_cursor() {
-                // Not durable, so not acknowledged: the records stay
-                // pending and will be sent again (at-least-once).
-                self.cursor = old;
-                return Err(e);
-            }
             self.counters.delivered += delivered;
             if let Some((seq, pos)) = self.batch_end.take() {
                 if seq == upto {
                     self.read = Some(pos);
                 }
             }
-        } else {
-            // Catches up a cursor write that failed earlier.
-            self.persist_cursor()?;
         }
         self.collect()
     }

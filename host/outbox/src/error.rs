@@ -48,3 +48,16 @@ pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> OutboxError + '_ 
         source,
     }
 }
+
+impl From<twig_seglog::Error> for OutboxError {
+    fn from(e: twig_seglog::Error) -> OutboxError {
+        match e {
+            twig_seglog::Error::Locked { dir } => OutboxError::Locked { dir },
+            twig_seglog::Error::Io { path, source } => OutboxError::Io { path, source },
+            other => OutboxError::Io {
+                path: other.path().to_path_buf(),
+                source: io::Error::other(other.to_string()),
+            },
+        }
+    }
+}

@@ -1,15 +1,19 @@
-//! The on-disk record format: framing, checksums and the body codec, plus
-//! the resynchronising search recovery uses to step over damage.
+//! The on-disk record format: the body codec, and this format's frame
+//! (magic, version, limit) for twig-seglog's framing, checksums and the
+//! resynchronising search recovery uses to step over damage.
 //!
-//! This module does no I/O and uses only `core` and `alloc` (and the
-//! `no_std`-capable `postcard`, `serde` and `crc32fast`), so a `no_std`
-//! tool could read an outbox with it as is. The layout is described in the
-//! crate documentation.
+//! This module does no I/O (nor do the frame and scanner it uses from
+//! twig-seglog). The layout is described in the crate documentation.
 
 use alloc::vec::Vec;
 use core::fmt;
 
 use serde::{Deserialize, Serialize};
+use twig_seglog::{self as seglog, Codec, Frame, OnUnsupported, Order};
+
+/// Why bytes are not one intact record (twig-seglog's frame errors, with
+/// `BadBody` for a body that passes its CRC but does not decode).
+pub use twig_seglog::FrameError as FormatError;
 
 /// First byte of every record (different from twig-keyvalue's, so the two
 /// kinds of segment are never mistaken for each other).
@@ -18,7 +22,7 @@ pub const MAGIC: u8 = 0xB7;
 pub const VERSION: u8 = 1;
 /// Bytes before the body: magic, version, flags, body length, body CRC,
 /// header CRC.
-pub const HEADER_LEN: usize = 16;
+pub const HEADER_LEN: usize = seglog::HEADER_LEN;
 /// Largest body a record may have. A header claiming more is damage (or a
 /// format this build does not know), never an allocation request.
 pub const MAX_BODY_LEN: usize = 16 << 20;
@@ -67,67 +71,6 @@ mod raw_bytes {
     }
 }
 
-/// Why bytes are not one intact record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FormatError {
-    /// Fewer than [`HEADER_LEN`] bytes.
-    Short,
-    /// The first byte is not [`MAGIC`].
-    BadMagic,
-    /// The header's CRC does not match: not a record boundary.
-    BadHeaderCrc,
-    /// A genuine header (its CRC matches) of a format this build does not
-    /// read, or claiming a body over [`MAX_BODY_LEN`].
-    Unsupported {
-        version: u8,
-        flags: u16,
-        body_len: u32,
-    },
-    /// A genuine header whose record needs `needed` bytes, more than given
-    /// (a torn write, or a buffer that stops early).
-    Truncated { needed: usize },
-    /// A genuine header, but the body fails its CRC; the record is `len`
-    /// bytes long (header included).
-    BadBodyCrc { len: usize },
-    /// The body passes its CRC but does not decode (or has bytes left
-    /// over): written by something else. `len` as for `BadBodyCrc`.
-    BadBody { len: usize },
-}
-
-impl FormatError {
-    /// The record's length when its header is genuine, so a scan can step
-    /// over it rather than look for records inside it.
-    pub fn trusted_len(&self) -> Option<usize> {
-        match *self {
-            FormatError::BadBodyCrc { len } | FormatError::BadBody { len } => Some(len),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for FormatError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            FormatError::Short => f.write_str("fewer bytes than a record header"),
-            FormatError::BadMagic => f.write_str("no record magic"),
-            FormatError::BadHeaderCrc => f.write_str("header checksum mismatch"),
-            FormatError::Unsupported {
-                version,
-                flags,
-                body_len,
-            } => write!(
-                f,
-                "unsupported record (version {version}, flags {flags:#06x}, body {body_len} bytes)"
-            ),
-            FormatError::Truncated { needed } => {
-                write!(f, "record cut short (needs {needed} bytes)")
-            }
-            FormatError::BadBodyCrc { .. } => f.write_str("body checksum mismatch"),
-            FormatError::BadBody { .. } => f.write_str("body does not decode"),
-        }
-    }
-}
-
 /// Why a record could not be encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EncodeError {
@@ -160,10 +103,33 @@ impl Extend<u8> for Appender<'_> {
     }
 }
 
-fn le_u32(b: &[u8]) -> u32 {
-    let mut a = [0u8; 4];
-    a.copy_from_slice(&b[..4]);
-    u32::from_le_bytes(a)
+/// This format's frame (the header layout itself is twig-seglog's).
+pub const FRAME: Frame = Frame {
+    magic: MAGIC,
+    version: VERSION,
+    max_body_len: MAX_BODY_LEN,
+};
+
+/// Outbox records for twig-seglog's scanner. A genuine header of another
+/// version is damage like any other (version 1 is the only one ever
+/// written), stepped over rather than a reason to refuse the outbox.
+pub struct OutboxCodec;
+
+impl Codec for OutboxCodec {
+    type Record<'a> = Decoded<'a>;
+    const FRAME: Frame = FRAME;
+    const ON_UNSUPPORTED: OnUnsupported = OnUnsupported::Skip;
+
+    fn decode(body: &[u8]) -> Option<Decoded<'_>> {
+        match postcard::take_from_bytes::<Decoded<'_>>(body) {
+            Ok((d, [])) => Some(d),
+            _ => None,
+        }
+    }
+
+    fn seq(d: &Decoded<'_>) -> u64 {
+        d.seq
+    }
 }
 
 /// Appends one framed record to `out`. `headers` is any slice of pairs
@@ -184,27 +150,12 @@ pub fn encode<H: Serialize>(
         headers,
         body,
     };
-    let start = out.len();
-    out.resize(start + HEADER_LEN, 0);
-    if postcard::to_extend(&view, Appender(out)).is_err() {
-        out.truncate(start);
-        return Err(EncodeError::Codec);
-    }
-    let body_len = out.len() - start - HEADER_LEN;
-    if body_len > MAX_BODY_LEN {
-        out.truncate(start);
-        return Err(EncodeError::TooLarge { body_len });
-    }
-    let body_crc = crc32fast::hash(&out[start + HEADER_LEN..]);
-    let h = &mut out[start..start + HEADER_LEN];
-    h[0] = MAGIC;
-    h[1] = VERSION;
-    h[2..4].copy_from_slice(&0u16.to_le_bytes());
-    h[4..8].copy_from_slice(&(body_len as u32).to_le_bytes());
-    h[8..12].copy_from_slice(&body_crc.to_le_bytes());
-    let header_crc = crc32fast::hash(&h[..12]);
-    h[12..16].copy_from_slice(&header_crc.to_le_bytes());
-    Ok(())
+    FRAME
+        .encode(out, |o| postcard::to_extend(&view, Appender(o)).map(drop))
+        .map_err(|e| match e {
+            seglog::EncodeError::TooLarge { body_len } => EncodeError::TooLarge { body_len },
+            seglog::EncodeError::Body => EncodeError::Codec,
+        })
 }
 
 /// Re-encodes a decoded record (the fuzz target checks this round-trips).
@@ -215,62 +166,24 @@ pub fn encode_decoded(d: &Decoded<'_>, out: &mut Vec<u8>) -> Result<(), EncodeEr
 /// Checks the header at the start of `bytes`; returns the body length and
 /// CRC.
 pub fn read_header(bytes: &[u8]) -> Result<(usize, u32), FormatError> {
-    let Some(h) = bytes.get(..HEADER_LEN) else {
-        return Err(FormatError::Short);
-    };
-    if h[0] != MAGIC {
-        return Err(FormatError::BadMagic);
-    }
-    if crc32fast::hash(&h[..12]) != le_u32(&h[12..16]) {
-        return Err(FormatError::BadHeaderCrc);
-    }
-    let version = h[1];
-    let flags = u16::from_le_bytes([h[2], h[3]]);
-    let body_len = le_u32(&h[4..8]);
-    if version != VERSION || flags != 0 || body_len as usize > MAX_BODY_LEN {
-        return Err(FormatError::Unsupported {
-            version,
-            flags,
-            body_len,
-        });
-    }
-    Ok((body_len as usize, le_u32(&h[8..12])))
+    FRAME.read_header(bytes).map(|h| (h.body_len, h.body_crc))
 }
 
 /// Decodes the record at the start of `bytes`; returns it and how many
 /// bytes it took (header included). Never panics, whatever the input.
 pub fn decode_record(bytes: &[u8]) -> Result<(Decoded<'_>, usize), FormatError> {
-    let (body_len, body_crc) = read_header(bytes)?;
-    let len = HEADER_LEN + body_len;
-    let Some(body) = bytes.get(HEADER_LEN..len) else {
-        return Err(FormatError::Truncated { needed: len });
-    };
-    if crc32fast::hash(body) != body_crc {
-        return Err(FormatError::BadBodyCrc { len });
-    }
-    match postcard::take_from_bytes::<Decoded<'_>>(body) {
-        Ok((d, [])) => Ok((d, len)),
-        _ => Err(FormatError::BadBody { len }),
-    }
+    seglog::parse::<OutboxCodec>(bytes)
 }
 
 /// The first position `>= from` in `buf` where an intact record with a
 /// sequence number above `after_seq` starts: where reading resumes after
 /// damage. The seq condition keeps a record that happens to sit inside
 /// another's body (a message that is itself an outbox record) from being
-/// taken for a real one. Bad records with genuine headers are stepped over
-/// whole, so each byte is examined a bounded number of times in practice.
+/// taken for a real one; bad records with genuine headers are stepped over
+/// whole, and one that runs past the end of `buf` ends the search
+/// (everything after it is inside it).
 pub fn find_next(buf: &[u8], from: usize, after_seq: u64) -> Option<usize> {
-    let mut q = from;
-    while q < buf.len() {
-        q += buf[q..].iter().position(|&b| b == MAGIC)?;
-        match decode_record(&buf[q..]) {
-            Ok((d, _)) if d.seq > after_seq => return Some(q),
-            Ok((_, len)) => q += len,
-            Err(e) => q += e.trusted_len().unwrap_or(1),
-        }
-    }
-    None
+    seglog::find_next::<OutboxCodec>(buf, from, Order::Increasing { after: after_seq })
 }
 
 #[cfg(test)]
@@ -278,6 +191,10 @@ mod tests {
     use super::*;
     use alloc::string::String;
     use alloc::vec;
+
+    fn le_u32(b: &[u8]) -> u32 {
+        u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+    }
 
     fn enc(seq: u64, subject: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
         let mut v = Vec::new();

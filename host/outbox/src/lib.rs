@@ -74,6 +74,13 @@
 //! under [`SyncPolicy::Interval`] a background thread fsyncs periodically.
 //! Then the waker ([`Outbox::set_waker`]) is called.
 //!
+//! The classes' state is behind one lock held only for memory updates and
+//! `pwrite`/`pread`: segment creation (file and directory fsync), cursor
+//! writes and segment deletion run with it released (appends to one class
+//! are serialised by that class's own lock, cursor writes by the cursor
+//! file's), and [`Outbox::stats`] reads per-class counters published as
+//! atomics, so it never waits on a writer or a slow disk.
+//!
 //! [`Outbox::next_batch`] picks the highest-priority class with pending
 //! records and reads them from disk from the class's read position (a
 //! segment and offset, remembered between calls, so a backlog of millions
@@ -141,7 +148,6 @@ mod error;
 pub mod format;
 mod outbox;
 mod segment;
-mod sync;
 
 pub use config::{
     valid_class_name, ClassConfig, Clock, DropPolicy, OutboxConfig, SyncPolicy, DEFAULT_MAX_BYTES,

@@ -7,29 +7,30 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use crate::format::{self, decode_record, find_next};
+use twig_seglog::{Event, Order, Scanner, SegmentNames};
 
-/// Segment files end in this.
-pub(crate) const SEGMENT_SUFFIX: &str = ".seg";
-/// Digits in a segment's name: enough for any `u64`, so names sort in seq
-/// order as strings too.
-const NAME_DIGITS: usize = 20;
+use crate::format::{self, OutboxCodec};
+
+/// `00000000000000000001.seg`: 20 digits, enough for any `u64`, so names
+/// sort in seq order as strings too.
+const NAMES: SegmentNames = SegmentNames {
+    suffix: ".seg",
+    width: 20,
+    min_digits: 20,
+    max_digits: 20,
+};
 /// How much a reader fetches at once: several typical records per
 /// `pread`, little memory.
 const READ_AHEAD: usize = 64 << 10;
 
 /// `00000000000000000001.seg` for a segment whose first record is seq 1.
 pub(crate) fn segment_file_name(first_seq: u64) -> String {
-    format!("{first_seq:0width$}{SEGMENT_SUFFIX}", width = NAME_DIGITS)
+    NAMES.name(first_seq)
 }
 
 /// The first seq a segment file name stands for, if it is one.
 pub(crate) fn parse_segment_name(name: &str) -> Option<u64> {
-    let digits = name.strip_suffix(SEGMENT_SUFFIX)?;
-    if digits.len() != NAME_DIGITS || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok()
+    NAMES.parse(name)
 }
 
 /// What is known about one segment file without reading it: enough to
@@ -132,53 +133,44 @@ pub(crate) fn recover(
     seg.path = path.to_path_buf();
     let mut truncate_to = None;
     let mut corrupt_regions = 0;
-    let mut last = after_seq;
-    let mut off = 0usize;
-    while off < bytes.len() {
-        let step = match decode_record(&bytes[off..]) {
-            Ok((d, n)) if d.seq > last => {
-                last = d.seq;
-                seg.push(d.seq, d.created_ms, n as u64);
-                off += n;
-                continue;
+    for ev in Scanner::<OutboxCodec>::with_order(bytes, Order::Increasing { after: after_seq }) {
+        match ev {
+            Event::Record { len, record, .. } => {
+                seg.push(record.seq, record.created_ms, len as u64)
             }
-            Ok((_, n)) => n,
-            Err(e) => e.trusted_len().unwrap_or(1),
-        };
-        match find_next(bytes, off + step, last) {
-            Some(next) => {
+            Event::Corrupt { offset, len } => {
+                let next = offset + len;
                 tracing::warn!(
                     file = %path.display(),
-                    offset = off,
-                    len = next - off,
+                    offset,
+                    len,
                     "outbox: damaged bytes in a segment; skipping to the next intact record"
                 );
-                seg.skips.push((off as u64, next as u64));
+                seg.skips.push((offset as u64, next as u64));
                 corrupt_regions += 1;
                 // The skipped bytes still occupy the file.
                 seg.len = next as u64;
-                off = next;
             }
-            None if is_last => {
+            Event::Tail { offset, len } if is_last => {
                 tracing::warn!(
                     file = %path.display(),
-                    offset = off,
-                    len = bytes.len() - off,
+                    offset,
+                    len,
                     "outbox: torn write at the end of the newest segment; truncating it"
                 );
-                truncate_to = Some(off as u64);
-                break;
+                truncate_to = Some(offset as u64);
             }
-            None => {
+            Event::Tail { offset, len } => {
                 tracing::warn!(
                     file = %path.display(),
-                    offset = off,
-                    len = bytes.len() - off,
+                    offset,
+                    len,
                     "outbox: damaged end of a sealed segment; its records from here are lost"
                 );
                 corrupt_regions += 1;
-                break;
             }
+            // Not produced: this codec skips unsupported headers as damage.
+            Event::Unsupported { .. } => {}
         }
     }
     // `push` keeps `len` at the end of the last intact record; a sealed

@@ -114,3 +114,16 @@ pub(crate) fn io_error(path: &Path, offset: Option<u64>, source: io::Error) -> E
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
     move |e| io_error(path, None, e)
 }
+
+/// Wraps an error of twig-seglog's file helpers.
+pub(crate) fn seglog_error(e: twig_seglog::Error) -> Error {
+    match e {
+        twig_seglog::Error::Locked { dir } => Error::Locked { path: dir },
+        twig_seglog::Error::Io { path, source } => io_error(&path, None, source),
+        other => Error::Io {
+            path: other.path().to_path_buf(),
+            offset: None,
+            source: io::Error::other(other.to_string()),
+        },
+    }
+}

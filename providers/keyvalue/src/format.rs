@@ -1,15 +1,17 @@
-//! The on-disk record format: framing, checksums, the body codec and the
-//! scanner that recovery runs over a segment's bytes.
+//! The on-disk record format: the body codec, and this format's frame
+//! (magic, version, limit) for twig-seglog's framing and recovery scanner.
 //!
-//! This module does no I/O and uses only `core` and `alloc` (plus the
-//! `no_std`-capable `postcard`, `serde` and `crc32fast`), so the format can
-//! be read by a `no_std` tool as is. The layout is described in the crate
-//! documentation.
+//! This module does no I/O: the frame and scanner it uses from
+//! twig-seglog do none either, and the body codec is `postcard` over
+//! `core` and `alloc`. The layout is described in the crate documentation.
 
 use alloc::vec::Vec;
 use core::fmt;
 
 use serde::{Deserialize, Serialize};
+use twig_seglog::{
+    self as seglog, Codec, Frame, FrameError, OnUnsupported, HEADER_LEN as FRAME_HEADER_LEN,
+};
 
 /// First byte of every record.
 pub const MAGIC: u8 = 0xC7;
@@ -17,7 +19,7 @@ pub const MAGIC: u8 = 0xC7;
 pub const VERSION: u8 = 1;
 /// Bytes before the body: magic, version, flags, body length, body CRC,
 /// header CRC.
-pub const HEADER_LEN: usize = 16;
+pub const HEADER_LEN: usize = FRAME_HEADER_LEN;
 /// Largest body a record may have. A header claiming more is not one this
 /// build wrote.
 pub const MAX_BODY_LEN: usize = 64 << 20;
@@ -116,14 +118,6 @@ impl fmt::Display for EncodeError {
     }
 }
 
-fn crc(parts: &[&[u8]]) -> u32 {
-    let mut h = crc32fast::Hasher::new();
-    for p in parts {
-        h.update(p);
-    }
-    h.finalize()
-}
-
 /// Lets postcard append straight into a caller's vector.
 struct Appender<'v>(&'v mut Vec<u8>);
 
@@ -133,29 +127,43 @@ impl Extend<u8> for Appender<'_> {
     }
 }
 
+/// This format's frame (the header layout itself is twig-seglog's).
+pub const FRAME: Frame = Frame {
+    magic: MAGIC,
+    version: VERSION,
+    max_body_len: MAX_BODY_LEN,
+};
+
+/// The store's records for twig-seglog's scanner. A genuine header of
+/// another version stops the scan: a newer store is never "repaired" by an
+/// older build.
+pub struct KvCodec;
+
+impl Codec for KvCodec {
+    type Record<'a> = Record<'a>;
+    const FRAME: Frame = FRAME;
+    const ON_UNSUPPORTED: OnUnsupported = OnUnsupported::Stop;
+
+    fn decode(body: &[u8]) -> Option<Record<'_>> {
+        match postcard::take_from_bytes::<Record<'_>>(body) {
+            Ok((record, [])) => Some(record),
+            _ => None,
+        }
+    }
+
+    fn seq(record: &Record<'_>) -> u64 {
+        record.seq
+    }
+}
+
 /// Appends `record`, framed, to `out`. On error `out` is left as it was.
 pub fn encode(record: &Record<'_>, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-    let start = out.len();
-    out.resize(start + HEADER_LEN, 0);
-    if postcard::to_extend(record, Appender(out)).is_err() {
-        out.truncate(start);
-        return Err(EncodeError::Codec);
-    }
-    let body_len = out.len() - start - HEADER_LEN;
-    if body_len > MAX_BODY_LEN {
-        out.truncate(start);
-        return Err(EncodeError::TooLarge { body_len });
-    }
-    let body_crc = crc(&[&out[start + HEADER_LEN..]]);
-    let h = &mut out[start..start + HEADER_LEN];
-    h[0] = MAGIC;
-    h[1] = VERSION;
-    h[2..4].copy_from_slice(&0u16.to_le_bytes());
-    h[4..8].copy_from_slice(&(body_len as u32).to_le_bytes());
-    h[8..12].copy_from_slice(&body_crc.to_le_bytes());
-    let header_crc = crc(&[&h[..12]]);
-    h[12..16].copy_from_slice(&header_crc.to_le_bytes());
-    Ok(())
+    FRAME
+        .encode(out, |o| postcard::to_extend(record, Appender(o)).map(drop))
+        .map_err(|e| match e {
+            seglog::EncodeError::TooLarge { body_len } => EncodeError::TooLarge { body_len },
+            seglog::EncodeError::Body => EncodeError::Codec,
+        })
 }
 
 /// Length of the LEB128 varint postcard writes for `n`.
@@ -197,33 +205,24 @@ pub enum Header {
     Good { body_len: usize, body_crc: u32 },
 }
 
-fn le_u32(b: &[u8]) -> u32 {
-    let mut a = [0u8; 4];
-    a.copy_from_slice(&b[..4]);
-    u32::from_le_bytes(a)
-}
-
 /// Checks the header at the start of `buf`.
 pub fn read_header(buf: &[u8]) -> Header {
-    let Some(h) = buf.get(..HEADER_LEN) else {
-        return Header::Short;
-    };
-    if h[0] != MAGIC || crc(&[&h[..12]]) != le_u32(&h[12..16]) {
-        return Header::Bad;
-    }
-    let version = h[1];
-    let flags = u16::from_le_bytes([h[2], h[3]]);
-    let body_len = le_u32(&h[4..8]);
-    if version != VERSION || flags != 0 || body_len as usize > MAX_BODY_LEN {
-        return Header::Unsupported {
+    match FRAME.read_header(buf) {
+        Ok(h) => Header::Good {
+            body_len: h.body_len,
+            body_crc: h.body_crc,
+        },
+        Err(FrameError::Unsupported {
             version,
             flags,
             body_len,
-        };
-    }
-    Header::Good {
-        body_len: body_len as usize,
-        body_crc: le_u32(&h[8..12]),
+        }) => Header::Unsupported {
+            version,
+            flags,
+            body_len,
+        },
+        Err(FrameError::Short) => Header::Short,
+        Err(_) => Header::Bad,
     }
 }
 
@@ -247,43 +246,30 @@ pub enum Parsed<'a> {
 
 /// Reads the record at the start of `buf`.
 pub fn parse(buf: &[u8]) -> Parsed<'_> {
-    let (body_len, body_crc) = match read_header(buf) {
-        Header::Short => return Parsed::Short,
-        Header::Bad => return Parsed::BadHeader,
-        Header::Unsupported { version, flags, .. } => {
-            return Parsed::Unsupported { version, flags }
+    match seglog::parse::<KvCodec>(buf) {
+        Ok((record, len)) => Parsed::Valid { len, record },
+        Err(FrameError::Short) => Parsed::Short,
+        Err(FrameError::BadMagic | FrameError::BadHeaderCrc) => Parsed::BadHeader,
+        Err(FrameError::Unsupported { version, flags, .. }) => {
+            Parsed::Unsupported { version, flags }
         }
-        Header::Good { body_len, body_crc } => (body_len, body_crc),
-    };
-    let end = HEADER_LEN + body_len;
-    let Some(body) = buf.get(HEADER_LEN..end) else {
-        return Parsed::Truncated;
-    };
-    if crc(&[body]) != body_crc {
-        return Parsed::BadBody { end };
-    }
-    match postcard::take_from_bytes::<Record<'_>>(body) {
-        Ok((record, [])) => Parsed::Valid { len: end, record },
-        _ => Parsed::BadBody { end },
+        Err(FrameError::Truncated { .. }) => Parsed::Truncated,
+        Err(FrameError::BadBodyCrc { len } | FrameError::BadBody { len }) => {
+            Parsed::BadBody { end: len }
+        }
     }
 }
 
 /// Checks that `buf` is exactly one intact record (header and body CRC)
 /// without decoding it; returns why not.
 pub fn verify(buf: &[u8]) -> Result<(), &'static str> {
-    match read_header(buf) {
-        Header::Good { body_len, body_crc } => {
-            if buf.len() != HEADER_LEN + body_len {
-                return Err("record length does not match the index");
-            }
-            if crc(&[&buf[HEADER_LEN..]]) != body_crc {
-                return Err("body checksum mismatch");
-            }
-            Ok(())
-        }
-        Header::Short => Err("record is shorter than a header"),
-        Header::Bad => Err("header checksum mismatch"),
-        Header::Unsupported { .. } => Err("unsupported record format"),
+    match FRAME.verify(buf) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err("record length does not match the index"),
+        Err(FrameError::Short) => Err("record is shorter than a header"),
+        Err(FrameError::BadMagic | FrameError::BadHeaderCrc) => Err("header checksum mismatch"),
+        Err(FrameError::Unsupported { .. }) => Err("unsupported record format"),
+        Err(_) => Err("body checksum mismatch"),
     }
 }
 
@@ -292,146 +278,15 @@ pub fn offset_in(outer: &[u8], inner: &[u8]) -> usize {
     (inner.as_ptr() as usize).wrapping_sub(outer.as_ptr() as usize)
 }
 
-/// What the scanner found, in file order. Offsets and lengths are in
-/// bytes from the start of the scanned buffer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event<'a> {
-    Record {
-        offset: usize,
-        len: usize,
-        record: Record<'a>,
-    },
-    /// Damaged bytes followed by a valid record (or an unsupported one).
-    Corrupt { offset: usize, len: usize },
-    /// Damaged or incomplete bytes running to the end of the buffer.
-    Tail { offset: usize, len: usize },
-    /// A genuine header of a format this build cannot read; scanning stops.
-    Unsupported {
-        offset: usize,
-        version: u8,
-        flags: u16,
-    },
-}
+/// What the scanner found, in file order (twig-seglog's events with this
+/// format's records).
+pub type Event<'a> = seglog::Event<Record<'a>>;
 
-/// Walks a segment's bytes record by record, resynchronising after damage.
-///
-/// Rules, for a record at position `p` that is not intact:
-/// - its header is genuine (header CRC matches) but the record runs past
-///   the end: everything from `p` is a [`Event::Tail`] (a torn write);
-/// - its header is genuine but the body is bad: the length is trusted, so
-///   scanning resumes at the record's end, never inside it; if that is the
-///   end of the buffer it is a tail;
-/// - its header is not genuine: scanning resumes at `p + 1`, looking for
-///   the next genuine header.
-///
-/// A resumed scan looks for the next genuine header whose record is valid
-/// (skipping over genuine records with bad bodies by their trusted length,
-/// so every byte is examined a bounded number of times). If there is one,
-/// the bytes before it are [`Event::Corrupt`]; if not, they are a tail.
-pub struct Scanner<'a> {
-    buf: &'a [u8],
-    pos: usize,
-    done: bool,
-}
-
-impl<'a> Scanner<'a> {
-    pub fn new(buf: &'a [u8]) -> Scanner<'a> {
-        Scanner {
-            buf,
-            pos: 0,
-            done: false,
-        }
-    }
-
-    /// First position `>= from` holding a genuine header.
-    fn next_header(&self, from: usize) -> Option<usize> {
-        let mut q = from;
-        while q + HEADER_LEN <= self.buf.len() {
-            let rel = self.buf[q..self.buf.len() - HEADER_LEN + 1]
-                .iter()
-                .position(|&b| b == MAGIC)?;
-            q += rel;
-            if !matches!(read_header(&self.buf[q..]), Header::Bad | Header::Short) {
-                return Some(q);
-            }
-            q += 1;
-        }
-        None
-    }
-
-    /// First position `>= from` where a valid (or unsupported) record
-    /// starts.
-    fn resync(&self, mut from: usize) -> Option<usize> {
-        loop {
-            let q = self.next_header(from)?;
-            match parse(&self.buf[q..]) {
-                Parsed::Valid { .. } | Parsed::Unsupported { .. } => return Some(q),
-                Parsed::BadBody { end } => from = q + end,
-                Parsed::Truncated => return None,
-                Parsed::Short | Parsed::BadHeader => from = q + 1,
-            }
-        }
-    }
-
-    fn damaged(&mut self, from: usize, resume: usize) -> Event<'a> {
-        let resumed = if resume >= self.buf.len() {
-            None
-        } else {
-            self.resync(resume)
-        };
-        match resumed {
-            Some(q) => {
-                self.pos = q;
-                Event::Corrupt {
-                    offset: from,
-                    len: q - from,
-                }
-            }
-            None => self.tail(from),
-        }
-    }
-
-    fn tail(&mut self, from: usize) -> Event<'a> {
-        self.done = true;
-        Event::Tail {
-            offset: from,
-            len: self.buf.len() - from,
-        }
-    }
-}
-
-impl<'a> Iterator for Scanner<'a> {
-    type Item = Event<'a>;
-
-    fn next(&mut self) -> Option<Event<'a>> {
-        if self.done || self.pos >= self.buf.len() {
-            return None;
-        }
-        let p = self.pos;
-        let ev = match parse(&self.buf[p..]) {
-            Parsed::Valid { len, record } => {
-                self.pos = p + len;
-                Event::Record {
-                    offset: p,
-                    len,
-                    record,
-                }
-            }
-            Parsed::Unsupported { version, flags } => {
-                self.done = true;
-                Event::Unsupported {
-                    offset: p,
-                    version,
-                    flags,
-                }
-            }
-            Parsed::Truncated => self.tail(p),
-            Parsed::BadBody { end } => self.damaged(p, p + end),
-            Parsed::Short | Parsed::BadHeader => self.damaged(p, p + 1),
-        };
-        Some(ev)
-    }
-}
+/// Walks a segment's bytes record by record, resynchronising after damage:
+/// twig-seglog's scanner (its rules are documented there) over this
+/// format, in which any intact record counts whatever its seq (compaction
+/// writes records out of seq order) and an unsupported version stops.
+pub type Scanner<'a> = seglog::Scanner<'a, KvCodec>;
 
 #[cfg(test)]
 mod tests {

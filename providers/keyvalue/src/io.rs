@@ -1,10 +1,13 @@
 //! The seam between the store and the files it writes, so tests can make
 //! writes, fsyncs and truncations fail the way a full or failing disk does.
+//! The files themselves are created by twig-seglog.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
+
+pub(crate) use twig_seglog::files::{remove_if_exists, sync_dir};
 
 /// A segment file open for writing at explicit offsets.
 pub(crate) trait SegmentFile: Send {
@@ -63,31 +66,13 @@ impl SegmentFile for RealFile {
 
 impl Storage for RealStorage {
     fn create(&self, path: &Path) -> io::Result<Box<dyn SegmentFile>> {
-        let f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(path)?;
-        Ok(Box::new(RealFile(f)))
+        Ok(Box::new(RealFile(twig_seglog::files::create_truncate(
+            path,
+        )?)))
     }
 
     fn open(&self, path: &Path) -> io::Result<Box<dyn SegmentFile>> {
-        let f = OpenOptions::new().write(true).open(path)?;
-        Ok(Box::new(RealFile(f)))
-    }
-}
-
-/// Makes a directory's entries (created, renamed, removed files) durable.
-pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-/// Removes a file if it exists.
-pub(crate) fn remove_if_exists(path: &Path) -> io::Result<()> {
-    match fs::remove_file(path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
+        Ok(Box::new(RealFile(twig_seglog::files::open_write(path)?)))
     }
 }
 
@@ -98,6 +83,7 @@ pub(crate) mod faulty {
     //! fsyncs and truncations can be made to fail with EIO.
 
     use super::*;
+    use std::fs::OpenOptions;
     use std::sync::{Arc, Mutex};
 
     #[derive(Debug, Default)]
@@ -193,6 +179,7 @@ pub(crate) mod faulty {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::OpenOptions;
 
     /// The real write path against a real full device: /dev/full fails
     /// every write with ENOSPC, which must be classified as a full disk.

@@ -87,7 +87,12 @@
 //! file (`pwrite`). Then, by [`FsyncPolicy`]:
 //!
 //! - [`FsyncPolicy::Always`] (the default): the record is fsynced
-//!   (`fdatasync`) before the call returns. An acknowledged write survives
+//!   (`fdatasync`) before the call returns. Writers queued behind one
+//!   another share one fsync (group commit): each hands the lock on and
+//!   waits for the fsync the last of them does; no record is visible to a
+//!   reader before its fsync (only to the writes sharing it, which stand
+//!   or fall with it), and a failed one rolls the whole group back and
+//!   fails every write in it. An acknowledged write survives
 //!   a power cut; a write that returned an error is absent after reopening
 //!   (unless the store turned read-only because even the rollback failed:
 //!   then a record that reached the disk whole may reappear on reopen).
@@ -136,7 +141,9 @@
 //! `seq` (deleting oldest first means a delete's record is never gone while
 //! an older set of that key remains). A failed compaction removes its
 //! outputs and leaves the store as it was. Compaction holds the store's
-//! lock while it runs (it copies live data, not the whole log) and needs
+//! lock while it runs (it copies live data, not the whole log; the lock
+//! serves waiters in arrival order, so a write waits for at most the
+//! compaction and the writes queued ahead of it) and needs
 //! free space for one copy of the live data.
 //!
 //! # Memory
@@ -151,6 +158,7 @@ extern crate alloc;
 pub mod component;
 pub mod config;
 mod error;
+mod fair;
 pub mod format;
 mod io;
 mod store;

@@ -2,16 +2,19 @@
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions, TryLockError};
+use std::fs::{self, File};
 use std::io::{self, Read};
 use std::ops::Bound;
-use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Condvar, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use crate::config::{Config, FsyncPolicy, MAX_BUCKET_NAME_BYTES};
-use crate::error::{io_err, io_error, Error, Result};
+use twig_seglog::{self as seglog, DirLock, SegmentNames};
+
+use crate::error::{io_err, io_error, seglog_error, Error, Result};
+use crate::fair::{Fair, FairGuard};
 use crate::format::{self, Change, EncodeError, Event, Op, Parsed, Record, Scanner};
 use crate::io::{remove_if_exists, sync_dir, write_all_at, RealStorage, SegmentFile, Storage};
 
@@ -160,24 +163,24 @@ fn replay(
     }
 }
 
-fn segment_name(id: u32) -> String {
-    format!("{id:08}.log")
-}
+/// `00000001.log`: eight digits written, up to ten (a `u32`) read.
+const NAMES: SegmentNames = SegmentNames {
+    suffix: ".log",
+    width: 8,
+    min_digits: 1,
+    max_digits: 10,
+};
 
 fn segment_path(dir: &Path, id: u32) -> PathBuf {
-    dir.join(segment_name(id))
+    NAMES.path(dir, id.into())
 }
 
 fn temp_path(dir: &Path, id: u32) -> PathBuf {
-    dir.join(format!("{id:08}.log.tmp"))
+    dir.join(format!("{}.tmp", NAMES.name(id.into())))
 }
 
 fn parse_segment_name(name: &str) -> Option<u32> {
-    let digits = name.strip_suffix(".log")?;
-    if digits.is_empty() || digits.len() > 10 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok()
+    NAMES.parse(name).and_then(|n| u32::try_from(n).ok())
 }
 
 /// A segment open for reading. Reads hold an `Arc` to it, so a compaction
@@ -225,10 +228,81 @@ struct State {
     counters: Counters,
     auto_compact_floor: u64,
     buf: Vec<u8>,
+    /// Writes awaiting their shared fsync (`Always` only).
+    group: Option<Group>,
+    /// Set by `commit` when its record joined the group: the caller's
+    /// `finish` takes it.
+    joined: Option<Arc<Outcome>>,
     /// Test hook: fail (as if the process died) after this many more
     /// compaction steps.
     crash_countdown: Cell<Option<usize>>,
     crashed: Cell<bool>,
+}
+
+/// Most writes one group fsync covers: bounds how long the first of them
+/// waits for the others.
+const GROUP_MAX: usize = 64;
+
+/// Writes under `FsyncPolicy::Always` that one fsync will cover (group
+/// commit). Each member wrote its record and applied it to the index with
+/// the lock held, then, seeing another writer queued behind it, handed
+/// the lock on and waits for the group's outcome; the last member (or any
+/// other holder of the lock: a read, a flush, a compaction) fsyncs for
+/// all. Records are never visible to a reader before their fsync: every
+/// other holder settles the group first. If the fsync fails the whole
+/// group is rolled back (file cut back, index and counters restored) and
+/// every member returns the error, as a lone write's failed fsync does.
+struct Group {
+    /// The state before the group's first record.
+    offset: u64,
+    next_seq: Option<u64>,
+    total_bytes: u64,
+    bytes_written: u64,
+    user_bytes: u64,
+    /// Index entries the group replaced, in order (`None`: the key was
+    /// absent).
+    undo: Vec<(String, Box<str>, Option<Entry>)>,
+    members: usize,
+    outcome: Arc<Outcome>,
+}
+
+/// How a group's fsync went, for the members waiting on it.
+#[derive(Default)]
+struct Outcome {
+    done: Mutex<Option<std::result::Result<(), GroupFailure>>>,
+    cv: Condvar,
+}
+
+#[derive(Clone)]
+struct GroupFailure {
+    path: PathBuf,
+    offset: u64,
+    kind: io::ErrorKind,
+    message: String,
+}
+
+impl Outcome {
+    fn set(&self, r: std::result::Result<(), GroupFailure>) {
+        *self.done.lock().unwrap_or_else(PoisonError::into_inner) = Some(r);
+        self.cv.notify_all();
+    }
+
+    fn wait(&self) -> Result<()> {
+        let mut g = self.done.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            match &*g {
+                Some(Ok(())) => return Ok(()),
+                Some(Err(f)) => {
+                    return Err(io_error(
+                        &f.path,
+                        Some(f.offset),
+                        io::Error::new(f.kind, f.message.clone()),
+                    ))
+                }
+                None => g = self.cv.wait(g).unwrap_or_else(PoisonError::into_inner),
+            }
+        }
+    }
 }
 
 /// Wakes the background flusher of a `Batched` store.
@@ -244,9 +318,9 @@ struct FlushCtl {
 }
 
 struct Shared {
-    state: Mutex<State>,
+    state: Fair<State>,
     signal: Option<Arc<FlushSignal>>,
-    _lock: File,
+    _lock: DirLock,
 }
 
 impl Drop for Shared {
@@ -258,7 +332,7 @@ impl Drop for Shared {
                 .shutdown = true;
             sig.cv.notify_all();
         }
-        let st = self.state.get_mut().unwrap_or_else(PoisonError::into_inner);
+        let st = self.state.get_mut();
         if st.poisoned.is_none() {
             if let Err(e) = st.sync_active() {
                 tracing::warn!("closing the key-value store: {e}");
@@ -419,29 +493,8 @@ impl Store {
     ) -> Result<(Store, OpenReport)> {
         let started = Instant::now();
         config.validate()?;
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(io_err(dir))?;
-        let lock_path = dir.join("LOCK");
-        let lock = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&lock_path)
-            .map_err(io_err(&lock_path))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                return Err(Error::Locked {
-                    path: dir.to_path_buf(),
-                })
-            }
-            Err(TryLockError::Error(e)) => return Err(io_error(&lock_path, None, e)),
-        }
+        seglog::files::create_dir(dir).map_err(seglog_error)?;
+        let lock = DirLock::acquire(dir).map_err(seglog_error)?;
 
         let mut report = OpenReport::default();
         let mut ids = Vec::new();
@@ -624,11 +677,13 @@ impl Store {
             counters: Counters::default(),
             auto_compact_floor: 0,
             buf: Vec::new(),
+            group: None,
+            joined: None,
             crash_countdown: Cell::new(None),
             crashed: Cell::new(false),
         };
         let shared = Arc::new(Shared {
-            state: Mutex::new(state),
+            state: Fair::new(state),
             signal: signal.clone(),
             _lock: lock,
         });
@@ -653,11 +708,44 @@ impl Store {
         Ok((Store { shared }, report))
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.shared
-            .state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+    /// The state, with any writes awaiting their group fsync settled
+    /// first (so nothing read is undurable).
+    fn lock(&self) -> FairGuard<'_, State> {
+        let mut st = self.shared.state.lock();
+        st.flush_group();
+        st
+    }
+
+    /// The state for a write: its record may join the pending group.
+    /// Every path must end in [`Store::finish`].
+    fn lock_write(&self) -> FairGuard<'_, State> {
+        self.shared.state.lock()
+    }
+
+    /// Ends a write: under `Always`, joins the group's fsync (handing the
+    /// lock on if a writer is queued behind, else fsyncing for the group),
+    /// then compacts if due.
+    fn finish<T>(&self, mut st: FairGuard<'_, State>, r: Result<T>) -> Result<T> {
+        let queued = self.shared.state.has_waiters();
+        let joined = st.joined.take();
+        let room = st.group.as_ref().is_some_and(|g| g.members < GROUP_MAX);
+        if let Some(outcome) = joined {
+            if queued && room {
+                drop(st);
+                outcome.wait()?;
+                return r;
+            }
+            if let Some(Err(e)) = st.flush_group() {
+                return Err(e);
+            }
+        } else if !(queued && room) {
+            // Not a member, but members may be waiting on someone.
+            st.flush_group();
+        }
+        if r.is_ok() {
+            st.maybe_compact();
+        }
+        r
     }
 
     /// A handle on one bucket. Buckets need no creating: one exists while
@@ -690,13 +778,13 @@ impl Store {
 
     /// Deletes `key`; deleting a missing key succeeds (and writes nothing).
     pub fn delete(&self, bucket: &str, key: &str) -> Result<()> {
-        let mut st = self.lock();
-        if st.index.get(bucket, key).is_none() {
-            return Ok(());
-        }
-        st.commit(vec![Change::Delete { bucket, key }])?;
-        st.maybe_compact();
-        Ok(())
+        let mut st = self.lock_write();
+        let r = if st.index.get(bucket, key).is_none() {
+            Ok(())
+        } else {
+            st.commit(vec![Change::Delete { bucket, key }])
+        };
+        self.finish(st, r)
     }
 
     /// Keys of `bucket` in byte order, at most `limit` (at least 1) of
@@ -731,7 +819,12 @@ impl Store {
     /// stored as decimal ASCII, so `get` reads it as text, as other
     /// `wasi:keyvalue` backends (Redis, NATS) store counters.
     pub fn increment(&self, bucket: &str, key: &str, delta: u64) -> Result<u64> {
-        let mut st = self.lock();
+        let mut st = self.lock_write();
+        let r = Store::increment_locked(&mut st, bucket, key, delta);
+        self.finish(st, r)
+    }
+
+    fn increment_locked(st: &mut State, bucket: &str, key: &str, delta: u64) -> Result<u64> {
         let current = match st.locate(bucket, key) {
             None => 0,
             Some((e, seg)) => {
@@ -753,7 +846,6 @@ impl Store {
             key,
             value: text.as_bytes(),
         }])?;
-        st.maybe_compact();
         Ok(new)
     }
 
@@ -766,21 +858,23 @@ impl Store {
         expected: Option<&[u8]>,
         new: Option<&[u8]>,
     ) -> Result<bool> {
-        let mut st = self.lock();
-        let current = match st.locate(bucket, key) {
-            None => None,
-            Some((e, seg)) => Some(read_value(&seg, &e)?),
-        };
-        if current.as_deref() != expected {
-            return Ok(false);
-        }
-        match (new, current.is_some()) {
-            (Some(value), _) => st.commit(vec![Change::Set { bucket, key, value }])?,
-            (None, true) => st.commit(vec![Change::Delete { bucket, key }])?,
-            (None, false) => {}
-        }
-        st.maybe_compact();
-        Ok(true)
+        let mut st = self.lock_write();
+        let r = (|| {
+            let current = match st.locate(bucket, key) {
+                None => None,
+                Some((e, seg)) => Some(read_value(&seg, &e)?),
+            };
+            if current.as_deref() != expected {
+                return Ok(false);
+            }
+            match (new, current.is_some()) {
+                (Some(value), _) => st.commit(vec![Change::Set { bucket, key, value }])?,
+                (None, true) => st.commit(vec![Change::Delete { bucket, key }])?,
+                (None, false) => {}
+            }
+            Ok(true)
+        })();
+        self.finish(st, r)
     }
 
     /// Values of `keys`, in order, from one consistent view of the index.
@@ -842,23 +936,21 @@ impl Store {
 
     /// Deletes every key, atomically. Missing keys are ignored.
     pub fn delete_many<K: AsRef<str>>(&self, bucket: &str, keys: &[K]) -> Result<()> {
-        let mut st = self.lock();
+        let mut st = self.lock_write();
         let changes: Vec<Change<'_>> = keys
             .iter()
             .map(|k| k.as_ref())
             .filter(|k| st.index.get(bucket, k).is_some())
             .map(|key| Change::Delete { bucket, key })
             .collect();
-        st.commit(changes)?;
-        st.maybe_compact();
-        Ok(())
+        let r = st.commit(changes);
+        self.finish(st, r)
     }
 
     fn write(&self, changes: Vec<Change<'_>>) -> Result<()> {
-        let mut st = self.lock();
-        st.commit(changes)?;
-        st.maybe_compact();
-        Ok(())
+        let mut st = self.lock_write();
+        let r = st.commit(changes);
+        self.finish(st, r)
     }
 
     /// Makes every write so far durable (fsync). A no-op under
@@ -911,6 +1003,27 @@ impl Store {
     /// The directory the store lives in.
     pub fn dir(&self) -> PathBuf {
         self.lock().dir.clone()
+    }
+
+    /// An increment that, after committing and before finishing, runs
+    /// `meanwhile` and waits until another thread is queued for the lock:
+    /// so the test knows the increment will hand the lock on and share
+    /// that thread's fsync.
+    #[cfg(test)]
+    pub(crate) fn increment_then_queue(
+        &self,
+        bucket: &str,
+        key: &str,
+        delta: u64,
+        meanwhile: impl FnOnce(),
+    ) -> Result<u64> {
+        let mut st = self.lock_write();
+        let r = Store::increment_locked(&mut st, bucket, key, delta);
+        meanwhile();
+        while !self.shared.state.has_waiters() {
+            std::thread::yield_now();
+        }
+        self.finish(st, r)
     }
 
     #[cfg(test)]
@@ -1009,7 +1122,7 @@ fn spawn_flusher(shared: Weak<Shared>, sig: Arc<FlushSignal>, delay: Duration) -
             let Some(shared) = shared.upgrade() else {
                 return;
             };
-            let mut st = shared.state.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut st = shared.state.lock();
             if st.poisoned.is_none() && st.dirty_since.is_some_and(|t| t.elapsed() >= delay) {
                 if let Err(e) = st.sync_active() {
                     tracing::error!("background fsync of the key-value store failed: {e}");
@@ -1169,7 +1282,32 @@ impl State {
             return Err(Error::BatchTooLarge { len, limit });
         }
         drop(record);
+        // A record that starts a new segment goes after the group is
+        // settled, so a group's records are all in one file.
+        let cur = self.active_len();
+        if cur > 0 && cur + buf.len() as u64 > self.config.segment_max_bytes {
+            self.flush_group();
+        }
+        let grouped = self.config.fsync == FsyncPolicy::Always;
+        if grouped && self.group.is_none() {
+            self.group = Some(Group {
+                offset: 0,
+                next_seq: self.next_seq,
+                total_bytes: self.total_bytes,
+                bytes_written: self.counters.bytes_written,
+                user_bytes: self.counters.user_bytes,
+                undo: Vec::new(),
+                members: 0,
+                outcome: Arc::new(Outcome::default()),
+            });
+        }
         let appended = self.append(&buf);
+        if let (Ok((segment, offset)), Some(g)) = (&appended, self.group.as_mut()) {
+            if g.members == 0 {
+                g.offset = u64::from(*offset);
+                debug_assert_eq!(*segment, self.active.id);
+            }
+        }
         let result = appended.and_then(|(segment, offset)| {
             let Parsed::Valid { record, len } = format::parse(&buf) else {
                 // The bytes just encoded always parse; if they ever did
@@ -1179,6 +1317,11 @@ impl State {
                 });
             };
             for c in record.op.changes() {
+                if let Some(g) = self.group.as_mut() {
+                    let (b, k) = (c.bucket(), c.key());
+                    let old = self.index.get(b, k).copied();
+                    g.undo.push((b.to_owned(), k.into(), old));
+                }
                 match *c {
                     Change::Set { bucket, key, value } => self.index.set(
                         bucket,
@@ -1207,9 +1350,18 @@ impl State {
         if self.buf.capacity() > 64 << 10 {
             self.buf = Vec::new();
         }
-        result?;
+        if let Err(e) = result {
+            if self.group.as_ref().is_some_and(|g| g.members == 0) {
+                self.group = None;
+            }
+            return Err(e);
+        }
         self.next_seq = seq.checked_add(1);
         self.counters.user_bytes += user_bytes;
+        if let Some(g) = self.group.as_mut() {
+            g.members += 1;
+            self.joined = Some(g.outcome.clone());
+        }
         Ok(())
     }
 
@@ -1231,7 +1383,8 @@ impl State {
         }
         let now = Instant::now();
         let sync_now = match self.config.fsync {
-            FsyncPolicy::Always => true,
+            // The group's fsync covers it (`Store::finish`).
+            FsyncPolicy::Always => false,
             FsyncPolicy::Batched {
                 max_delay_ms,
                 max_bytes,
@@ -1258,6 +1411,8 @@ impl State {
             self.counters.fsyncs += 1;
             self.unsynced_bytes = 0;
             self.dirty_since = None;
+        } else if self.config.fsync == FsyncPolicy::Always {
+            self.unsynced_bytes += len;
         } else {
             self.unsynced_bytes += len;
             if self.dirty_since.is_none() {
@@ -1298,7 +1453,56 @@ impl State {
         }
     }
 
+    /// Fsyncs the pending group's records and tells its members; on
+    /// failure rolls the group back. `None` if no group was pending.
+    fn flush_group(&mut self) -> Option<Result<()>> {
+        let g = self.group.take()?;
+        if g.members == 0 {
+            return Some(Ok(()));
+        }
+        match self.active.file.sync() {
+            Ok(()) => {
+                self.counters.fsyncs += 1;
+                self.unsynced_bytes = 0;
+                self.dirty_since = None;
+                g.outcome.set(Ok(()));
+                Some(Ok(()))
+            }
+            Err(e) => {
+                let failure = GroupFailure {
+                    path: self.active.path.clone(),
+                    offset: g.offset,
+                    kind: e.kind(),
+                    message: format!("fsync failed: {e}"),
+                };
+                let err = io_error(&self.active.path, Some(g.offset), e);
+                self.roll_back(g.offset, true);
+                for (b, k, old) in g.undo.into_iter().rev() {
+                    match old {
+                        Some(e) => self.index.set(&b, &k, e),
+                        None => {
+                            self.index.remove(&b, &k);
+                        }
+                    }
+                }
+                if let Some(s) = self.segments.get_mut(&self.active.id) {
+                    s.len = g.offset;
+                }
+                self.next_seq = g.next_seq;
+                self.total_bytes = g.total_bytes;
+                self.counters.bytes_written = g.bytes_written;
+                self.counters.user_bytes = g.user_bytes;
+                self.unsynced_bytes = 0;
+                g.outcome.set(Err(failure));
+                Some(Err(err))
+            }
+        }
+    }
+
     fn sync_active(&mut self) -> Result<()> {
+        if let Some(Err(e)) = self.flush_group() {
+            return Err(e);
+        }
         if self.unsynced_bytes == 0 {
             return Ok(());
         }

@@ -1,6 +1,4 @@
-//! Making written records durable: group commit for
-//! [`SyncPolicy::Always`](crate::SyncPolicy::Always) and the periodic
-//! flusher for [`SyncPolicy::Interval`](crate::SyncPolicy::Interval).
+//! Making written records durable: group commit, and a periodic flusher.
 //!
 //! Every write takes a ticket (a number that grows by one per write) and
 //! marks its file dirty. Whoever needs ticket `t` durable and finds no sync
@@ -8,7 +6,7 @@
 //! ticket issued so far, fsyncs the files with no lock held, then publishes
 //! that ticket as synced and wakes the waiters. Writes that arrived while
 //! it synced wait for the next round, which one of them leads. So N
-//! concurrent appenders cost about two fsyncs, not N.
+//! concurrent writers cost about two fsyncs, not N.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -18,11 +16,15 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::error::OutboxError;
+use crate::error::Error;
 
 /// Failed rounds remembered so their waiters can be told (a waiter may
 /// only look after a few more rounds have passed).
 const FAILURES_KEPT: usize = 32;
+
+/// Called with a file's path just before it is fsynced: a seam for tests
+/// that need a slow or failing disk.
+pub type SyncHook = Arc<dyn Fn(&Path) -> io::Result<()> + Send + Sync>;
 
 struct Dirty {
     file: Arc<File>,
@@ -47,13 +49,24 @@ struct State {
     failures: VecDeque<Failure>,
 }
 
+/// Group commit over any number of files.
 #[derive(Default)]
-pub(crate) struct Syncer {
+pub struct Syncer {
     state: Mutex<State>,
     done: Condvar,
+    hook: Option<SyncHook>,
 }
 
 impl Syncer {
+    /// A syncer that calls `hook` before each fsync (and fails the fsync
+    /// if the hook does).
+    pub fn with_hook(hook: SyncHook) -> Syncer {
+        Syncer {
+            hook: Some(hook),
+            ..Syncer::default()
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -73,7 +86,7 @@ impl Syncer {
 
     /// Returns once every write up to `ticket` is fsynced, leading a round
     /// if none is under way. An error names the file whose fsync failed.
-    pub fn wait(&self, ticket: u64) -> Result<(), OutboxError> {
+    pub fn wait(&self, ticket: u64) -> Result<(), Error> {
         let mut s = self.lock();
         loop {
             if s.synced >= ticket {
@@ -82,7 +95,7 @@ impl Syncer {
                     .iter()
                     .find(|f| f.after < ticket && ticket <= f.upto)
                 {
-                    Some(f) => Err(OutboxError::Io {
+                    Some(f) => Err(Error::Io {
                         path: f.path.clone(),
                         source: io::Error::new(f.kind, format!("fsync failed: {}", f.message)),
                     }),
@@ -100,11 +113,15 @@ impl Syncer {
             drop(s);
             let mut failed = None;
             for d in &files {
-                if let Err(e) = d.file.sync_data() {
+                let synced = match &self.hook {
+                    Some(h) => h(&d.path).and_then(|()| d.file.sync_data()),
+                    None => d.file.sync_data(),
+                };
+                if let Err(e) = synced {
                     // Not retried: after a failed fsync the kernel may
                     // have dropped the dirty pages, so a retry could
                     // "succeed" without the data.
-                    tracing::error!(file = %d.path.display(), error = %e, "outbox: fsync failed");
+                    tracing::error!(file = %d.path.display(), error = %e, "fsync failed");
                     failed = Some((d.path.clone(), e));
                 }
             }
@@ -129,24 +146,25 @@ impl Syncer {
     }
 
     /// Fsyncs everything written so far.
-    pub fn sync_all(&self) -> Result<(), OutboxError> {
+    pub fn sync_all(&self) -> Result<(), Error> {
         let ticket = self.lock().issued;
         self.wait(ticket)
     }
 }
 
-/// The background thread of `SyncPolicy::Interval`.
-pub(crate) struct Flusher {
+/// A background thread that calls [`Syncer::sync_all`] every interval
+/// until dropped.
+pub struct Flusher {
     stop: Arc<(Mutex<bool>, Condvar)>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Flusher {
-    pub fn start(syncer: Arc<Syncer>, every: Duration) -> io::Result<Flusher> {
+    pub fn start(syncer: Arc<Syncer>, every: Duration, name: &str) -> io::Result<Flusher> {
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let stop2 = stop.clone();
         let thread = std::thread::Builder::new()
-            .name("twig-outbox-sync".into())
+            .name(name.into())
             .spawn(move || {
                 let (m, cv) = &*stop2;
                 let mut stopped = m.lock().unwrap_or_else(|e| e.into_inner());
@@ -166,7 +184,7 @@ impl Flusher {
                     }
                     drop(stopped);
                     // Errors are logged by the syncer; the next round (or
-                    // an explicit `sync`) tries again with new writes.
+                    // an explicit sync) tries again with new writes.
                     let _ = syncer.sync_all();
                     stopped = m.lock().unwrap_or_else(|e| e.into_inner());
                 }
@@ -186,5 +204,66 @@ impl Drop for Flusher {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testdir::TestDir;
+    use std::os::unix::fs::FileExt;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn concurrent_writers_share_fsyncs() {
+        let d = TestDir::new("group");
+        let path = d.path().join("seg");
+        let file = Arc::new(crate::files::create_new(&path).expect("create"));
+        let syncs = Arc::new(AtomicUsize::new(0));
+        let s2 = syncs.clone();
+        let syncer = Arc::new(Syncer::with_hook(Arc::new(move |_: &Path| {
+            s2.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(20));
+            Ok(())
+        })));
+        let threads: Vec<_> = (0..8u64)
+            .map(|i| {
+                let (syncer, file, path) = (syncer.clone(), file.clone(), path.clone());
+                std::thread::spawn(move || {
+                    file.write_all_at(b"x", i).expect("write");
+                    let t = syncer.written(&file, &path);
+                    syncer.wait(t).expect("sync");
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("join");
+        }
+        let n = syncs.load(Ordering::SeqCst);
+        assert!((1..8).contains(&n), "8 writers took {n} fsyncs");
+    }
+
+    #[test]
+    fn a_failed_fsync_is_reported_to_its_waiters_only() {
+        let d = TestDir::new("fail");
+        let path = d.path().join("seg");
+        let file = Arc::new(crate::files::create_new(&path).expect("create"));
+        let fail = Arc::new(AtomicUsize::new(1));
+        let f2 = fail.clone();
+        let syncer = Syncer::with_hook(Arc::new(move |_: &Path| {
+            if f2.swap(0, Ordering::SeqCst) == 1 {
+                return Err(io::Error::from_raw_os_error(5));
+            }
+            Ok(())
+        }));
+        let t1 = syncer.written(&file, &path);
+        let e = syncer.wait(t1).expect_err("first round fails");
+        assert!(
+            e.to_string().contains("seg") && e.to_string().contains("fsync failed"),
+            "{e}"
+        );
+        let t2 = syncer.written(&file, &path);
+        syncer.wait(t2).expect("second round");
+        assert!(syncer.wait(t1).is_err(), "the failure is remembered");
     }
 }
