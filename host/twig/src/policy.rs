@@ -124,7 +124,6 @@ impl wire::Request {
     }
 }
 
-
 fn allow() -> Permit {
     Permit::Allow
 }

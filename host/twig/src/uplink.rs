@@ -199,4 +199,3 @@ pub struct HostIdentity {
 
 /// The file in the data directory holding the host key's seed.
 pub const HOST_KEY_FILE: &str = "host.nk";
-

@@ -30,9 +30,9 @@ use std::time::{Duration, Instant};
 use async_nats::Client;
 use tokio::sync::Notify;
 
-use super::control::ordered::Ordered;
+use super::bucket_store::Buckets;
+use super::ordered::Ordered;
 use super::wire;
-use super::{buckets, control, events};
 use super::{HostIdentity, LinkState, SharedStatus, UplinkOptions};
 use crate::host::Host;
 
@@ -64,10 +64,10 @@ pub(crate) struct Agent {
     /// Rung by `host.stop`.
     pub stop: Arc<Notify>,
     /// The lattice's two buckets and the revisions applied from them.
-    pub buckets: buckets::Buckets,
+    pub buckets: Buckets,
     /// Asks the wRPC server to bring what it serves in step with what runs
     /// now, and says when it has (set once the server runs).
-    pub serve_sync: std::sync::OnceLock<super::wrpc::SyncRequests>,
+    pub serve_sync: std::sync::OnceLock<SyncRequests>,
     /// Scales, updates and provider starts running or queued at once
     /// (`control.max_concurrent_scales`); one more is refused, not queued,
     /// so a flood of them cannot pile up compiles and memory.
@@ -150,35 +150,15 @@ impl Agent {
     }
 }
 
-/// Runs the agent's tasks for the life of the runtime.
-pub(crate) async fn spawn(agent: Arc<Agent>) {
-    // One inbox for every wRPC call this host makes or answers.
-    match super::wrpc::Inbox::new(&agent.client).await {
-        Ok(inbox) => {
-            let inbox = Arc::new(inbox);
-            agent.host.set_remote(Arc::new(super::wrpc::WrpcClient {
-                client: agent.client.clone(),
-                inbox: inbox.clone(),
-                lattice: agent.opts.lattice.clone(),
-                runtime: tokio::runtime::Handle::current(),
-                status: agent.status.clone(),
-            }));
-            let (sync_tx, sync_rx) = tokio::sync::mpsc::unbounded_channel();
-            let _ = agent.serve_sync.set(sync_tx);
-            let a = agent.clone();
-            tokio::spawn(async move { super::wrpc::serve(a, inbox, sync_rx).await });
-        }
-        Err(e) => tracing::warn!("wRPC is off: {e}"),
-    }
-    let a = agent.clone();
-    tokio::spawn(async move { control::serve(a).await });
-    let a = agent.clone();
-    tokio::spawn(async move { events::heartbeat(a).await });
-    tokio::spawn(async move { buckets::watch(agent).await });
-}
+/// Asks the wRPC server for a serving pass; the sender is told when it is
+/// done (`Agent::serving_in_step`).
+pub(crate) type SyncRequests = tokio::sync::mpsc::UnboundedSender<tokio::sync::oneshot::Sender<()>>;
 
-/// `host_stopped`, flushed, on the way out (bounded: a host whose link is
-/// down must still stop promptly).
-pub(crate) async fn announce_stop(agent: &Agent) {
-    events::announce_stop(agent).await
+/// Runs blocking host work off the async thread.
+pub(crate) async fn blocking<R: Send + 'static>(
+    f: impl FnOnce() -> R + Send + 'static,
+) -> Result<R, String> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| format!("host task failed: {e}"))
 }

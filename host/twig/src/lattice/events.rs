@@ -8,8 +8,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::agent::blocking;
 use super::agent::Agent;
-use super::control::blocking;
 use super::wire::{self, CloudEvent, LatticeEvent};
 
 /// Publishes one event, through the outbox when the host has one.

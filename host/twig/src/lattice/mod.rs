@@ -36,6 +36,8 @@
 #[cfg(feature = "lattice")]
 mod agent;
 #[cfg(feature = "lattice")]
+mod bucket_store;
+#[cfg(feature = "lattice")]
 mod buckets;
 
 #[cfg(feature = "lattice")]
@@ -45,6 +47,8 @@ mod drain;
 #[cfg(feature = "lattice")]
 mod events;
 pub mod jwt;
+#[cfg(feature = "lattice")]
+mod ordered;
 #[cfg(feature = "lattice")]
 mod policy_service;
 #[cfg(feature = "lattice")]
@@ -57,7 +61,6 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 #[cfg(feature = "lattice")]
 use std::time::Duration;
-
 
 /// The uplink's options and status are the host's too (it shows them in
 /// `twig status`): they live in [`crate::uplink`], a build without the
@@ -84,7 +87,7 @@ impl Uplink {
     pub async fn announce_stop(&self) {
         #[cfg(feature = "lattice")]
         if let Some(a) = self.agent.get() {
-            agent::announce_stop(a).await;
+            announce_agent_stop(a).await;
         }
     }
 }
@@ -184,7 +187,7 @@ pub fn start(
                     ordered: Default::default(),
                 });
                 let _ = cell.set(a.clone());
-                agent::spawn(a).await;
+                spawn_agent(a).await;
             }
             Err(why) => {
                 tracing::error!(url = %opts.url, "uplink: {why}; twig keeps running without the lattice");
@@ -413,6 +416,41 @@ fn hostname() -> Option<String> {
 }
 
 pub use crate::names::{check_name, check_prefix, check_url, parse_label};
+
+#[cfg(feature = "lattice")]
+/// Runs the agent's tasks for the life of the runtime.
+async fn spawn_agent(agent: Arc<agent::Agent>) {
+    // One inbox for every wRPC call this host makes or answers.
+    match wrpc::Inbox::new(&agent.client).await {
+        Ok(inbox) => {
+            let inbox = Arc::new(inbox);
+            agent.host.set_remote(Arc::new(wrpc::WrpcClient {
+                client: agent.client.clone(),
+                inbox: inbox.clone(),
+                lattice: agent.opts.lattice.clone(),
+                runtime: tokio::runtime::Handle::current(),
+                status: agent.status.clone(),
+            }));
+            let (sync_tx, sync_rx) = tokio::sync::mpsc::unbounded_channel();
+            let _ = agent.serve_sync.set(sync_tx);
+            let a = agent.clone();
+            tokio::spawn(async move { wrpc::serve(a, inbox, sync_rx).await });
+        }
+        Err(e) => tracing::warn!("wRPC is off: {e}"),
+    }
+    let a = agent.clone();
+    tokio::spawn(async move { control::serve(a).await });
+    let a = agent.clone();
+    tokio::spawn(async move { events::heartbeat(a).await });
+    tokio::spawn(async move { buckets::watch(agent).await });
+}
+
+#[cfg(feature = "lattice")]
+/// `host_stopped`, flushed, on the way out (bounded: a host whose link is
+/// down must still stop promptly).
+async fn announce_agent_stop(agent: &agent::Agent) {
+    events::announce_stop(agent).await
+}
 
 #[cfg(all(test, feature = "lattice"))]
 mod tests {

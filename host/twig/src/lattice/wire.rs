@@ -112,10 +112,10 @@ pub struct ProviderDescription {
     pub revision: i32,
 }
 
+use crate::latticedata::default_link_name;
 /// Links are host state as well as wire format: they live with the
 /// lattice data the host keeps.
 pub use crate::latticedata::LinkDef;
-use crate::latticedata::default_link_name;
 
 /// The value of `COMPONENT_{id}` in the `LATTICEDATA_{lattice}` bucket: a
 /// source component's links.

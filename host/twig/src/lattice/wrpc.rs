@@ -322,7 +322,6 @@ pub(crate) async fn serve(agent: Arc<Agent>, inbox: Arc<Inbox>, mut sync: SyncRe
 }
 
 /// A request for a serving pass, answered when it is done.
-pub(crate) type SyncRequests = mpsc::UnboundedSender<tokio::sync::oneshot::Sender<()>>;
 type SyncReceiver = mpsc::UnboundedReceiver<tokio::sync::oneshot::Sender<()>>;
 
 async fn serve_component(agent: Arc<Agent>, inbox: Arc<Inbox>, id: String, mut sub: Subscriber) {

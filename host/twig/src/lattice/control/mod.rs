@@ -27,11 +27,11 @@ mod config;
 mod host;
 mod label;
 mod link;
-pub(crate) mod ordered;
 mod provider;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use super::agent::blocking;
 use std::sync::Arc;
 
 use async_nats::Message;
@@ -238,15 +238,6 @@ pub(crate) async fn route(agent: &Arc<Agent>, op: &str, payload: &[u8]) -> Answe
         Request::ConfigGet(name) => config::get(agent, name).await,
         Request::ConfigDel(name) => config::del(agent, name).await,
     }))
-}
-
-/// Runs blocking host work off the async thread.
-pub(crate) async fn blocking<R: Send + 'static>(
-    f: impl FnOnce() -> R + Send + 'static,
-) -> Result<R, String> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| format!("host task failed: {e}"))
 }
 
 /// A slot for one more scale, update or provider start, if there is one

@@ -1,7 +1,7 @@
 //! The dispatcher against a real `Host` (the sim board, on a temp dir),
 //! driven with request bytes as they come off the wire; no nats-server:
 //! the client points at a closed port and never connects, and the two
-//! buckets are `buckets::memory` (JetStream's revision rule, in memory).
+//! buckets are `bucket_store::memory` (JetStream's revision rule, in memory).
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -71,7 +71,7 @@ async fn agent(board: Board, dir: &Scratch) -> Arc<Agent> {
         started: std::time::Instant::now(),
         connects,
         stop: Default::default(),
-        buckets: buckets::Buckets::memory(),
+        buckets: crate::lattice::bucket_store::Buckets::memory(),
         serve_sync: Default::default(),
         scales: Arc::new(tokio::sync::Semaphore::new(max)),
         ordered: Default::default(),
