@@ -44,6 +44,9 @@
 //!
 //! The public API (load, link, instantiate, call, limits) does not expose
 //! wasmi types, so a second engine can sit behind the same interface.
+// One `unsafe` block (madvise in `instance::release_zero_pages`), allowed
+// where it is; anything new must be allowed there explicitly.
+#![deny(unsafe_code)]
 
 pub(crate) mod abi;
 pub mod component;

@@ -21,6 +21,7 @@
 //! Interfaces are registered at version 0.2.6; the linker's semver rule lets
 //! them satisfy any 0.2.x import. Host state lives in a [`WasiCtx`] that the
 //! embedder's store data exposes through [`WasiView`].
+#![forbid(unsafe_code)]
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

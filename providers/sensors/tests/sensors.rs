@@ -1,5 +1,6 @@
 //! End-to-end tests of the public API against real directory trees laid
 //! out like `/sys`, and of the board-profile TOML format.
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};

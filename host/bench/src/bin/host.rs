@@ -8,6 +8,7 @@
 //! ```
 //!
 //! Uses `target/release/twig` (or `$TWIG_BIN`).
+#![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -24,6 +24,7 @@
 //! once with `fsync: batched`. The load generator is written here (plain
 //! threads, keep-alive connections, one request in flight per connection),
 //! so the figures need nothing installed.
+#![forbid(unsafe_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;

@@ -60,6 +60,7 @@
 //!   close;
 //! - RSS: the child's peak RSS (VmHWM, reset after the keys and values are
 //!   generated) minus its RSS at that moment: prefill included.
+#![forbid(unsafe_code)]
 
 use std::fmt::Write as _;
 use std::io::Write as _;
