@@ -244,8 +244,11 @@ fn main() -> Result<()> {
         );
     }
     let manifest = std::fs::read_to_string(repo().join("examples/counter/app.yaml"))?;
-    let tmp = std::env::temp_dir().join(format!("twig-http-load-{}", std::process::id()));
-    std::fs::create_dir_all(&tmp)?;
+    // Removed when it drops, at the end of main.
+    let tmp_dir = tempfile::Builder::new()
+        .prefix("twig-http-load-")
+        .tempdir()?;
+    let tmp = tmp_dir.path();
     println!(
         "twig HTTP load: counter app, {seconds} s per run, one request in flight per connection"
     );
@@ -326,6 +329,5 @@ fn main() -> Result<()> {
             }
         }
     }
-    let _ = std::fs::remove_dir_all(&tmp);
     Ok(())
 }
