@@ -132,13 +132,11 @@ pub(crate) fn add_to_linker<T: WasiView + 'static>(linker: &mut Linker<T>, ty: W
         streams.func(
             &format!("[method]input-stream.{name}"),
             move |cx, args, out| {
-                let r = Args::new(args).resource(0)?;
+                let a = Args::new(args);
+                let r = a.resource(0)?;
                 // A read may return less than asked: take no more than the
                 // call's lift budget has room for.
-                let len = Args::new(args)
-                    .u64(1)?
-                    .min(MAX_IO_CHUNK)
-                    .min(cx.lift_budget_left()) as usize;
+                let len = a.u64(1)?.min(MAX_IO_CHUNK).min(cx.lift_budget_left()) as usize;
                 let res = read_input(cx, r.rep, len, blocking)?;
                 if let Ok(bytes) = &res {
                     cx.reserve(bytes.len() as u64)?;
@@ -182,8 +180,9 @@ pub(crate) fn add_to_linker<T: WasiView + 'static>(linker: &mut Linker<T>, ty: W
         streams.func(
             &format!("[method]output-stream.{name}"),
             move |cx, args, out| {
-                let r = Args::new(args).resource(0)?;
-                let data = Args::new(args).bytes(1)?;
+                let a = Args::new(args);
+                let r = a.resource(0)?;
+                let data = a.bytes(1)?;
                 if data.len() as u64 > MAX_IO_CHUNK {
                     return Err(HostError::new(format!(
                         "write of {} bytes exceeds the permitted {MAX_IO_CHUNK}",
@@ -201,8 +200,9 @@ pub(crate) fn add_to_linker<T: WasiView + 'static>(linker: &mut Linker<T>, ty: W
         streams.func(
             &format!("[method]output-stream.{name}"),
             move |cx, args, out| {
-                let r = Args::new(args).resource(0)?;
-                let len = Args::new(args).u64(1)?;
+                let a = Args::new(args);
+                let r = a.resource(0)?;
+                let len = a.u64(1)?;
                 cx.reserve(len)?;
                 if len > MAX_IO_CHUNK {
                     return Err(HostError::new(format!(
@@ -234,9 +234,10 @@ pub(crate) fn add_to_linker<T: WasiView + 'static>(linker: &mut Linker<T>, ty: W
         streams.func(
             &format!("[method]output-stream.{name}"),
             move |cx, args, out| {
-                let dst = Args::new(args).resource(0)?;
-                let src = Args::new(args).resource(1)?;
-                let len = Args::new(args).u64(2)?.min(MAX_IO_CHUNK) as usize;
+                let a = Args::new(args);
+                let dst = a.resource(0)?;
+                let src = a.resource(1)?;
+                let len = a.u64(2)?.min(MAX_IO_CHUNK) as usize;
                 // Take no more than the output accepts now, so nothing read
                 // is ever dropped.
                 let room = match cx.data_mut().wasi().output_room(dst.rep)? {

@@ -486,7 +486,8 @@ fn add_fields<T: HttpView + WasiView + 'static>(
         Ok(())
     });
     i.func("[method]fields.get", |cx, args, out| {
-        let (r, name) = (Args::new(args).resource(0)?, Args::new(args).string(1)?);
+        let a = Args::new(args);
+        let (r, name) = (a.resource(0)?, a.string(1)?);
         let f = cx.data_mut().http().fields(r.rep)?;
         out.push(Val::List(
             f.get(name)
@@ -497,12 +498,14 @@ fn add_fields<T: HttpView + WasiView + 'static>(
         Ok(())
     });
     i.func("[method]fields.has", |cx, args, out| {
-        let (r, name) = (Args::new(args).resource(0)?, Args::new(args).string(1)?);
+        let a = Args::new(args);
+        let (r, name) = (a.resource(0)?, a.string(1)?);
         out.push(Val::Bool(cx.data_mut().http().fields(r.rep)?.has(name)));
         Ok(())
     });
     i.func("[method]fields.set", |cx, args, out| {
-        let (r, name) = (Args::new(args).resource(0)?, Args::new(args).string(1)?);
+        let a = Args::new(args);
+        let (r, name) = (a.resource(0)?, a.string(1)?);
         let values = match args.get(2) {
             Some(Val::List(vs)) => vs.iter().map(bytes_of).collect::<Result<Vec<_>, _>>()?,
             _ => return Err(HostError::new("set: expected list<list<u8>>")),
@@ -514,14 +517,16 @@ fn add_fields<T: HttpView + WasiView + 'static>(
         Ok(())
     });
     i.func("[method]fields.delete", |cx, args, out| {
-        let (r, name) = (Args::new(args).resource(0)?, Args::new(args).string(1)?);
+        let a = Args::new(args);
+        let (r, name) = (a.resource(0)?, a.string(1)?);
         let res = cx.data_mut().http().fields(r.rep)?.delete(name);
         out.push(fields_result(res)?);
         Ok(())
     });
     i.func("[method]fields.append", |cx, args, out| {
-        let (r, name) = (Args::new(args).resource(0)?, Args::new(args).string(1)?);
-        let value = Args::new(args).bytes(2)?.into_owned();
+        let a = Args::new(args);
+        let (r, name) = (a.resource(0)?, a.string(1)?);
+        let value = a.bytes(2)?.into_owned();
         let http = cx.data_mut().http();
         http.check_header_budget(name.len() + value.len())?;
         let res = http.fields(r.rep)?.append(name, &value);
