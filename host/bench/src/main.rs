@@ -317,7 +317,10 @@ fn main() {
         });
         match std::env::var_os("TWIG_WASMTIME") {
             Some(w) => {
-                let cwasm = std::env::temp_dir().join("twig-bench-compute.cwasm");
+                // A private directory, removed on drop: a fixed name in
+                // /tmp would be shared by concurrent runs (and users).
+                let cwasm_dir = tempfile::tempdir().expect("creating a temp dir");
+                let cwasm = cwasm_dir.path().join("compute.cwasm");
                 let ok = Command::new(&w)
                     .arg("compile")
                     .arg(guest_path("compute"))

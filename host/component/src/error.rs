@@ -198,12 +198,15 @@ impl wasmi::errors::HostError for LiftBudgetError {}
 /// An error raised by a host function; carried through wasmi as a host error
 /// so the caller can tell it from a wasm trap. `wasi:cli/exit` raises one
 /// with an exit status, which ends the call with [`TrapKind::Exit`].
+///
+/// Its fields are read through methods: only the constructors below set
+/// them, so an exit status or a deadline cannot be claimed by hand.
 #[derive(Debug, Clone)]
 pub struct HostError {
-    pub message: String,
-    pub exit: Option<i32>,
+    pub(crate) message: String,
+    pub(crate) exit: Option<i32>,
     /// The host function stopped waiting because the call's deadline passed.
-    pub deadline: bool,
+    pub(crate) deadline: bool,
     /// Set by [`crate::HostContext::reserve`]: the call went over its lift
     /// budget, which ends it with [`TrapKind::LiftBudget`].
     pub(crate) lift_budget: Option<LiftBudgetError>,
@@ -235,6 +238,23 @@ impl HostError {
             deadline: true,
             lift_budget: None,
         }
+    }
+}
+
+impl HostError {
+    /// What the host function reported.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The status of a `wasi:cli/exit`, if that is what this is.
+    pub fn exit_status(&self) -> Option<i32> {
+        self.exit
+    }
+
+    /// Whether the host function stopped at the call's deadline.
+    pub fn is_deadline(&self) -> bool {
+        self.deadline
     }
 }
 

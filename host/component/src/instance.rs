@@ -1150,6 +1150,7 @@ fn host_side(e: wasmi::Error) -> wasmi::Error {
 /// Releases the all-zero, page-aligned parts of `data` (see
 /// [`Instance::release_zero_pages`]).
 #[cfg(unix)]
+#[allow(unsafe_code)]
 fn release_zero_pages(data: &mut [u8]) -> usize {
     const PAGE: usize = 4096;
     let start = data.as_ptr() as usize;

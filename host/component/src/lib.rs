@@ -20,7 +20,8 @@
 //!   binary and flattens nested components into a list of initializers; each
 //!   core module is compiled with wasmi.
 //! * [`linker`]: host implementations by WIT name, matched across
-//!   semver-compatible versions ([`names`]).
+//!   semver-compatible versions ([`names`]); [`args`]: typed access to a
+//!   host function's arguments, and its result values.
 //! * [`instance`]: instantiation and export calls under per-instance limits
 //!   (fuel, wall-clock deadline via fuel slicing, memory and table caps,
 //!   recursion depth, live instance count, lift budget).
@@ -44,8 +45,12 @@
 //!
 //! The public API (load, link, instantiate, call, limits) does not expose
 //! wasmi types, so a second engine can sit behind the same interface.
+// One `unsafe` block (madvise in `instance::release_zero_pages`), allowed
+// where it is; anything new must be allowed there explicitly.
+#![deny(unsafe_code)]
 
 pub(crate) mod abi;
+pub mod args;
 pub mod component;
 pub mod error;
 pub mod instance;
@@ -57,6 +62,7 @@ pub mod values;
 pub mod wave;
 pub mod wrpc;
 
+pub use args::{ArgError, Args};
 pub use component::{Compilation, Component, Engine, EngineConfig, ImportDesc, Limits};
 pub use error::{Error, HostError, Result, TrapKind};
 pub use instance::Instance;

@@ -41,6 +41,7 @@
 //! Hostile input is bounded: text over [`MAX_MANIFEST_BYTES`], nesting over
 //! 64 levels, collections used as mapping keys and alias expansion beyond a
 //! fixed node budget are errors, never crashes.
+#![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -550,8 +551,8 @@ fn images_resolve() {
 
 #[test]
 fn parse_file_names_the_file_and_resolves_beside_it() {
-    let dir = std::env::temp_dir().join(format!("twig-manifest-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("mkdir");
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path();
     let path = dir.join("app.yaml");
     std::fs::write(&path, one("      properties:\n        image: ./c.wasm\n")).expect("write");
     let p = parse_file(&path).expect("parse_file");
@@ -589,7 +590,6 @@ fn parse_file_names_the_file_and_resolves_beside_it() {
     std::fs::write(&path, b"apiVersion: \xff\n").expect("write");
     let e = parse_file(&path).expect_err("not utf-8");
     assert!(e.message.contains("UTF-8"), "{e}");
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]

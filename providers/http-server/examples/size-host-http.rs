@@ -1,6 +1,7 @@
 //! Size probe: `size-host` plus twig-http-server (wasi:http on the linker,
 //! the server, call_handler). The stripped size difference is what the
 //! provider adds to twig; see README.md.
+#![forbid(unsafe_code)]
 
 use std::sync::{Arc, Mutex};
 

@@ -1,6 +1,7 @@
 //! Size probe, baseline for the whole provider: a minimal twig-like host
 //! (engine, WASI, a tokio runtime) that runs a component's export given on
 //! the command line. Compare with `size-host-http`; see README.md.
+#![forbid(unsafe_code)]
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();

@@ -1,6 +1,7 @@
 //! Size probe: `size-tokio` with hyper's HTTP/1.1 server (the features
 //! twig-http-server uses) answering instead. The stripped size difference
 //! is what the HTTP stack costs; see README.md.
+#![forbid(unsafe_code)]
 
 use std::convert::Infallible;
 use std::time::Duration;

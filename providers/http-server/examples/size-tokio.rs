@@ -1,6 +1,7 @@
 //! Size probe, baseline for the HTTP stack: what twig already links (a
 //! current-thread tokio runtime with a TCP listener) answering one canned
 //! HTTP response by hand. Compare with `size-hyper`; see README.md.
+#![forbid(unsafe_code)]
 
 use std::time::Duration;
 

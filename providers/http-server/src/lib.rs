@@ -40,6 +40,7 @@
 //! | takes longer than `request_timeout` to `set` | 504 |
 //! | (request body over `max_request_body`) | 413 if no response started; the guest's stream fails |
 //! | (all `max_concurrent` slots busy) | 503 at once |
+#![forbid(unsafe_code)]
 
 mod body;
 mod conn;

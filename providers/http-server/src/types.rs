@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use twig_component::{HostContext, HostError, Linker, Resource, Val};
+use twig_component::{Args, HostContext, HostError, Linker, Resource, Val};
 use twig_wasi::{StreamError, WasiTypes, WasiView};
 
 use crate::body::{BodyReader, BodyWriter, End, Pipe, ReaderGuard};
@@ -287,51 +287,11 @@ fn wrong(rep: u32, is: &str, want: &str) -> HostError {
 
 // ---- value helpers --------------------------------------------------------
 
-fn arg_res(args: &[Val], i: usize) -> Result<Resource, HostError> {
-    match args.get(i) {
-        Some(Val::Resource(r)) => Ok(*r),
-        _ => Err(HostError::new("expected a resource argument")),
-    }
-}
-
-fn arg_str(args: &[Val], i: usize) -> Result<&str, HostError> {
-    match args.get(i) {
-        Some(Val::String(s)) => Ok(s),
-        _ => Err(HostError::new("expected a string argument")),
-    }
-}
-
+/// A `list<u8>` inside an argument (a header value), copied out.
 fn bytes_of(v: &Val) -> Result<Vec<u8>, HostError> {
     v.bytes()
         .map(|b| b.into_owned())
         .ok_or_else(|| HostError::new("expected list<u8>"))
-}
-
-fn opt_string(args: &[Val], i: usize) -> Result<Option<String>, HostError> {
-    match args.get(i) {
-        Some(Val::Option(None)) => Ok(None),
-        Some(Val::Option(Some(v))) => match v.as_ref() {
-            Val::String(s) => Ok(Some(s.clone())),
-            _ => Err(HostError::new("expected option<string>")),
-        },
-        _ => Err(HostError::new("expected option<string>")),
-    }
-}
-
-fn bytes_val(b: &[u8]) -> Val {
-    Val::Bytes(b.to_vec())
-}
-
-fn ok(v: Option<Val>) -> Val {
-    Val::Result(Ok(v.map(Box::new)))
-}
-
-fn err(v: Option<Val>) -> Val {
-    Val::Result(Err(v.map(Box::new)))
-}
-
-fn some(v: Val) -> Val {
-    Val::Option(Some(Box::new(v)))
 }
 
 fn own(ty: u32, rep: u32) -> Val {
@@ -344,14 +304,17 @@ fn case(name: &str, payload: Option<Val>) -> Val {
 
 /// `error-code::internal-error(some(msg))`.
 pub(crate) fn internal_error(msg: &str) -> Val {
-    case("internal-error", Some(some(Val::String(msg.to_string()))))
+    case(
+        "internal-error",
+        Some(Val::some(Val::String(msg.to_string()))),
+    )
 }
 
 /// The result of a `fields` mutation for the guest.
 fn fields_result(r: Result<(), FieldsError>) -> Result<Val, HostError> {
     match r {
-        Ok(()) => Ok(ok(None)),
-        Err(FieldsError::Header(e)) => Ok(err(Some(case(e.case(), None)))),
+        Ok(()) => Ok(Val::ok(None)),
+        Err(FieldsError::Header(e)) => Ok(Val::err(Some(case(e.case(), None)))),
         Err(FieldsError::TooLarge) => Err(HostError::new(format!(
             "header fields exceed twig's limit of {MAX_ENTRIES} entries or {MAX_BYTES} bytes"
         ))),
@@ -382,7 +345,7 @@ fn entries_val(f: &Fields) -> Val {
             .map(|(k, v)| {
                 Val::Tuple(vec![
                     Val::String(k.as_str().to_string()),
-                    bytes_val(v.as_bytes()),
+                    Val::Bytes(v.as_bytes().to_vec()),
                 ])
             })
             .collect(),
@@ -516,30 +479,33 @@ fn add_fields<T: HttpView + WasiView + 'static>(
         match Fields::from_list(list) {
             Ok(f) => {
                 let rep = cx.data_mut().http().insert(Object::Fields(f))?;
-                out.push(ok(Some(own(ty.fields, rep))));
+                out.push(Val::ok(Some(own(ty.fields, rep))));
             }
             Err(e) => out.push(fields_result(Err(e))?),
         }
         Ok(())
     });
     i.func("[method]fields.get", |cx, args, out| {
-        let (r, name) = (arg_res(args, 0)?, arg_str(args, 1)?);
+        let a = Args::new(args);
+        let (r, name) = (a.resource(0)?, a.string(1)?);
         let f = cx.data_mut().http().fields(r.rep)?;
         out.push(Val::List(
             f.get(name)
                 .into_iter()
-                .map(|v| bytes_val(v.as_bytes()))
+                .map(|v| Val::Bytes(v.as_bytes().to_vec()))
                 .collect(),
         ));
         Ok(())
     });
     i.func("[method]fields.has", |cx, args, out| {
-        let (r, name) = (arg_res(args, 0)?, arg_str(args, 1)?);
+        let a = Args::new(args);
+        let (r, name) = (a.resource(0)?, a.string(1)?);
         out.push(Val::Bool(cx.data_mut().http().fields(r.rep)?.has(name)));
         Ok(())
     });
     i.func("[method]fields.set", |cx, args, out| {
-        let (r, name) = (arg_res(args, 0)?, arg_str(args, 1)?);
+        let a = Args::new(args);
+        let (r, name) = (a.resource(0)?, a.string(1)?);
         let values = match args.get(2) {
             Some(Val::List(vs)) => vs.iter().map(bytes_of).collect::<Result<Vec<_>, _>>()?,
             _ => return Err(HostError::new("set: expected list<list<u8>>")),
@@ -551,14 +517,16 @@ fn add_fields<T: HttpView + WasiView + 'static>(
         Ok(())
     });
     i.func("[method]fields.delete", |cx, args, out| {
-        let (r, name) = (arg_res(args, 0)?, arg_str(args, 1)?);
+        let a = Args::new(args);
+        let (r, name) = (a.resource(0)?, a.string(1)?);
         let res = cx.data_mut().http().fields(r.rep)?.delete(name);
         out.push(fields_result(res)?);
         Ok(())
     });
     i.func("[method]fields.append", |cx, args, out| {
-        let (r, name) = (arg_res(args, 0)?, arg_str(args, 1)?);
-        let value = bytes_of(args.get(2).unwrap_or(&Val::Bool(false)))?;
+        let a = Args::new(args);
+        let (r, name) = (a.resource(0)?, a.string(1)?);
+        let value = a.bytes(2)?.into_owned();
         let http = cx.data_mut().http();
         http.check_header_budget(name.len() + value.len())?;
         let res = http.fields(r.rep)?.append(name, &value);
@@ -566,12 +534,12 @@ fn add_fields<T: HttpView + WasiView + 'static>(
         Ok(())
     });
     i.func("[method]fields.entries", |cx, args, out| {
-        let r = arg_res(args, 0)?;
+        let r = Args::new(args).resource(0)?;
         out.push(entries_val(cx.data_mut().http().fields(r.rep)?));
         Ok(())
     });
     i.func("[method]fields.clone", move |cx, args, out| {
-        let r = arg_res(args, 0)?;
+        let r = Args::new(args).resource(0)?;
         let http = cx.data_mut().http();
         let copy = http.fields(r.rep)?.mutable_copy();
         let rep = http.insert(Object::Fields(copy))?;
@@ -604,7 +572,7 @@ fn add_incoming<T: HttpView + WasiView + 'static>(
 ) {
     let i = linker.interface(iface);
     i.func("[method]incoming-request.method", |cx, args, out| {
-        let r = arg_res(args, 0)?;
+        let r = Args::new(args).resource(0)?;
         out.push(with_request(cx.data_mut().http(), r.rep, |q| {
             method_val(&q.method)
         })?);
@@ -613,28 +581,28 @@ fn add_incoming<T: HttpView + WasiView + 'static>(
     i.func(
         "[method]incoming-request.path-with-query",
         |cx, args, out| {
-            let r = arg_res(args, 0)?;
+            let r = Args::new(args).resource(0)?;
             let p = with_request(cx.data_mut().http(), r.rep, |q| q.path_with_query.clone())?;
             out.push(Val::Option(p.map(|s| Box::new(Val::String(s)))));
             Ok(())
         },
     );
     i.func("[method]incoming-request.scheme", |cx, args, out| {
-        let r = arg_res(args, 0)?;
+        let r = Args::new(args).resource(0)?;
         with_request(cx.data_mut().http(), r.rep, |_| ())?;
         // The server speaks plain HTTP (TLS is terminated elsewhere, if
         // anywhere, on a device).
-        out.push(some(case("HTTP", None)));
+        out.push(Val::some(case("HTTP", None)));
         Ok(())
     });
     i.func("[method]incoming-request.authority", |cx, args, out| {
-        let r = arg_res(args, 0)?;
+        let r = Args::new(args).resource(0)?;
         let a = with_request(cx.data_mut().http(), r.rep, |q| q.authority.clone())?;
         out.push(Val::Option(a.map(|s| Box::new(Val::String(s)))));
         Ok(())
     });
     i.func("[method]incoming-request.headers", move |cx, args, out| {
-        let r = arg_res(args, 0)?;
+        let r = Args::new(args).resource(0)?;
         let http = cx.data_mut().http();
         let h = with_request(http, r.rep, |q| q.headers.immutable_copy())?;
         let rep = http.insert(Object::Fields(h))?;
@@ -642,7 +610,7 @@ fn add_incoming<T: HttpView + WasiView + 'static>(
         Ok(())
     });
     i.func("[method]incoming-request.consume", move |cx, args, out| {
-        let r = arg_res(args, 0)?;
+        let r = Args::new(args).resource(0)?;
         let http = cx.data_mut().http();
         match with_request(http, r.rep, |q| q.body.take())? {
             Some(guard) => {
@@ -650,21 +618,21 @@ fn add_incoming<T: HttpView + WasiView + 'static>(
                     guard,
                     stream_taken: false,
                 })?;
-                out.push(ok(Some(own(ty.incoming_body, rep))));
+                out.push(Val::ok(Some(own(ty.incoming_body, rep))));
             }
-            None => out.push(err(None)),
+            None => out.push(Val::err(None)),
         }
         Ok(())
     });
     i.func("[method]incoming-body.stream", move |cx, args, out| {
-        let r = arg_res(args, 0)?;
+        let r = Args::new(args).resource(0)?;
         let guard = match cx.data_mut().http().get_mut(r.rep)? {
             Object::IncomingBody {
                 stream_taken: false,
                 guard,
             } => guard.clone(),
             Object::IncomingBody { .. } => {
-                out.push(err(None));
+                out.push(Val::err(None));
                 return Ok(());
             }
             o => return Err(wrong(r.rep, o.kind(), "incoming-body")),
@@ -677,11 +645,11 @@ fn add_incoming<T: HttpView + WasiView + 'static>(
         if let Object::IncomingBody { stream_taken, .. } = cx.data_mut().http().get_mut(r.rep)? {
             *stream_taken = true;
         }
-        out.push(ok(Some(own(ty.wasi.input_stream, rep))));
+        out.push(Val::ok(Some(own(ty.wasi.input_stream, rep))));
         Ok(())
     });
     i.func("[static]incoming-body.finish", move |cx, args, out| {
-        let r = arg_res(args, 0)?;
+        let r = Args::new(args).resource(0)?;
         let http = cx.data_mut().http();
         let guard = match http.take(r.rep)? {
             Object::IncomingBody { guard, .. } => guard,
@@ -698,7 +666,7 @@ fn add_incoming<T: HttpView + WasiView + 'static>(
         Ok(())
     });
     i.func("[method]future-trailers.subscribe", move |cx, args, out| {
-        let r = arg_res(args, 0)?;
+        let r = Args::new(args).resource(0)?;
         match cx.data_mut().http().get_mut(r.rep)? {
             Object::FutureTrailers { .. } => {}
             o => return Err(wrong(r.rep, o.kind(), "future-trailers")),
@@ -707,7 +675,7 @@ fn add_incoming<T: HttpView + WasiView + 'static>(
         Ok(())
     });
     i.func("[method]future-trailers.get", |cx, args, out| {
-        let r = arg_res(args, 0)?;
+        let r = Args::new(args).resource(0)?;
         let (pipe, taken) = match cx.data_mut().http().get_mut(r.rep)? {
             Object::FutureTrailers { pipe, taken } => {
                 (pipe.clone(), std::mem::replace(taken, true))
@@ -716,12 +684,12 @@ fn add_incoming<T: HttpView + WasiView + 'static>(
         };
         // Request trailers are not passed on: the answer is ready at once,
         // "no trailers", or the error that cut the body short.
-        out.push(some(if taken {
-            err(None)
+        out.push(Val::some(if taken {
+            Val::err(None)
         } else {
             match pipe.failure() {
-                Some(m) => ok(Some(err(Some(internal_error(&m))))),
-                None => ok(Some(ok(Some(Val::Option(None))))),
+                Some(m) => Val::ok(Some(Val::err(Some(internal_error(&m))))),
+                None => Val::ok(Some(Val::ok(Some(Val::Option(None))))),
             }
         }));
         Ok(())
@@ -753,7 +721,7 @@ fn add_outgoing<T: HttpView + WasiView + 'static>(
 ) {
     let i = linker.interface(iface);
     i.func("[constructor]outgoing-response", move |cx, args, out| {
-        let h = arg_res(args, 0)?;
+        let h = Args::new(args).resource(0)?;
         let http = cx.data_mut().http();
         let mut headers = take_fields(http, h.rep)?;
         // Headers copied from a request may carry hop-by-hop ones.
@@ -768,7 +736,7 @@ fn add_outgoing<T: HttpView + WasiView + 'static>(
         Ok(())
     });
     i.func("[method]outgoing-response.status-code", |cx, args, out| {
-        let r = arg_res(args, 0)?;
+        let r = Args::new(args).resource(0)?;
         out.push(Val::U16(with_response(cx.data_mut().http(), r.rep, |x| {
             x.status
         })?));
@@ -777,7 +745,7 @@ fn add_outgoing<T: HttpView + WasiView + 'static>(
     i.func(
         "[method]outgoing-response.set-status-code",
         |cx, args, out| {
-            let r = arg_res(args, 0)?;
+            let r = Args::new(args).resource(0)?;
             let Some(Val::U16(code)) = args.get(1) else {
                 return Err(HostError::new("set-status-code: expected a u16"));
             };
@@ -788,12 +756,12 @@ fn add_outgoing<T: HttpView + WasiView + 'static>(
                     x.status = code;
                 }
             })?;
-            out.push(if valid { ok(None) } else { err(None) });
+            out.push(if valid { Val::ok(None) } else { Val::err(None) });
             Ok(())
         },
     );
     i.func("[method]outgoing-response.headers", move |cx, args, out| {
-        let r = arg_res(args, 0)?;
+        let r = Args::new(args).resource(0)?;
         let http = cx.data_mut().http();
         // WASI: immutable; a copy cannot be told from a view since the
         // response's headers never change after construction.
@@ -803,7 +771,7 @@ fn add_outgoing<T: HttpView + WasiView + 'static>(
         Ok(())
     });
     i.func("[method]outgoing-response.body", move |cx, args, out| {
-        let r = arg_res(args, 0)?;
+        let r = Args::new(args).resource(0)?;
         let http = cx.data_mut().http();
         let made = with_response(http, r.rep, |x| {
             if x.body.is_some() {
@@ -815,7 +783,7 @@ fn add_outgoing<T: HttpView + WasiView + 'static>(
             Some((pipe, x.headers.content_length().ok().flatten()))
         })?;
         match made {
-            None => out.push(err(None)),
+            None => out.push(Val::err(None)),
             Some((pipe, limit)) => {
                 let rep = http.insert(Object::OutgoingBody(OutBody {
                     pipe,
@@ -825,13 +793,13 @@ fn add_outgoing<T: HttpView + WasiView + 'static>(
                     finished: false,
                     client: false,
                 }))?;
-                out.push(ok(Some(own(ty.outgoing_body, rep))));
+                out.push(Val::ok(Some(own(ty.outgoing_body, rep))));
             }
         }
         Ok(())
     });
     i.func("[method]outgoing-body.write", move |cx, args, out| {
-        let r = arg_res(args, 0)?;
+        let r = Args::new(args).resource(0)?;
         let writer = match cx.data_mut().http().get_mut(r.rep)? {
             Object::OutgoingBody(b) if b.stream.is_none() => BodyWriter {
                 pipe: b.pipe.clone(),
@@ -839,7 +807,7 @@ fn add_outgoing<T: HttpView + WasiView + 'static>(
                 limit: b.limit,
             },
             Object::OutgoingBody(_) => {
-                out.push(err(None));
+                out.push(Val::err(None));
                 return Ok(());
             }
             o => return Err(wrong(r.rep, o.kind(), "outgoing-body")),
@@ -849,11 +817,11 @@ fn add_outgoing<T: HttpView + WasiView + 'static>(
         if let Object::OutgoingBody(b) = cx.data_mut().http().get_mut(r.rep)? {
             b.stream = Some(rep);
         }
-        out.push(ok(Some(own(ty.wasi.output_stream, rep))));
+        out.push(Val::ok(Some(own(ty.wasi.output_stream, rep))));
         Ok(())
     });
     i.func("[static]outgoing-body.finish", |cx, args, out| {
-        let r = arg_res(args, 0)?;
+        let r = Args::new(args).resource(0)?;
         let trailers = match args.get(1) {
             Some(Val::Option(Some(t))) => match t.as_ref() {
                 Val::Resource(t) => Some(*t),
@@ -879,14 +847,14 @@ fn add_outgoing<T: HttpView + WasiView + 'static>(
         }
         if body.client {
             body.finished = true;
-            out.push(ok(None));
+            out.push(Val::ok(None));
             return Ok(());
         }
         if trailers.is_some() {
             // Refuse rather than silently drop them: the client sees a
             // broken response, the guest an error it can log.
             body.abort(NO_TRAILERS);
-            out.push(err(Some(internal_error(NO_TRAILERS))));
+            out.push(Val::err(Some(internal_error(NO_TRAILERS))));
             return Ok(());
         }
         let written = body.written.load(Ordering::Relaxed);
@@ -895,20 +863,20 @@ fn add_outgoing<T: HttpView + WasiView + 'static>(
                 body.abort(&format!(
                     "response body has {written} bytes, its content-length says {limit}"
                 ));
-                out.push(err(Some(case(
+                out.push(Val::err(Some(case(
                     "HTTP-response-body-size",
-                    Some(some(Val::U64(written))),
+                    Some(Val::some(Val::U64(written))),
                 ))));
                 return Ok(());
             }
         }
         body.finished = true;
         body.pipe.end(End::Done);
-        out.push(ok(None));
+        out.push(Val::ok(None));
         Ok(())
     });
     i.func("[static]response-outparam.set", |cx, args, _out| {
-        let p = arg_res(args, 0)?;
+        let p = Args::new(args).resource(0)?;
         let http = cx.data_mut().http();
         let param = match http.take(p.rep)? {
             Object::ResponseOutparam(o) => o,
@@ -967,7 +935,7 @@ fn add_client<T: HttpView + WasiView + 'static>(
 ) {
     let i = linker.interface(iface);
     i.func("[constructor]outgoing-request", move |cx, args, out| {
-        let h = arg_res(args, 0)?;
+        let h = Args::new(args).resource(0)?;
         let http = cx.data_mut().http();
         let mut headers = take_fields(http, h.rep)?;
         headers.remove_forbidden();
@@ -984,10 +952,10 @@ fn add_client<T: HttpView + WasiView + 'static>(
         Ok(())
     });
     i.func("[method]outgoing-request.body", move |cx, args, out| {
-        let r = arg_res(args, 0)?;
+        let r = Args::new(args).resource(0)?;
         let http = cx.data_mut().http();
         if with_out_request(http, r.rep, |q| std::mem::replace(&mut q.body_taken, true))? {
-            out.push(err(None));
+            out.push(Val::err(None));
             return Ok(());
         }
         // Accepted and discarded: `handle` refuses the request anyway.
@@ -999,30 +967,30 @@ fn add_client<T: HttpView + WasiView + 'static>(
             finished: false,
             client: true,
         }))?;
-        out.push(ok(Some(own(ty.outgoing_body, rep))));
+        out.push(Val::ok(Some(own(ty.outgoing_body, rep))));
         Ok(())
     });
     i.func("[method]outgoing-request.method", |cx, args, out| {
-        let r = arg_res(args, 0)?;
+        let r = Args::new(args).resource(0)?;
         out.push(with_out_request(cx.data_mut().http(), r.rep, |q| {
             q.method.clone()
         })?);
         Ok(())
     });
     i.func("[method]outgoing-request.set-method", |cx, args, out| {
-        let r = arg_res(args, 0)?;
+        let r = Args::new(args).resource(0)?;
         let m = args
             .get(1)
             .cloned()
             .ok_or_else(|| HostError::new("set-method: expected a method"))?;
         with_out_request(cx.data_mut().http(), r.rep, |q| q.method = m)?;
-        out.push(ok(None));
+        out.push(Val::ok(None));
         Ok(())
     });
     i.func(
         "[method]outgoing-request.path-with-query",
         |cx, args, out| {
-            let r = arg_res(args, 0)?;
+            let r = Args::new(args).resource(0)?;
             let p = with_out_request(cx.data_mut().http(), r.rep, |q| q.path_with_query.clone())?;
             out.push(Val::Option(p.map(|s| Box::new(Val::String(s)))));
             Ok(())
@@ -1031,44 +999,44 @@ fn add_client<T: HttpView + WasiView + 'static>(
     i.func(
         "[method]outgoing-request.set-path-with-query",
         |cx, args, out| {
-            let r = arg_res(args, 0)?;
-            let p = opt_string(args, 1)?;
+            let r = Args::new(args).resource(0)?;
+            let p = Args::new(args).opt_string(1)?;
             with_out_request(cx.data_mut().http(), r.rep, |q| q.path_with_query = p)?;
-            out.push(ok(None));
+            out.push(Val::ok(None));
             Ok(())
         },
     );
     i.func("[method]outgoing-request.scheme", |cx, args, out| {
-        let r = arg_res(args, 0)?;
+        let r = Args::new(args).resource(0)?;
         let s = with_out_request(cx.data_mut().http(), r.rep, |q| q.scheme.clone())?;
         out.push(Val::Option(s.map(Box::new)));
         Ok(())
     });
     i.func("[method]outgoing-request.set-scheme", |cx, args, out| {
-        let r = arg_res(args, 0)?;
+        let r = Args::new(args).resource(0)?;
         let s = match args.get(1) {
             Some(Val::Option(s)) => s.as_ref().map(|v| v.as_ref().clone()),
             _ => return Err(HostError::new("set-scheme: expected option<scheme>")),
         };
         with_out_request(cx.data_mut().http(), r.rep, |q| q.scheme = s)?;
-        out.push(ok(None));
+        out.push(Val::ok(None));
         Ok(())
     });
     i.func("[method]outgoing-request.authority", |cx, args, out| {
-        let r = arg_res(args, 0)?;
+        let r = Args::new(args).resource(0)?;
         let a = with_out_request(cx.data_mut().http(), r.rep, |q| q.authority.clone())?;
         out.push(Val::Option(a.map(|s| Box::new(Val::String(s)))));
         Ok(())
     });
     i.func("[method]outgoing-request.set-authority", |cx, args, out| {
-        let r = arg_res(args, 0)?;
-        let a = opt_string(args, 1)?;
+        let r = Args::new(args).resource(0)?;
+        let a = Args::new(args).opt_string(1)?;
         with_out_request(cx.data_mut().http(), r.rep, |q| q.authority = a)?;
-        out.push(ok(None));
+        out.push(Val::ok(None));
         Ok(())
     });
     i.func("[method]outgoing-request.headers", move |cx, args, out| {
-        let r = arg_res(args, 0)?;
+        let r = Args::new(args).resource(0)?;
         let http = cx.data_mut().http();
         let h = with_out_request(http, r.rep, |q| q.headers.immutable_copy())?;
         let rep = http.insert(Object::Fields(h))?;
@@ -1094,7 +1062,7 @@ fn add_client<T: HttpView + WasiView + 'static>(
         i.func(
             &format!("[method]request-options.{name}"),
             move |cx, args, out| {
-                let r = arg_res(args, 0)?;
+                let r = Args::new(args).resource(0)?;
                 let v = with_options(cx.data_mut().http(), r.rep, |o| o[idx])?;
                 out.push(Val::Option(v.map(|d| Box::new(Val::U64(d)))));
                 Ok(())
@@ -1103,7 +1071,7 @@ fn add_client<T: HttpView + WasiView + 'static>(
         i.func(
             &format!("[method]request-options.set-{name}"),
             move |cx, args, out| {
-                let r = arg_res(args, 0)?;
+                let r = Args::new(args).resource(0)?;
                 let d = match args.get(1) {
                     Some(Val::Option(None)) => None,
                     Some(Val::Option(Some(v))) => match v.as_ref() {
@@ -1113,7 +1081,7 @@ fn add_client<T: HttpView + WasiView + 'static>(
                     _ => return Err(HostError::new("expected option<duration>")),
                 };
                 with_options(cx.data_mut().http(), r.rep, |o| o[idx] = d)?;
-                out.push(ok(None));
+                out.push(Val::ok(None));
                 Ok(())
             },
         );
@@ -1132,7 +1100,7 @@ fn add_client<T: HttpView + WasiView + 'static>(
         .func("handle", |cx, args, out| {
             let http = cx.data_mut().http();
             // Both arguments are owned: release them.
-            if let Ok(r) = arg_res(args, 0) {
+            if let Ok(r) = Args::new(args).resource(0) {
                 http.objects.remove(&r.rep);
             }
             if let Some(Val::Option(Some(o))) = args.get(1) {
@@ -1140,7 +1108,7 @@ fn add_client<T: HttpView + WasiView + 'static>(
                     http.objects.remove(&o.rep);
                 }
             }
-            out.push(err(Some(internal_error(NO_CLIENT))));
+            out.push(Val::err(Some(internal_error(NO_CLIENT))));
             Ok(())
         });
 }
@@ -1166,7 +1134,7 @@ mod tests {
             }
         };
         assert_eq!(made, MAX_HEADER_BYTES / f.bytes());
-        assert!(err.message.contains("exceed"), "{err}");
+        assert!(err.message().contains("exceed"), "{err}");
         http.end_call(None);
         assert_eq!(http.live_objects(), 0);
         http.insert(Object::Fields(f)).unwrap();
@@ -1179,7 +1147,10 @@ mod tests {
             "internal-error: boom"
         );
         assert_eq!(
-            describe_error_code(&case("HTTP-request-body-size", Some(some(Val::U64(5))))),
+            describe_error_code(&case(
+                "HTTP-request-body-size",
+                Some(Val::some(Val::U64(5)))
+            )),
             "HTTP-request-body-size: 5"
         );
         assert_eq!(

@@ -1,6 +1,7 @@
 //! The server logs one debug line per request: component, method, path,
 //! status, milliseconds. Its own test binary, because the subscriber that
 //! catches the server thread's events has to be the global one.
+#![forbid(unsafe_code)]
 
 use std::fmt::Write as _;
 use std::io::{Read, Write};

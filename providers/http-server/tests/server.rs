@@ -5,6 +5,7 @@
 //! client on std sockets: it writes the request on one thread while it
 //! reads the response on another, since the echo guest streams the body
 //! back while it is still arriving.
+#![forbid(unsafe_code)]
 
 mod common;
 

@@ -8,6 +8,7 @@
 //! runs (200 slowloris sockets for 60 s, 64 and 300 idle clients, default
 //! limits, through the `twig` binary) are in
 //! tests/integration/tests/http_slow_clients.rs.
+#![forbid(unsafe_code)]
 
 mod common;
 

@@ -18,11 +18,10 @@
 //! message (oversize key, full store, full disk, read-only after an I/O
 //! error); nothing traps the guest except a malformed call.
 
-use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use twig_component::{HostContext, HostError, Linker, Resource, Val};
+use twig_component::{Args, HostContext, HostError, Linker, Resource, Val};
 
 use crate::Store;
 
@@ -109,45 +108,17 @@ fn other(msg: impl Into<String>) -> Val {
     )))))
 }
 
-fn ok(v: Option<Val>) -> Val {
-    Val::Result(Ok(v.map(Box::new)))
+/// A binding's arguments: errors name the interface.
+fn kv_args(args: &[Val]) -> Args<'_> {
+    Args::new(args).context("wasi:keyvalue")
 }
 
-fn bytes(b: Vec<u8>) -> Val {
-    Val::Bytes(b)
-}
-
-fn arg_res(args: &[Val], i: usize) -> Result<u32, HostError> {
-    match args.get(i) {
-        Some(Val::Resource(r)) => Ok(r.rep),
-        _ => Err(HostError::new("wasi:keyvalue: expected a bucket handle")),
-    }
-}
-
-fn arg_str(args: &[Val], i: usize) -> Result<&str, HostError> {
-    match args.get(i) {
-        Some(Val::String(s)) => Ok(s),
-        _ => Err(HostError::new("wasi:keyvalue: expected a string")),
-    }
-}
-
-/// A `list<u8>` value, borrowed from the lifted argument.
-fn val_bytes(v: Option<&Val>) -> Result<Cow<'_, [u8]>, HostError> {
-    v.and_then(Val::bytes)
-        .ok_or_else(|| HostError::new("wasi:keyvalue: expected list<u8>"))
-}
-
-fn arg_strings(args: &[Val], i: usize) -> Result<Vec<String>, HostError> {
-    match args.get(i) {
-        Some(Val::List(items)) => items
-            .iter()
-            .map(|v| match v {
-                Val::String(s) => Ok(s.clone()),
-                _ => Err(HostError::new("wasi:keyvalue: expected list<string>")),
-            })
-            .collect(),
-        _ => Err(HostError::new("wasi:keyvalue: expected list<string>")),
-    }
+/// The bucket handle argument `i`: its rep.
+fn arg_bucket(args: &[Val], i: usize) -> Result<u32, HostError> {
+    Ok(kv_args(args).expect(i, "a bucket handle", |v| match v {
+        Val::Resource(r) => Some(r.rep),
+        _ => None,
+    })?)
 }
 
 /// The store and bucket name behind bucket handle argument `i`.
@@ -156,7 +127,7 @@ fn bucket_arg<T: KeyValueView>(
     args: &[Val],
     i: usize,
 ) -> Result<(Arc<Store>, String), HostError> {
-    let rep = arg_res(args, i)?;
+    let rep = arg_bucket(args, i)?;
     let b = cx.data_mut().keyvalue().bucket(rep)?;
     Ok((b.store.clone(), b.name.clone()))
 }
@@ -168,7 +139,7 @@ fn answer<R>(
     to_val: impl FnOnce(R) -> Option<Val>,
 ) -> Result<(), HostError> {
     out.push(match r {
-        Ok(v) => ok(to_val(v)),
+        Ok(v) => Val::ok(to_val(v)),
         Err(e) => other(e.to_string()),
     });
     Ok(())
@@ -184,7 +155,7 @@ pub fn add_to_linker<T: KeyValueView + 'static>(linker: &mut Linker<T>) {
 
     let store = linker.interface(STORE_INTERFACE);
     store.func("open", move |cx, args, out| {
-        let id = arg_str(args, 0)?;
+        let id = kv_args(args).string(0)?;
         // An empty identifier means the default bucket, as the Redis and
         // NATS providers treat it.
         let name = if id.is_empty() { "default" } else { id }.to_string();
@@ -213,33 +184,37 @@ pub fn add_to_linker<T: KeyValueView + 'static>(linker: &mut Linker<T>) {
         }
         let rep = kv.next_rep;
         kv.buckets.insert(rep, OpenBucket { store, name });
-        out.push(ok(Some(Val::Resource(Resource::host_own(bucket_ty, rep)))));
+        out.push(Val::ok(Some(Val::Resource(Resource::host_own(
+            bucket_ty, rep,
+        )))));
         Ok(())
     });
     store.func("[method]bucket.get", |cx, args, out| {
         let (s, b) = bucket_arg(cx, args, 0)?;
-        let r = s.get(&b, arg_str(args, 1)?);
-        answer(out, r, |v| Some(Val::Option(v.map(|v| Box::new(bytes(v))))))
+        let r = s.get(&b, kv_args(args).string(1)?);
+        answer(out, r, |v| {
+            Some(Val::Option(v.map(|v| Box::new(Val::Bytes(v)))))
+        })
     });
     store.func("[method]bucket.set", |cx, args, out| {
         let (s, b) = bucket_arg(cx, args, 0)?;
-        let value = val_bytes(args.get(2))?;
-        let r = s.set(&b, arg_str(args, 1)?, &value);
+        let value = kv_args(args).bytes(2)?;
+        let r = s.set(&b, kv_args(args).string(1)?, &value);
         answer(out, r, |()| None)
     });
     store.func("[method]bucket.delete", |cx, args, out| {
         let (s, b) = bucket_arg(cx, args, 0)?;
-        let r = s.delete(&b, arg_str(args, 1)?);
+        let r = s.delete(&b, kv_args(args).string(1)?);
         answer(out, r, |()| None)
     });
     store.func("[method]bucket.exists", |cx, args, out| {
         let (s, b) = bucket_arg(cx, args, 0)?;
-        let e = s.exists(&b, arg_str(args, 1)?);
-        out.push(ok(Some(Val::Bool(e))));
+        let e = s.exists(&b, kv_args(args).string(1)?);
+        out.push(Val::ok(Some(Val::Bool(e))));
         Ok(())
     });
     store.func("[method]bucket.list-keys", |cx, args, out| {
-        let rep = arg_res(args, 0)?;
+        let rep = arg_bucket(args, 0)?;
         let cursor = match args.get(1) {
             Some(Val::Option(Some(c))) => match **c {
                 Val::U64(c) => Some(c),
@@ -270,7 +245,7 @@ pub fn add_to_linker<T: KeyValueView + 'static>(linker: &mut Linker<T>) {
             kv.cursors.push_back((kv.next_cursor, rep, key));
             kv.next_cursor
         });
-        out.push(ok(Some(Val::Record(vec![
+        out.push(Val::ok(Some(Val::Record(vec![
             (
                 "keys".into(),
                 Val::List(page.keys.into_iter().map(Val::String).collect()),
@@ -291,14 +266,14 @@ pub fn add_to_linker<T: KeyValueView + 'static>(linker: &mut Linker<T>) {
                 Some(Val::U64(d)) => *d,
                 _ => return Err(HostError::new("wasi:keyvalue: expected a u64 delta")),
             };
-            let r = s.increment(&b, arg_str(args, 1)?, delta);
+            let r = s.increment(&b, kv_args(args).string(1)?, delta);
             answer(out, r, |n| Some(Val::U64(n)))
         });
 
     let batch = linker.interface(BATCH_INTERFACE);
     batch.func("get-many", |cx, args, out| {
         let (s, b) = bucket_arg(cx, args, 0)?;
-        let keys = arg_strings(args, 1)?;
+        let keys = kv_args(args).strings(1)?;
         // One key may be asked for many times: the values are what the host
         // allocates for the guest, so they are charged to the call's lift
         // budget before any is read.
@@ -319,7 +294,9 @@ pub fn add_to_linker<T: KeyValueView + 'static>(linker: &mut Linker<T>) {
                 keys.into_iter()
                     .zip(values)
                     .map(|(k, v)| {
-                        Val::Option(v.map(|v| Box::new(Val::Tuple(vec![Val::String(k), bytes(v)]))))
+                        Val::Option(
+                            v.map(|v| Box::new(Val::Tuple(vec![Val::String(k), Val::Bytes(v)]))),
+                        )
                     })
                     .collect(),
             ))
@@ -332,7 +309,10 @@ pub fn add_to_linker<T: KeyValueView + 'static>(linker: &mut Linker<T>) {
                 .iter()
                 .map(|p| match p {
                     Val::Tuple(kv) => match kv.as_slice() {
-                        [Val::String(k), v] => Ok((k.clone(), val_bytes(Some(v))?)),
+                        [Val::String(k), v] => match v.bytes() {
+                            Some(b) => Ok((k.clone(), b)),
+                            None => Err(HostError::new("wasi:keyvalue: expected list<u8>")),
+                        },
                         _ => Err(HostError::new("wasi:keyvalue: expected (string, list<u8>)")),
                     },
                     _ => Err(HostError::new("wasi:keyvalue: expected (string, list<u8>)")),
@@ -345,7 +325,7 @@ pub fn add_to_linker<T: KeyValueView + 'static>(linker: &mut Linker<T>) {
     });
     batch.func("delete-many", |cx, args, out| {
         let (s, b) = bucket_arg(cx, args, 0)?;
-        let keys = arg_strings(args, 1)?;
+        let keys = kv_args(args).strings(1)?;
         let r = s.delete_many(&b, &keys);
         answer(out, r, |()| None)
     });

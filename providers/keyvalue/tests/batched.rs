@@ -1,5 +1,6 @@
 //! The `Batched` fsync policy: visibility, thresholds, flush, the
 //! background flusher.
+#![forbid(unsafe_code)]
 
 mod common;
 

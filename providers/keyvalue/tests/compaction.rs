@@ -1,5 +1,6 @@
 //! Compaction: same contents, space reclaimed, interrupted states, write
 //! amplification.
+#![forbid(unsafe_code)]
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! Every operation's semantics, limits and thread safety.
+#![forbid(unsafe_code)]
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! Recovery on open: torn tails, damage in the middle, garbage, leftovers.
+#![forbid(unsafe_code)]
 
 mod common;
 

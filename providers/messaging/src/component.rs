@@ -153,12 +153,9 @@ fn val_to_bytes(val: &Val) -> Result<Vec<u8>, String> {
     }
 }
 
-fn ok(v: Option<Val>) -> Val {
-    Val::Result(Ok(v.map(Box::new)))
-}
-
-fn err(msg: impl Into<String>) -> Val {
-    Val::Result(Err(Some(Box::new(Val::String(msg.into())))))
+/// `err(msg)` of a `result<_, string>`, the messaging interface's error.
+fn string_err(msg: impl Into<String>) -> Val {
+    Val::err(Some(Val::String(msg.into())))
 }
 
 /// `publish: func(msg: broker-message) -> result<_, string>`
@@ -172,7 +169,7 @@ fn publish_call(bus: Option<&Arc<Bus>>, component: &str, args: &[Val]) -> Result
     let msg = val_to_message(arg)
         .map_err(|e| HostError::new(format!("{CONSUMER_INTERFACE}#publish: {e}")))?;
     let Some(bus) = bus else {
-        return Ok(err(NOT_LINKED));
+        return Ok(string_err(NOT_LINKED));
     };
     let subject = msg.subject.clone();
     Ok(match bus.publish(msg) {
@@ -183,11 +180,11 @@ fn publish_call(bus: Option<&Arc<Bus>>, component: &str, args: &[Val]) -> Result
                 delivered_to = report.delivered_to,
                 "published"
             );
-            ok(None)
+            Val::ok(None)
         }
         Err(e) => {
             tracing::debug!(component, subject, error = %e, "publish refused");
-            err(e.to_string())
+            string_err(e.to_string())
         }
     })
 }
@@ -220,7 +217,7 @@ fn request_call(
     let body = val_to_bytes(body)
         .map_err(|e| HostError::new(format!("{CONSUMER_INTERFACE}#request body: {e}")))?;
     let Some(bus) = bus else {
-        return Ok(err(NOT_LINKED));
+        return Ok(string_err(NOT_LINKED));
     };
     let wanted = Duration::from_millis(timeout_ms.into()).min(bus.config().max_request_timeout);
     let (wait, deadline_bound) = match deadline {
@@ -238,11 +235,11 @@ fn request_call(
         return Err(HostError::deadline());
     }
     Ok(match bus.request(subject, body, wait) {
-        Ok(reply) => ok(Some(message_to_val(&reply))),
+        Ok(reply) => Val::ok(Some(message_to_val(&reply))),
         Err(BusError::Timeout { .. }) if deadline_bound => return Err(HostError::deadline()),
         Err(e) => {
             tracing::debug!(component, subject = %subject, error = %e, "request failed");
-            err(e.to_string())
+            string_err(e.to_string())
         }
     })
 }
@@ -330,8 +327,8 @@ mod tests {
 
     #[test]
     fn handler_results() {
-        assert_eq!(handler_result(&[ok(None)]), Ok(()));
-        assert_eq!(handler_result(&[err("nope")]), Err("nope".into()));
+        assert_eq!(handler_result(&[Val::ok(None)]), Ok(()));
+        assert_eq!(handler_result(&[string_err("nope")]), Err("nope".into()));
         assert!(handler_result(&[]).is_err());
     }
 
@@ -374,7 +371,10 @@ mod tests {
             ..BusConfig::default()
         });
         let ok_msg = message_to_val(&Message::new("a.b", b"1234".to_vec()));
-        assert_eq!(publish_call(Some(&b), "c", &[ok_msg]).unwrap(), ok(None));
+        assert_eq!(
+            publish_call(Some(&b), "c", &[ok_msg]).unwrap(),
+            Val::ok(None)
+        );
         let big = message_to_val(&Message::new("a.b", b"12345".to_vec()));
         let v = publish_call(Some(&b), "c", &[big]).unwrap();
         assert!(
@@ -443,16 +443,14 @@ mod tests {
         let start = Instant::now();
         let near = Some(start + Duration::from_millis(30));
         let e = request_call(Some(&b), "c", &args(60_000), near).unwrap_err();
-        assert!(e.deadline, "{e}");
+        assert!(e.is_deadline(), "{e}");
         assert!(start.elapsed() < Duration::from_secs(5));
 
         // Already past the deadline: no wait at all.
         let past = Some(Instant::now());
-        assert!(
-            request_call(Some(&b), "c", &args(1000), past)
-                .unwrap_err()
-                .deadline
-        );
+        assert!(request_call(Some(&b), "c", &args(1000), past)
+            .unwrap_err()
+            .is_deadline());
         b.close(Duration::from_secs(1));
     }
 }

@@ -95,6 +95,7 @@
 //! bus.close(std::time::Duration::from_secs(1));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+#![forbid(unsafe_code)]
 
 pub mod bus;
 pub mod component;

@@ -1,6 +1,7 @@
 //! Behaviour of the bus through its public API. Waits use channels with a
 //! generous upper bound (`WAIT`) that only matters when a test fails; no
 //! test sleeps to let something happen.
+#![forbid(unsafe_code)]
 
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, OnceLock};

@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use twig_component::{HostError, Linker, Val};
+use twig_component::{Args, HostError, Linker, Val};
 
 use crate::error::SensorError;
 use crate::provider::{Reading, SensorInfo, Sensors};
@@ -37,12 +37,12 @@ pub fn add_to_linker<T: SensorsView + 'static>(linker: &mut Linker<T>) {
             Ok(())
         })
         .func("read", |cx, args, out| {
-            let Some(Val::String(name)) = args.first() else {
-                return Err(HostError::new(format!(
-                    "{INTERFACE} read: expected a string argument, got {:?}",
+            let name = Args::new(args).string(0).map_err(|e| {
+                HostError::new(format!(
+                    "{INTERFACE} read: {e}, got {:?}",
                     args.first().map(Val::kind)
-                )));
-            };
+                ))
+            })?;
             out.push(read_val(cx.data().sensors().map(Arc::as_ref), name));
             Ok(())
         });

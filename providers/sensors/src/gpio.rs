@@ -164,6 +164,7 @@ mod imp {
     /// `GPIO_V2_LINE_GET_VALUES_IOCTL`, on the line request's fd.
     pub(super) const GET_VALUES: u32 = iowr(0x0E, std::mem::size_of::<LineValues>());
 
+    #[allow(unsafe_code)] // the two ioctls and the fd they return; SAFETY notes below
     pub(super) fn read_line(chip: &Path, line: u32, active_low: bool) -> Result<bool, String> {
         // Read-only is enough for both ioctls, and needs the least
         // permission on the device node.

@@ -46,6 +46,9 @@
 //! Readings carry SI-style units for hwmon and thermal sources (°C, V, A,
 //! W, J, %RH, RPM) and the kernel's own units for IIO channels (mV, m°C,
 //! ...); the README has the full table.
+// The GPIO character-device ioctls (`gpio.rs`) are the only `unsafe`,
+// allowed there; anything new must be allowed explicitly.
+#![deny(unsafe_code)]
 
 pub mod component;
 pub mod config;

@@ -1,8 +1,8 @@
 //! End-to-end tests of the public API against real directory trees laid
 //! out like `/sys`, and of the board-profile TOML format.
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,23 +11,19 @@ use twig_sensors::{
 };
 
 /// A fresh directory under the system temp dir, removed on drop.
-struct Tree(PathBuf);
+struct Tree(tempfile::TempDir);
 
 impl Tree {
     fn new(test: &str) -> Tree {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "twig-sensors-{test}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("twig-sensors-{test}-"))
+            .tempdir()
+            .unwrap();
         Tree(dir)
     }
 
     fn path(&self, rel: &str) -> PathBuf {
-        self.0.join(rel)
+        self.0.path().join(rel)
     }
 
     fn write(&self, rel: &str, content: impl AsRef<[u8]>) {
@@ -59,13 +55,7 @@ impl Tree {
         SensorsConfig::new(sensors)
             .sysfs_root(self.path("sys"))
             .dev_root(self.path("dev"))
-            .base_dir(&self.0)
-    }
-}
-
-impl Drop for Tree {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+            .base_dir(self.0.path())
     }
 }
 
@@ -538,7 +528,7 @@ fn toml_error(t: &Tree, toml_text: &str) -> String {
     let cfg = cfg
         .sysfs_root(t.path("sys"))
         .dev_root(t.path("dev"))
-        .base_dir(&t.0);
+        .base_dir(t.0.path());
     match Sensors::new(cfg) {
         Ok(_) => panic!("accepted:\n{toml_text}"),
         Err(e) => e.to_string(),
@@ -704,7 +694,7 @@ fn readme_example_parses_and_validates() {
     let t = Tree::new("readme");
     t.write("data/bench-run.csv", "time_s,temp\n0,21.5\n1,21.75\n");
     let cfg: SensorsConfig = toml::from_str(body).unwrap_or_else(|e| panic!("{e}"));
-    let cfg = cfg.sysfs_root(t.path("sys")).base_dir(&t.0);
+    let cfg = cfg.sysfs_root(t.path("sys")).base_dir(t.0.path());
     let s = Sensors::with_clock(cfg, Arc::new(ManualClock::new(CLOCK))).unwrap();
     let kinds: Vec<String> = s.list().into_iter().map(|i| i.kind).collect();
     for kind in ["hwmon", "thermal", "iio", "gpio", "sim"] {

@@ -1,6 +1,7 @@
 //! Shared helpers for twig's integration tests: finding the guest
 //! components that `tests/guests/build.sh` built, and a host state type with
 //! WASI and the test interfaces.
+#![forbid(unsafe_code)]
 
 pub mod arbitrary;
 pub mod netns;

@@ -2,6 +2,7 @@
 //! real binary: requests over HTTP count per path in the built-in store,
 //! the count survives `kill -9`, and `set-link-name` switches between two
 //! named key-value links.
+#![forbid(unsafe_code)]
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -8,6 +8,7 @@
 //! batches through the guest's `echo-list-*` exports, so each type gets
 //! thousands of values in a few process runs. `TWIG_DIFF_SEED` replays a
 //! failing run; `TWIG_DIFF_VALUES` changes how many values per type.
+#![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,6 +1,7 @@
 //! The real `twig` binary: the demo app deploys and answers, misbehaving
 //! components fail alone, bad manifests are refused with file and path,
 //! and apps come back after `kill -9` with no `--app`.
+#![forbid(unsafe_code)]
 
 use std::os::unix::fs::PermissionsExt;
 

@@ -7,6 +7,7 @@
 //! the built-in HTTP server and key-value store), so every answered probe
 //! also went through the component and the store. The attack runs take
 //! about 60 s and 20 s.
+#![forbid(unsafe_code)]
 
 use std::io::{BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};

@@ -1,5 +1,6 @@
 //! Idle instances must not keep untouched linear memory resident (its own
 //! test binary: it measures the process's RSS).
+#![forbid(unsafe_code)]
 
 use twig_component::{Component, Engine, Limits};
 use twig_integration_tests::*;

@@ -3,6 +3,7 @@
 //! capability` provider uses `wasi:keyvalue` store, atomics and batch; bad
 //! input gets clear errors; data survives restarts; and acknowledged writes
 //! survive `kill -9` at many random points.
+#![forbid(unsafe_code)]
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};

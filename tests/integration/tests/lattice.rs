@@ -7,6 +7,7 @@
 //! leafnode connection, and twig on the leaf over mutual TLS with a creds
 //! file; certificates and JWTs are made by the test
 //! (`twig_integration_tests::topology`).
+#![forbid(unsafe_code)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};

@@ -11,6 +11,7 @@
 //! - the admin socket closes idle connections, refuses requests over its
 //!   in-flight cap at once, and `twig apply` of an oversize image prints the
 //!   limit instead of `Broken pipe`.
+#![forbid(unsafe_code)]
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;

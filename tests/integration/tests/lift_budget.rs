@@ -18,6 +18,7 @@
 //! 6 MiB call (the guest's own 6 MiB plus one copy). Before bytes were
 //! lifted as bytes, the honest 6 MiB call alone made the host hold
 //! 6 MiB × 32 = 192 MiB. Bound asserted: 24 MiB per flood.
+#![forbid(unsafe_code)]
 
 use std::sync::Arc;
 

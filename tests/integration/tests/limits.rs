@@ -1,6 +1,7 @@
 //! Misbehaving guests are stopped with an error that names the component,
 //! the function and the limit, while other instances keep answering; bad
 //! binaries and unsatisfied imports are refused with a clear message.
+#![forbid(unsafe_code)]
 
 use std::time::{Duration, Instant};
 

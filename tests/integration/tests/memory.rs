@@ -1,6 +1,7 @@
 //! Loading and dropping components must give their memory back: a host
 //! redeploys for months. (wasmi keeps compiled code as long as its engine
 //! lives, so twig gives every component an engine of its own.)
+#![forbid(unsafe_code)]
 
 use twig_component::{Component, Engine};
 use twig_integration_tests::*;

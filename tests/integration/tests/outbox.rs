@@ -8,6 +8,7 @@
 //! The core is killed and restarted three times, twig is `kill -9`ed once
 //! and restarted with neither server up; then every number must be in the
 //! stream exactly once, in order per sensor.
+#![forbid(unsafe_code)]
 
 use std::time::Duration;
 

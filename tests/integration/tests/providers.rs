@@ -3,6 +3,7 @@
 //! `/sys` and from a simulated source, readings stored in key-value and
 //! delivered periodically as messages; messages from one component
 //! delivered to another by subject wildcard, request/reply, bad subjects.
+#![forbid(unsafe_code)]
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -14,6 +14,7 @@
 //! Making a namespace needs root (or CAP_NET_ADMIN) and iproute2. Where
 //! that is not possible the test prints why and skips; with
 //! `TWIG_REQUIRE_NETNS=1` it fails instead.
+#![forbid(unsafe_code)]
 
 use std::io::Write as _;
 

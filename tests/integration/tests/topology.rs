@@ -6,6 +6,7 @@
 //! it survives a core outage.
 //!
 //! Needs `$NATS_SERVER`.
+#![forbid(unsafe_code)]
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -10,6 +10,7 @@
 //! `wasmcloud-control-interface` crate, raw NATS requests and the
 //! JetStream KV API; the device is the real binary on a real leaf
 //! topology (`twig_integration_tests::topology`).
+#![forbid(unsafe_code)]
 
 use std::collections::HashMap;
 use std::io::{Read, Write};

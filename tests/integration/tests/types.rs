@@ -2,6 +2,7 @@
 //! directions (host -> guest export -> host, and guest -> host import ->
 //! guest), flat and spilled to memory, plus guest- and host-defined
 //! resources.
+#![forbid(unsafe_code)]
 
 use twig_component::{Engine, Instance, Resource, Val};
 use twig_integration_tests::*;

@@ -3,6 +3,7 @@
 //! its apps, connects when the server comes up, notices it going away and
 //! comes back; a creds file that cannot be read stops the uplink with one
 //! clear error while the apps keep serving.
+#![forbid(unsafe_code)]
 
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};

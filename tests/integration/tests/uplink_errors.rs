@@ -10,6 +10,7 @@
 //!   violation`).
 //!
 //! The local app keeps serving in every case.
+#![forbid(unsafe_code)]
 
 use std::process::Command;
 use std::time::{Duration, Instant};

@@ -12,6 +12,7 @@
 //! wadm put answer a call; that wadm asks for nothing more over the next
 //! heartbeats and parses everything twig sends; and that undeploying
 //! through wadm stops the components on twig.
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

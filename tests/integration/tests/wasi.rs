@@ -1,4 +1,5 @@
 //! A plain Rust `std` guest (`println!`, env, clocks) runs on the WASI host.
+#![forbid(unsafe_code)]
 
 use twig_component::{Engine, Val};
 use twig_integration_tests::*;

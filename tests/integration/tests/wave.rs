@@ -1,5 +1,6 @@
 //! The value interface: arguments written in WAVE, results printed in WAVE,
 //! parsed with the export's own types (what `twig invoke` will use).
+#![forbid(unsafe_code)]
 
 use twig_component::wave::to_wave;
 use twig_component::Engine;

@@ -12,6 +12,7 @@
 //!
 //! Nothing here speaks the protocol by hand: every byte the peer sends or
 //! reads is the crate's own.
+#![forbid(unsafe_code)]
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

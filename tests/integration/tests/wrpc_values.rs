@@ -3,6 +3,7 @@
 //! trips, every strict prefix of an encoding asks for more bytes, known
 //! byte vectors come out of real WIT types, hostile bytes fail cleanly, and
 //! a host function finds its own types on its `HostContext`.
+#![forbid(unsafe_code)]
 
 use proptest::prelude::*;
 use twig_component::wave::TypeList;

@@ -8,6 +8,7 @@
 //! ```
 //!
 //! Uses `target/release/twig` (or `$TWIG_BIN`).
+#![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -99,8 +100,12 @@ fn main() {
         let p = repo().join(format!("examples/build/{c}.wasm"));
         assert!(p.exists(), "{} missing: run examples/build.sh", p.display());
     }
-    let tmp = std::env::temp_dir().join(format!("twig-hb-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
+    // Removed when it drops, at the end of main.
+    let tmp_dir = tempfile::Builder::new()
+        .prefix("twig-hb-")
+        .tempdir()
+        .expect("creating a temp dir");
+    let tmp = tmp_dir.path();
 
     println!(
         "# twig-host-bench\n\nbinary: {}\nsamples: median of {SAMPLES}\n",
@@ -194,5 +199,4 @@ fn main() {
     );
     println!("| admin `status` round trip (socket, JSON) | {status:.0} µs |");
     println!("| admin `invoke frontend welcome` round trip (frontend → link → greeter → config) | {invoke:.0} µs |");
-    let _ = std::fs::remove_dir_all(&tmp);
 }

@@ -24,6 +24,7 @@
 //! once with `fsync: batched`. The load generator is written here (plain
 //! threads, keep-alive connections, one request in flight per connection),
 //! so the figures need nothing installed.
+#![forbid(unsafe_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -243,8 +244,11 @@ fn main() -> Result<()> {
         );
     }
     let manifest = std::fs::read_to_string(repo().join("examples/counter/app.yaml"))?;
-    let tmp = std::env::temp_dir().join(format!("twig-http-load-{}", std::process::id()));
-    std::fs::create_dir_all(&tmp)?;
+    // Removed when it drops, at the end of main.
+    let tmp_dir = tempfile::Builder::new()
+        .prefix("twig-http-load-")
+        .tempdir()?;
+    let tmp = tmp_dir.path();
     println!(
         "twig HTTP load: counter app, {seconds} s per run, one request in flight per connection"
     );
@@ -325,6 +329,5 @@ fn main() -> Result<()> {
             }
         }
     }
-    let _ = std::fs::remove_dir_all(&tmp);
     Ok(())
 }

@@ -5,6 +5,7 @@
 //! ```text
 //! kv-size-base DIR
 //! ```
+#![forbid(unsafe_code)]
 
 use std::error::Error;
 use std::io::Write;

@@ -5,6 +5,7 @@
 //! ```text
 //! kv-size-sqlite DIR
 //! ```
+#![forbid(unsafe_code)]
 
 use std::error::Error;
 use std::path::PathBuf;

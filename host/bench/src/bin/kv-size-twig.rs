@@ -4,6 +4,7 @@
 //! ```text
 //! kv-size-twig DIR
 //! ```
+#![forbid(unsafe_code)]
 
 use std::error::Error;
 use std::path::PathBuf;

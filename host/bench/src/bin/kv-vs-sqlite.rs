@@ -60,6 +60,7 @@
 //!   close;
 //! - RSS: the child's peak RSS (VmHWM, reset after the keys and values are
 //!   generated) minus its RSS at that moment: prefill included.
+#![forbid(unsafe_code)]
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -957,14 +958,22 @@ fn main() -> Result<()> {
     }
     let o = parse_options(&args)?;
     let exe = std::env::current_exe().context("locating this binary")?;
-    let base = match &o.dir {
-        Some(d) => d.join(format!("kv-vs-sqlite-{}", std::process::id())),
-        None => std::env::temp_dir().join(format!("twig-kv-vs-sqlite-{}", std::process::id())),
+    // `--dir` picks the file system under test; the run's own directory
+    // inside it is removed when it drops, at the end of main.
+    let base_dir = match &o.dir {
+        Some(d) => tempfile::Builder::new()
+            .prefix("kv-vs-sqlite-")
+            .tempdir_in(d)
+            .with_context(|| format!("creating a directory in {}", d.display()))?,
+        None => tempfile::Builder::new()
+            .prefix("twig-kv-vs-sqlite-")
+            .tempdir()
+            .context("creating a temp dir")?,
     };
-    std::fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
-    let fs = filesystem_of(&base);
+    let base = base_dir.path();
+    let fs = filesystem_of(base);
     let started = Instant::now();
-    let fsync = fsync_probe(&base)?;
+    let fsync = fsync_probe(base)?;
     let n_sync = o.n_sync.unwrap_or_else(|| auto_n_sync(fsync, o.reps));
     println!("# twig-keyvalue vs SQLite (WAL)\n");
     println!("dir: {} ({fs})", base.display());
@@ -1023,9 +1032,9 @@ fn main() -> Result<()> {
         }
     }
     let bench_secs = started.elapsed().as_secs_f64();
-    let fsync_end = fsync_probe(&base)?;
+    let fsync_end = fsync_probe(base)?;
     let load_end = loadavg();
-    let _ = std::fs::remove_dir_all(&base);
+    drop(base_dir);
 
     // Readable table.
     for &(mode, n) in &modes {

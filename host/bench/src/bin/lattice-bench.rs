@@ -39,6 +39,7 @@
 //!    running (the NATS payload).
 //! 4. with `--sizes`: release sizes of twig with default features and
 //!    without `lattice`, and of the three `wrpc-size-*` probes.
+#![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -5,6 +5,7 @@
 //! ```text
 //! wrpc-size-base nats://127.0.0.1:4222
 //! ```
+#![forbid(unsafe_code)]
 
 use futures::StreamExt as _;
 

@@ -5,6 +5,7 @@
 //! ```text
 //! wrpc-size-nats nats://127.0.0.1:4222
 //! ```
+#![forbid(unsafe_code)]
 
 use async_nats_039 as nats;
 use futures::StreamExt as _;

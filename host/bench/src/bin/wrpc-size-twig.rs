@@ -5,6 +5,7 @@
 //! ```text
 //! wrpc-size-twig nats://127.0.0.1:4222
 //! ```
+#![forbid(unsafe_code)]
 
 use std::time::{Duration, Instant};
 

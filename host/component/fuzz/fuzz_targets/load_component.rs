@@ -3,6 +3,7 @@
 //! also instantiated against the WASI host and, if it exports a
 //! parameterless function, called under tight limits.
 #![no_main]
+#![forbid(unsafe_code)]
 
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;

@@ -3,6 +3,7 @@
 //! away; whatever parses must survive a round trip through JSON (the host
 //! stores the model that way) unchanged.
 #![no_main]
+#![forbid(unsafe_code)]
 
 use libfuzzer_sys::fuzz_target;
 use std::path::Path;

@@ -4,6 +4,7 @@
 //! a clean error, never panic; a request it accepts is what the CLI would
 //! have sent: written back as JSON it parses to the same request.
 #![no_main]
+#![forbid(unsafe_code)]
 
 use libfuzzer_sys::fuzz_target;
 use twig::admin::Request;

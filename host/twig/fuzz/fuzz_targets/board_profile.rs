@@ -11,6 +11,7 @@
 //! subject patterns that parse, sensors that build, and the `[lattice]`
 //! table's paths resolved against the profile's directory.
 #![no_main]
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 use std::sync::OnceLock;

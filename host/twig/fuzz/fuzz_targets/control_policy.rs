@@ -8,6 +8,7 @@
 //! leaves no link that touches a device-owned id, no more links, configs
 //! or labels than the bounds, and nothing more to drop on a second pass.
 #![no_main]
+#![forbid(unsafe_code)]
 
 use std::collections::BTreeSet;
 

@@ -5,6 +5,7 @@
 //! error, never panic; and what it accepts must be safe to use: ids and
 //! config names are usable as subject tokens and KV keys.
 #![no_main]
+#![forbid(unsafe_code)]
 
 use libfuzzer_sys::fuzz_target;
 use twig::lattice::wire::{parse_request, Request};

@@ -10,6 +10,7 @@
 //! bytes are missing is reported, not fatal. The cache is empty here, so
 //! nothing from the input runs as code.
 #![no_main]
+#![forbid(unsafe_code)]
 
 mod common;
 

@@ -9,6 +9,7 @@
 //! host advertises the board's labels with the cache's changes applied, as
 //! far as the board's control policy keeps them (`policy::admit`).
 #![no_main]
+#![forbid(unsafe_code)]
 
 mod common;
 

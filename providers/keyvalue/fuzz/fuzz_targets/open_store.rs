@@ -5,6 +5,7 @@
 //! must find nothing left to repair and the same contents, and compaction
 //! must keep them.
 #![no_main]
+#![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -22,6 +22,7 @@
 //!   what it returns is trimmed, valid, and survives being written back
 //!   out and parsed again.
 #![no_main]
+#![forbid(unsafe_code)]
 
 use libfuzzer_sys::fuzz_target;
 use twig_messaging::{

@@ -8,6 +8,7 @@
 //! tests/guests/build.sh && examples/build.sh && cargo build -p twig \
 //!   && cargo run -p twig-integration-tests --bin admin-bounds
 //! ```
+#![forbid(unsafe_code)]
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;

@@ -11,6 +11,7 @@
 //! paused, the core back; prints the backlog, the time from the core's
 //! return to the first message stored, and the rate the backlog was
 //! stored at (by the stream's timestamps). Medians of three runs.
+#![forbid(unsafe_code)]
 
 use std::time::Duration;
 

@@ -3,6 +3,7 @@
 //! Prints progress to stderr, a per-sensor table to stdout, and, as its
 //! last line, exactly `produced=N delivered=N duplicates=D lost=L`. Exits
 //! 0 when nothing was lost, duplicated or reordered, 1 otherwise.
+#![forbid(unsafe_code)]
 
 use std::time::Duration;
 
