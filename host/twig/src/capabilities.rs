@@ -6,7 +6,7 @@
 //! twig does the same from the `config` entries in the manifest, merged in
 //! order (a later entry's key wins).
 
-use twig_component::{HostError, Linker, Resource, Val};
+use twig_component::{Args, HostError, Linker, Resource, Val};
 
 use crate::host::pool::{split_interface, InstanceData};
 
@@ -17,21 +17,23 @@ pub const CONFIG_INTERFACES: [&str; 2] = [
     "wasi:config/runtime@0.2.0-draft",
 ];
 
-fn ok(v: Val) -> Val {
-    Val::Result(Ok(Some(Box::new(v))))
-}
-
 /// Registers `wasi:config/{store,runtime}@0.2.0-draft`.
 pub fn add_config(linker: &mut Linker<InstanceData>) {
     for iface in CONFIG_INTERFACES {
         linker
             .interface(iface)
             .func("get", |cx, args, out| {
-                let Some(Val::String(key)) = args.first() else {
-                    return Err(HostError::new("wasi:config get: expected a string key"));
-                };
+                let key =
+                    Args::new(args)
+                        .context("wasi:config get")
+                        .expect(0, "a string key", |v| match v {
+                            Val::String(s) => Some(s),
+                            _ => None,
+                        })?;
                 let value = cx.data().config.get().get(key).cloned();
-                out.push(ok(Val::Option(value.map(|v| Box::new(Val::String(v))))));
+                out.push(Val::ok(Some(Val::Option(
+                    value.map(|v| Box::new(Val::String(v))),
+                ))));
                 Ok(())
             })
             .func("get-all", |cx, _args, out| {
@@ -42,7 +44,7 @@ pub fn add_config(linker: &mut Linker<InstanceData>) {
                     .iter()
                     .map(|(k, v)| Val::Tuple(vec![Val::String(k.clone()), Val::String(v.clone())]))
                     .collect();
-                out.push(ok(Val::List(pairs)));
+                out.push(Val::ok(Some(Val::List(pairs))));
                 Ok(())
             });
     }
@@ -69,39 +71,52 @@ pub fn add_lattice(linker: &mut Linker<InstanceData>) {
         );
         linker
             .interface(iface)
-            .func("[constructor]call-target-interface", move |cx, args, out| {
-                let part = |i: usize| match args.get(i) {
-                    Some(Val::String(s)) if !s.is_empty() => Ok(s.clone()),
-                    _ => Err(HostError::new(
-                        "call-target-interface: namespace, package and interface must be non-empty strings",
-                    )),
-                };
-                let name = format!("{}:{}/{}", part(0)?, part(1)?, part(2)?);
-                let d = cx.data_mut();
-                if d.call_targets.len() >= 1024 {
-                    return Err(HostError::new("too many call-target-interface handles (limit 1024)"));
-                }
-                let rep = (1..=u32::MAX)
-                    .find(|r| !d.call_targets.contains_key(r))
-                    .unwrap_or(u32::MAX);
-                d.call_targets.insert(rep, name);
-                out.push(Val::Resource(Resource::host_own(ty, rep)));
-                Ok(())
-            })
+            .func(
+                "[constructor]call-target-interface",
+                move |cx, args, out| {
+                    let a = Args::new(args).context("call-target-interface");
+                    let part = |i: usize| {
+                        a.expect(
+                            i,
+                            "a non-empty namespace, package and interface",
+                            |v| match v {
+                                Val::String(s) if !s.is_empty() => Some(s.clone()),
+                                _ => None,
+                            },
+                        )
+                    };
+                    let name = format!("{}:{}/{}", part(0)?, part(1)?, part(2)?);
+                    let d = cx.data_mut();
+                    if d.call_targets.len() >= 1024 {
+                        return Err(HostError::new(
+                            "too many call-target-interface handles (limit 1024)",
+                        ));
+                    }
+                    let rep = (1..=u32::MAX)
+                        .find(|r| !d.call_targets.contains_key(r))
+                        .unwrap_or(u32::MAX);
+                    d.call_targets.insert(rep, name);
+                    out.push(Val::Resource(Resource::host_own(ty, rep)));
+                    Ok(())
+                },
+            )
             .func("set-link-name", move |cx, args, out| {
-                let Some(Val::String(name)) = args.first() else {
-                    return Err(HostError::new("set-link-name: expected a link name"));
-                };
-                let reps: Vec<u32> = match args.get(1) {
-                    Some(Val::List(items)) => items
-                        .iter()
-                        .map(|v| match v {
-                            Val::Resource(r) => Ok(r.rep),
-                            _ => Err(HostError::new("set-link-name: expected call-target-interfaces")),
-                        })
-                        .collect::<Result<_, _>>()?,
-                    _ => return Err(HostError::new("set-link-name: expected a list")),
-                };
+                let a = Args::new(args).context("set-link-name");
+                let name = a.expect(0, "a link name", |v| match v {
+                    Val::String(s) => Some(s),
+                    _ => None,
+                })?;
+                let reps: Vec<u32> =
+                    a.expect(1, "a list of call-target-interfaces", |v| match v {
+                        Val::List(items) => items
+                            .iter()
+                            .map(|v| match v {
+                                Val::Resource(r) => Some(r.rep),
+                                _ => None,
+                            })
+                            .collect::<Option<Vec<u32>>>(),
+                        _ => None,
+                    })?;
                 let d = cx.data_mut();
                 // The list passes ownership of the handles to the host.
                 let ifaces: Vec<String> = reps
@@ -114,9 +129,9 @@ pub fn add_lattice(linker: &mut Linker<InstanceData>) {
                             continue;
                         };
                         if d.links.target(&ns, &pkg, &it, name).is_err() {
-                            out.push(Val::Result(Err(Some(Box::new(Val::String(format!(
+                            out.push(Val::err(Some(Val::String(format!(
                                 "interface `{i}` does not have an existing link with name `{name}`"
-                            )))))));
+                            )))));
                             return Ok(());
                         }
                     }
@@ -125,11 +140,11 @@ pub fn add_lattice(linker: &mut Linker<InstanceData>) {
                     if name == "default" {
                         d.link_names.remove(&i);
                     } else {
-                        d.link_names.insert(i, name.clone());
+                        d.link_names.insert(i, name.to_string());
                     }
                 }
                 if checked {
-                    out.push(Val::Result(Ok(None)));
+                    out.push(Val::ok(None));
                 }
                 Ok(())
             });

@@ -52,6 +52,8 @@
 //!                          \--exported subject--> outbox (disk) --drain--> NATS / JetStream
 //! ```
 
+#![forbid(unsafe_code)]
+
 pub mod admin;
 pub mod board;
 pub mod capabilities;

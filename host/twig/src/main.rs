@@ -1,5 +1,9 @@
 //! The `twig` command line. See the crate documentation of `twig` (lib.rs)
 //! for how the host is put together.
+//!
+//! The one `unsafe` block of the host is here (`one_malloc_arena`); the
+//! library forbids it.
+#![deny(unsafe_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -337,6 +341,7 @@ fn one_malloc_arena() {
         };
         // SAFETY: getrlimit writes into the struct we own; mallopt only
         // sets an allocator tunable, before any other thread exists.
+        #[allow(unsafe_code)]
         unsafe {
             if libc::getrlimit(libc::RLIMIT_AS, &mut limit) == 0
                 && limit.rlim_cur != libc::RLIM_INFINITY
