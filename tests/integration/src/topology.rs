@@ -34,6 +34,11 @@
 //! by [`crate::netns::ShapedLink`], so the leafnode link crosses a slow,
 //! cuttable veth pair instead of loopback.
 //!
+//! Each server picks its own ports at its first start (`-1` in its
+//! config) and the helper reads them back from the server's ports file
+//! and `/varz`; a restart reuses them. Picking a free port first and
+//! handing it over leaves a window in which a parallel test can take it.
+//!
 //! The helper is synchronous std code: it only writes files, spawns
 //! processes and reads the servers' monitoring endpoints.
 
