@@ -34,6 +34,11 @@
 //! by [`crate::netns::ShapedLink`], so the leafnode link crosses a slow,
 //! cuttable veth pair instead of loopback.
 //!
+//! Each server picks its own ports at its first start (`-1` in its
+//! config) and the helper reads them back from the server's ports file
+//! and `/varz`; a restart reuses them. Picking a free port first and
+//! handing it over leaves a window in which a parallel test can take it.
+//!
 //! The helper is synchronous std code: it only writes files, spawns
 //! processes and reads the servers' monitoring endpoints.
 
@@ -232,8 +237,10 @@ impl Topology {
         let leaf_sys_creds = write(&d, "leaf-sys.creds", &creds_file(&sys, "leaf", json!({})));
 
         // --- server configurations ---------------------------------------
-        let core_ports = Ports::new(true);
-        let leaf_ports = Ports::new(false);
+        // No port is chosen here: each server picks its own at its first
+        // start (`-1`) and the test reads them back (`Node::learn_ports`),
+        // so two tests can never be handed the same port. The configs
+        // carry `@…@` placeholders that `Node::spawn` fills in.
         // Inside its own namespace the core listens on every address there
         // (its two veth ends); otherwise on loopback only.
         let core_bind = if link.is_some() {
@@ -278,25 +285,23 @@ impl Topology {
         };
         let core_conf = format!(
             "server_name: twig-core\n\
-             listen: \"{core_bind}:{client}\"\n\
-             http: \"{core_bind}:{monitor}\"\n\
+             listen: \"{core_bind}:{CLIENT_PORT}\"\n\
+             http: \"{core_bind}:{MONITOR_PORT}\"\n\
+             ports_file_dir: {ports_dir}\n\
              {pings}\
              {common}\
              # Clients of the core authenticate with their JWT only.\n\
              {client_tls}\
              jetstream {{\n  domain: {CORE_DOMAIN}\n  store_dir: {store}\n  max_memory_store: 64MB\n  max_file_store: 256MB\n}}\n\
-             leafnodes {{\n  listen: \"{core_bind}:{leafport}\"\n  # The leaf proves itself with a certificate and a JWT.\n{leaf_tls}}}\n",
-            client = core_ports.client,
-            monitor = core_ports.monitor,
-            leafport = core_ports.leaf,
+             leafnodes {{\n  listen: \"{core_bind}:{LEAF_PORT}\"\n  # The leaf proves itself with a certificate and a JWT.\n{leaf_tls}}}\n",
+            ports_dir = q(&ports_dir(&d, "core")),
             client_tls = server_tls(false, ""),
             leaf_tls = server_tls(true, "  "),
             store = q(&d.join("core-js")),
         );
         let remote = |creds: &Path, account: &str| {
             format!(
-                "    {{\n      url: \"tls://{core_for_leaf}:{port}\"\n      account: {account}\n      credentials: {creds}\n      tls {{\n        ca_file: {ca}\n        cert_file: {cert}\n        key_file: {key}\n      }}\n    }}\n",
-                port = core_ports.leaf,
+                "    {{\n      url: \"tls://{core_for_leaf}:{CORE_LEAF_PORT}\"\n      account: {account}\n      credentials: {creds}\n      tls {{\n        ca_file: {ca}\n        cert_file: {cert}\n        key_file: {key}\n      }}\n    }}\n",
                 creds = q(creds),
                 ca = q(&ca_pem),
                 cert = q(&client_cert_pem),
@@ -309,16 +314,16 @@ impl Topology {
         // CLI.
         let leaf_conf = format!(
             "server_name: twig-leaf\n\
-             listen: \"127.0.0.1:{client}\"\n\
-             http: \"127.0.0.1:{monitor}\"\n\
+             listen: \"127.0.0.1:{CLIENT_PORT}\"\n\
+             http: \"127.0.0.1:{MONITOR_PORT}\"\n\
+             ports_file_dir: {ports_dir}\n\
              {pings}\
              {common}\
              # mTLS: no client without a certificate from our CA.\n\
              {client_tls}\
              jetstream {{\n  domain: {LEAF_DOMAIN}\n  store_dir: {store}\n  max_memory_store: 64MB\n  max_file_store: 256MB\n}}\n\
              leafnodes {{\n  remotes: [\n{app_remote}{sys_remote}  ]\n}}\n",
-            client = leaf_ports.client,
-            monitor = leaf_ports.monitor,
+            ports_dir = q(&ports_dir(&d, "leaf")),
             client_tls = server_tls(true, ""),
             store = q(&d.join("leaf-js")),
             app_remote = remote(&leaf_app_creds, &app_account),
@@ -341,22 +346,29 @@ impl Topology {
             core: Node::new(
                 &bin,
                 "core",
-                write(&d, "core.conf", &core_conf),
-                core_ports,
+                &d,
+                core_conf,
+                true,
                 core_for_us,
                 link.map(|l| l.ns.clone()),
             ),
             leaf: Node::new(
                 &bin,
                 "leaf",
-                write(&d, "leaf.conf", &leaf_conf),
-                leaf_ports,
+                &d,
+                leaf_conf,
+                false,
                 Ipv4Addr::LOCALHOST,
                 None,
             ),
             dir,
         };
         t.start_core();
+        // The leaf dials the core's leafnode port, known only now.
+        t.leaf.conf_template = t
+            .leaf
+            .conf_template
+            .replace(CORE_LEAF_PORT, &t.core.ports.leaf.to_string());
         t.start_leaf();
         t
     }
@@ -550,7 +562,10 @@ pub fn nats_server_bin() -> PathBuf {
     p
 }
 
-/// A free TCP port on 127.0.0.1 (free when asked; tests accept the race).
+/// A free TCP port on 127.0.0.1: free when asked, but nothing holds it
+/// after, so another test may take it first. Only for what cannot ask the
+/// listener for its port (a server that must come back on the same one, a
+/// port twig is told to listen on); the topology's servers pick their own.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -558,9 +573,25 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// The ports one server listens on; fixed for its life so restarts reuse
-/// them.
-#[derive(Clone, Copy)]
+/// Placeholders in a server's configuration template, filled in by
+/// [`Node::spawn`]: `-1` (the server picks) at the first start, then the
+/// ports it picked, so restarts reuse them.
+const CLIENT_PORT: &str = "@CLIENT_PORT@";
+const MONITOR_PORT: &str = "@MONITOR_PORT@";
+const LEAF_PORT: &str = "@LEAF_PORT@";
+/// In the leaf's template: the core's leafnode port.
+const CORE_LEAF_PORT: &str = "@CORE_LEAF_PORT@";
+
+/// Where a server writes its ports file (`ports_file_dir`).
+fn ports_dir(dir: &Path, name: &str) -> PathBuf {
+    let p = dir.join(format!("{name}-ports"));
+    std::fs::create_dir_all(&p).unwrap_or_else(|e| panic!("create {}: {e}", p.display()));
+    p
+}
+
+/// The ports one server listens on: picked by the server at its first
+/// start and fixed for its life after that.
+#[derive(Clone, Copy, Default)]
 struct Ports {
     client: u16,
     monitor: u16,
@@ -568,22 +599,19 @@ struct Ports {
     leaf: u16,
 }
 
-impl Ports {
-    fn new(with_leaf: bool) -> Ports {
-        Ports {
-            client: free_port(),
-            monitor: free_port(),
-            leaf: if with_leaf { free_port() } else { 0 },
-        }
-    }
-}
-
 /// One nats-server process, restartable with the same configuration.
 struct Node {
     name: &'static str,
     bin: PathBuf,
     conf: PathBuf,
+    /// The configuration with the port placeholders.
+    conf_template: String,
     log: PathBuf,
+    /// The server's `ports_file_dir`.
+    ports_dir: PathBuf,
+    /// Whether it listens for leafnodes.
+    with_leaf: bool,
+    /// Zero until the first start has read them back.
     ports: Ports,
     /// Where this process's ports are reached from the test.
     host: Ipv4Addr,
@@ -596,22 +624,80 @@ impl Node {
     fn new(
         bin: &Path,
         name: &'static str,
-        conf: PathBuf,
-        ports: Ports,
+        dir: &Path,
+        conf_template: String,
+        with_leaf: bool,
         host: Ipv4Addr,
         netns: Option<String>,
     ) -> Node {
+        let conf = dir.join(format!("{name}.conf"));
         let log = conf.with_extension("log");
         Node {
             name,
             bin: bin.to_path_buf(),
             conf,
+            conf_template,
             log,
-            ports,
+            ports_dir: ports_dir(dir, name),
+            with_leaf,
+            ports: Ports::default(),
             host,
             netns,
             child: None,
         }
+    }
+
+    fn ports_known(&self) -> bool {
+        self.ports.client != 0
+    }
+
+    /// The configuration for the next start.
+    fn render_conf(&self) -> String {
+        let port = |p: u16| {
+            if self.ports_known() {
+                p.to_string()
+            } else {
+                "-1".to_string()
+            }
+        };
+        self.conf_template
+            .replace(CLIENT_PORT, &port(self.ports.client))
+            .replace(MONITOR_PORT, &port(self.ports.monitor))
+            .replace(LEAF_PORT, &port(self.ports.leaf))
+    }
+
+    /// Reads back the ports the running server picked: client and
+    /// monitoring from the ports file nats-server writes once it listens
+    /// (`<exe>_<pid>.ports` in `ports_file_dir`), the leafnode port from
+    /// its `/varz`. `None` until they are all there.
+    fn learn_ports(&self, pid: u32) -> Option<Ports> {
+        let suffix = format!("_{pid}.ports");
+        let file = std::fs::read_dir(&self.ports_dir)
+            .ok()?
+            .filter_map(|e| e.ok())
+            .find(|e| e.file_name().to_string_lossy().ends_with(&suffix))?;
+        let v: Value = serde_json::from_slice(&std::fs::read(file.path()).ok()?).ok()?;
+        // URLs such as "tls://127.0.0.1:4222"; only the port is needed
+        // (inside a namespace the host is the namespace's own address).
+        let port_of = |key: &str| -> Option<u16> {
+            let url = v[key].as_array()?.first()?.as_str()?;
+            url.rsplit_once(':')?.1.parse().ok()
+        };
+        let client = port_of("nats")?;
+        let monitor = port_of("monitoring")?;
+        let leaf = if self.with_leaf {
+            let varz: Value = serde_json::from_str(&http_get(self.host, monitor, "/varz")?).ok()?;
+            u16::try_from(varz["leaf"]["port"].as_u64()?)
+                .ok()
+                .filter(|p| *p != 0)?
+        } else {
+            0
+        };
+        Some(Ports {
+            client,
+            monitor,
+            leaf,
+        })
     }
 
     fn running(&self) -> bool {
@@ -620,6 +706,8 @@ impl Node {
 
     fn spawn(&mut self) {
         assert!(self.child.is_none(), "{} is already running", self.name);
+        std::fs::write(&self.conf, self.render_conf())
+            .unwrap_or_else(|e| panic!("write {}: {e}", self.conf.display()));
         // Appended to, so the log of a restarted server tells its whole story.
         let log = OpenOptions::new()
             .create(true)
@@ -671,8 +759,14 @@ impl Node {
                     );
                 }
             }
-            let healthy = http_get(self.host, self.ports.monitor, "/healthz")
-                .is_some_and(|b| b.contains("\"status\":\"ok\""));
+            if !self.ports_known() {
+                if let Some(ports) = self.child.as_ref().and_then(|c| self.learn_ports(c.id())) {
+                    self.ports = ports;
+                }
+            }
+            let healthy = self.ports_known()
+                && http_get(self.host, self.ports.monitor, "/healthz")
+                    .is_some_and(|b| b.contains("\"status\":\"ok\""));
             if healthy {
                 return;
             }

@@ -57,29 +57,48 @@ pub fn demo_manifest() -> String {
 pub const DEMO_WELCOME: &str = "\"Hello from the edge, Ada! (via frontend)\"";
 
 /// A fresh, private temporary directory removed on drop.
-pub struct TempDir(pub PathBuf);
+pub struct TempDir(tempfile::TempDir);
 
 impl TempDir {
+    /// A fresh directory `tw-TAG-XXXXXX` under the system's temp dir,
+    /// removed (with everything in it) on drop.
     pub fn new(tag: &str) -> TempDir {
-        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // Short paths: the admin socket lives inside and Unix socket paths
         // are limited to ~100 bytes.
-        let p = std::env::temp_dir().join(format!("tw-{tag}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("create temp dir");
-        TempDir(p)
+        let d = tempfile::Builder::new()
+            .prefix(&format!("tw-{tag}-"))
+            .tempdir()
+            .expect("create temp dir");
+        TempDir(d)
     }
 
     pub fn path(&self) -> &Path {
-        &self.0
+        self.0.path()
     }
 }
 
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+/// Starts a twig that listens on a port the test picks (an HTTP server
+/// in a manifest, which twig cannot be asked to report back): `start`
+/// with a [`crate::topology::free_port`], and again with another one if
+/// something took that port before twig bound it ("cannot listen on
+/// 127.0.0.1:PORT: Address in use" in its log). `start` returns once
+/// twig has settled, so the listener has been tried.
+pub fn up_on_free_port(mut start: impl FnMut(u16) -> Twig) -> (Twig, u16) {
+    let mut taken = Vec::new();
+    for _ in 0..5 {
+        let port = crate::topology::free_port();
+        let t = start(port);
+        let log = t.log_text();
+        let lost_race = log.lines().any(|l| {
+            l.contains(&format!("cannot listen on 127.0.0.1:{port}"))
+                && l.to_ascii_lowercase().contains("in use")
+        });
+        if !lost_race {
+            return (t, port);
+        }
+        taken.push(port);
     }
+    panic!("every free port was taken before twig could listen on it: {taken:?}");
 }
 
 /// Runs `twig ARGS...` to completion.

@@ -8,8 +8,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use twig_integration_tests::topology::free_port;
-use twig_integration_tests::twig::{demo_path, repo_root, TempDir, Twig};
+use twig_integration_tests::twig::{demo_path, repo_root, up_on_free_port, TempDir, Twig};
 
 /// One HTTP/1.1 GET with `Connection: close`; returns (status, body).
 /// Decodes a chunked body; enough of a client for these tests, written
@@ -79,11 +78,14 @@ fn counter_app(dir: &std::path::Path, port: u16, extra_link: bool) -> String {
 #[test]
 fn counter_counts_over_http_and_keeps_the_count_through_kill_9() {
     let tmp = TempDir::new("counter");
-    let port = free_port();
-    let app = counter_app(tmp.path(), port, false);
     let data = tmp.path().join("d");
-    let mut t = Twig::up(&data, &["--app", &app]);
-    let s = t.settled(1);
+    let mut s = serde_json::Value::Null;
+    let (mut t, port) = up_on_free_port(|port| {
+        let app = counter_app(tmp.path(), port, false);
+        let t = Twig::up(&data, &["--app", &app]);
+        s = t.settled(1);
+        t
+    });
     for c in s["apps"][0]["components"].as_array().unwrap() {
         assert_eq!(c["state"], "running", "{s}");
     }
@@ -126,10 +128,13 @@ fn counter_counts_over_http_and_keeps_the_count_through_kill_9() {
 #[test]
 fn set_link_name_switches_between_two_stores() {
     let tmp = TempDir::new("counter-links");
-    let port = free_port();
-    let app = counter_app(tmp.path(), port, true);
-    let t = Twig::up(&tmp.path().join("d"), &["--app", &app]);
-    let s = t.settled(1);
+    let mut s = serde_json::Value::Null;
+    let (_t, port) = up_on_free_port(|port| {
+        let app = counter_app(tmp.path(), port, true);
+        let t = Twig::up(&tmp.path().join("d"), &["--app", &app]);
+        s = t.settled(1);
+        t
+    });
     for c in s["apps"][0]["components"].as_array().unwrap() {
         assert_eq!(c["state"], "running", "{s}");
     }

@@ -30,8 +30,9 @@ fn wasmtime() -> PathBuf {
     p
 }
 
-fn precompile(wasmtime: &Path, wasm: &Path) -> PathBuf {
-    let out = std::env::temp_dir().join(format!("twig-diff-{}-types.cwasm", std::process::id()));
+/// Compiles `wasm` with wasmtime into `dir`; returns the `.cwasm` path.
+fn precompile(wasmtime: &Path, wasm: &Path, dir: &Path) -> PathBuf {
+    let out = dir.join("types.cwasm");
     let st = Command::new(wasmtime)
         .arg("compile")
         .arg(wasm)
@@ -84,7 +85,9 @@ fn twig_and_wasmtime_agree_on_every_type() {
     add_types_host(&mut linker);
     let c = load(&engine, "types");
     let (mut inst, _) = instantiate(&linker, &c);
-    let cwasm = precompile(&wasmtime, &guest_path("types"));
+    // Removed with what is in it when the test ends.
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let cwasm = precompile(&wasmtime, &guest_path("types"), scratch.path());
 
     let funcs: Vec<String> = inst
         .export_names()

@@ -16,26 +16,27 @@ use std::time::{Duration, Instant};
 use twig_integration_tests::slow_http::{
     peer, probe, quantile, read_response, IdleClients, Slowloris,
 };
-use twig_integration_tests::topology::free_port;
-use twig_integration_tests::twig::{demo_path, repo_root, TempDir, Twig};
+use twig_integration_tests::twig::{demo_path, repo_root, up_on_free_port, TempDir, Twig};
 
 /// Every probe must be answered within this.
 const BOUND: Duration = Duration::from_secs(2);
 
 /// `twig up` with the counter app on a free port.
 fn counter(tmp: &TempDir) -> (Twig, SocketAddr) {
-    let port = free_port();
-    let text = std::fs::read_to_string(repo_root().join("examples/counter/app.yaml"))
-        .unwrap()
-        .replace(
-            "../build/counter.wasm",
-            demo_path("counter").to_str().unwrap(),
-        )
-        .replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"));
-    let app = tmp.path().join("counter.yaml");
-    std::fs::write(&app, text).unwrap();
-    let t = Twig::up(&tmp.path().join("d"), &["--app", app.to_str().unwrap()]);
-    t.settled(1);
+    let (t, port) = up_on_free_port(|port| {
+        let text = std::fs::read_to_string(repo_root().join("examples/counter/app.yaml"))
+            .unwrap()
+            .replace(
+                "../build/counter.wasm",
+                demo_path("counter").to_str().unwrap(),
+            )
+            .replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"));
+        let app = tmp.path().join("counter.yaml");
+        std::fs::write(&app, text).unwrap();
+        let t = Twig::up(&tmp.path().join("d"), &["--app", app.to_str().unwrap()]);
+        t.settled(1);
+        t
+    });
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let (status, body, _) = probe(addr, Ipv4Addr::LOCALHOST, "/warm", BOUND).unwrap();
     assert_eq!((status, body.as_str()), (200, "Counter /warm: 1"));

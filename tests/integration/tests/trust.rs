@@ -20,7 +20,9 @@ use std::time::{Duration, Instant};
 use async_nats_039 as nats;
 use futures::StreamExt as _;
 use twig_integration_tests::topology::{free_port, Topology};
-use twig_integration_tests::twig::{demo_path, repo_root, uplink_args, TempDir, Twig};
+use twig_integration_tests::twig::{
+    demo_path, repo_root, up_on_free_port, uplink_args, TempDir, Twig,
+};
 use wasmcloud_control_interface::{Client, ClientBuilder, Link};
 
 /// The device app: wasmCloud's HTTP counter (component, KV provider, HTTP
@@ -113,12 +115,14 @@ fn app_names(status: &serde_json::Value) -> Vec<String> {
 async fn lattice_attacks_on_a_device_with_the_default_policy_are_refused() {
     let dir = TempDir::new("trust-lattice");
     let topo = Topology::start();
-    let port = free_port();
-    let app = counter_app(dir.path(), port);
-    let mut args = uplink_args(&topo);
-    args.extend(["--app".to_string(), app]);
-    let twig = Twig::up_in(&dir, "data", &args);
-    twig.settled(1);
+    let (twig, port) = up_on_free_port(|port| {
+        let app = counter_app(dir.path(), port);
+        let mut args = uplink_args(&topo);
+        args.extend(["--app".to_string(), app]);
+        let twig = Twig::up_in(&dir, "data", &args);
+        twig.settled(1);
+        twig
+    });
     twig.wait_serving();
     let id = twig.host_id();
     assert_eq!(count(port, "/hello"), Some(1));
