@@ -13,7 +13,7 @@
 use std::collections::BTreeSet;
 
 use libfuzzer_sys::fuzz_target;
-use twig::lattice::cache::LatticeData;
+use twig::latticedata::LatticeData;
 use twig::policy::{admit, ControlPolicy, Owners};
 
 fuzz_target!(|data: &[u8]| {

@@ -16,7 +16,7 @@ mod common;
 use common::{board, scratch};
 use libfuzzer_sys::fuzz_target;
 use twig::host::Host;
-use twig::lattice::cache::LatticeData;
+use twig::latticedata::LatticeData;
 
 /// Larger than any input the smoke run gives (`-max_len`).
 const MAX: u64 = 1 << 20;
