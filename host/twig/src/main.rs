@@ -152,84 +152,31 @@ impl NatsArgs {
         self,
         board: &Board,
         profile: twig::board::BoardLattice,
-    ) -> anyhow::Result<Option<twig::lattice::UplinkOptions>> {
-        let Some(url) = self.nats_url.or(profile.url) else {
-            return Ok(None);
+    ) -> anyhow::Result<Option<twig::uplink::UplinkOptions>> {
+        let flags = twig::board::BoardLattice {
+            url: self.nats_url,
+            name: self.lattice,
+            js_domain: self.js_domain,
+            creds: self.nats_creds,
+            tls_ca: self.nats_tls_ca,
+            tls_cert: self.nats_tls_cert,
+            tls_key: self.nats_tls_key,
+            nkey: self.nats_nkey,
+            user: self.nats_user,
+            password: self.nats_password,
+            token: self.nats_token,
+            heartbeat_secs: self.heartbeat_secs,
+            friendly_name: self.friendly_name,
+            ctl_url: self.ctl_url,
+            ctl_creds: self.ctl_creds,
+            ctl_tls_ca: self.ctl_tls_ca,
+            ctl_tls_cert: self.ctl_tls_cert,
+            ctl_tls_key: self.ctl_tls_key,
+            ctl_nkey: self.ctl_nkey,
+            ctl_topic_prefix: self.ctl_topic_prefix,
         };
-        twig::lattice::check_url(&url).map_err(|e| anyhow::anyhow!("--nats-url: {e}"))?;
-        let lattice = self
-            .lattice
-            .or(profile.name)
-            .unwrap_or_else(|| "default".into());
-        twig::lattice::check_name(&lattice).map_err(|e| anyhow::anyhow!("--lattice: {e}"))?;
-        let js_domain = self.js_domain.or(profile.js_domain);
-        if let Some(d) = &js_domain {
-            twig::lattice::check_name(d).map_err(|e| anyhow::anyhow!("--js-domain: {e}"))?;
-        }
-        // Certificate and key, and user and password, come as pairs from
-        // one place: a flag's certificate with the profile's key would be
-        // a mismatch no one meant.
-        let (tls_cert, tls_key) = match (self.nats_tls_cert, self.nats_tls_key) {
-            (Some(c), Some(k)) => (Some(c), Some(k)),
-            _ => (profile.tls_cert, profile.tls_key),
-        };
-        let (user, password) = match (self.nats_user, self.nats_password) {
-            (Some(u), Some(p)) => (Some(u), Some(p)),
-            _ => (profile.user, profile.password),
-        };
-        let ctl_prefix = self
-            .ctl_topic_prefix
-            .or(profile.ctl_topic_prefix)
-            .unwrap_or_else(|| twig::lattice::DEFAULT_CTL_PREFIX.into());
-        twig::lattice::check_prefix(&ctl_prefix)
-            .map_err(|e| anyhow::anyhow!("--ctl-topic-prefix: {e}"))?;
-        let ctl_url = self.ctl_url.or(profile.ctl_url);
-        let ctl_creds = self.ctl_creds.or(profile.ctl_creds);
-        let ctl_nkey = self.ctl_nkey.or(profile.ctl_nkey);
-        let (ctl_cert, ctl_key) = match (self.ctl_tls_cert, self.ctl_tls_key) {
-            (Some(c), Some(k)) => (Some(c), Some(k)),
-            _ => (profile.ctl_tls_cert, profile.ctl_tls_key),
-        };
-        let ctl_ca = self.ctl_tls_ca.or(profile.ctl_tls_ca);
-        let separate = ctl_url.is_some()
-            || ctl_creds.is_some()
-            || ctl_nkey.is_some()
-            || ctl_cert.is_some()
-            || ctl_ca.is_some();
-        let tls_ca = self.nats_tls_ca.or(profile.tls_ca);
-        let ctl = if separate {
-            let ctl_url = ctl_url.unwrap_or_else(|| url.clone());
-            twig::lattice::check_url(&ctl_url).map_err(|e| anyhow::anyhow!("--ctl-url: {e}"))?;
-            let mut c = twig::lattice::UplinkOptions::new(ctl_url);
-            c.creds = ctl_creds;
-            c.nkey = ctl_nkey;
-            c.tls_cert = ctl_cert;
-            c.tls_key = ctl_key;
-            c.tls_ca = ctl_ca.or_else(|| tls_ca.clone());
-            c.js_domain = js_domain.clone();
-            Some(Box::new(c))
-        } else {
-            None
-        };
-        Ok(Some(twig::lattice::UplinkOptions {
-            ctl,
-            ctl_prefix,
-            url,
-            lattice,
-            name: format!("twig {} ({})", board.name, env!("CARGO_PKG_VERSION")),
-            creds: self.nats_creds.or(profile.creds),
-            tls_ca,
-            tls_cert,
-            tls_key,
-            nkey: self.nats_nkey.or(profile.nkey),
-            user,
-            password,
-            token: self.nats_token.or(profile.token),
-            js_domain,
-            heartbeat: std::time::Duration::from_secs(
-                self.heartbeat_secs.or(profile.heartbeat_secs).unwrap_or(30),
-            ),
-        }))
+        twig::uplink::UplinkOptions::from_settings(flags.over(profile), &board.name)
+            .map_err(anyhow::Error::msg)
     }
 }
 
