@@ -160,26 +160,21 @@ mod tests {
     }
 
     /// A fresh directory, removed on drop.
-    struct Tmp(PathBuf);
+    /// A scratch directory, removed when it drops.
+    struct Tmp(tempfile::TempDir);
 
     impl std::ops::Deref for Tmp {
         type Target = Path;
         fn deref(&self) -> &Path {
-            &self.0
-        }
-    }
-
-    impl Drop for Tmp {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
+            self.0.path()
         }
     }
 
     fn tmp(name: &str) -> Tmp {
-        let dir = std::env::temp_dir().join(format!("twig-image-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Tmp(dir)
+        Tmp(tempfile::Builder::new()
+            .prefix(&format!("twig-image-{name}-"))
+            .tempdir()
+            .unwrap())
     }
 
     /// Runs `f` on a thread and fails if it takes longer than 2 s: a

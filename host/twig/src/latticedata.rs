@@ -151,8 +151,8 @@ mod tests {
 
     #[test]
     fn round_trip_and_damage() {
-        let dir = std::env::temp_dir().join(format!("twig-lattice-cache-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
         std::fs::create_dir_all(&dir).unwrap();
         assert_eq!(LatticeData::load(&dir, 1 << 20), LatticeData::default());
         let mut d = LatticeData::default();
@@ -183,6 +183,5 @@ mod tests {
         assert_eq!(LatticeData::load(&dir, size - 1), LatticeData::default());
         assert!(dir.join("lattice.json.oversize").exists());
         assert!(!LatticeData::path(&dir).exists());
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

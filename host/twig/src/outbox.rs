@@ -347,22 +347,18 @@ mod tests {
     use super::*;
     use twig_messaging::Uplink;
 
-    fn temp_dir(tag: &str) -> std::path::PathBuf {
-        let d = std::env::temp_dir().join(format!(
-            "twig-upstream-{tag}-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0)
-        ));
-        std::fs::create_dir_all(&d).unwrap();
-        d
+    fn temp_dir(tag: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+        let t = tempfile::Builder::new()
+            .prefix(&format!("twig-upstream-{tag}-"))
+            .tempdir()
+            .unwrap();
+        let d = t.path().to_path_buf();
+        (t, d)
     }
 
     #[test]
     fn subjects_go_to_the_first_matching_class_and_requests_are_refused() {
-        let dir = temp_dir("route");
+        let (_tmp, dir) = temp_dir("route");
         // The sim board's two classes.
         let config: BoardOutbox = toml::from_str(
             r#"
@@ -413,7 +409,6 @@ mod tests {
         assert_eq!(b.len(), 1);
         assert_eq!(b[0].subject, "telemetry.s1");
         drop(up);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

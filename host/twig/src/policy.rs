@@ -623,8 +623,8 @@ mod tests {
 
     #[test]
     fn file_refusals_do_not_tell_whether_a_path_exists() {
-        let dir = std::env::temp_dir().join(format!("twig-policy-files-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
         std::fs::create_dir_all(dir.join("ok")).unwrap();
         std::fs::write(dir.join("ok/a.wasm"), b"x").unwrap();
         std::fs::write(dir.join("secret"), b"x").unwrap();
@@ -661,7 +661,6 @@ mod tests {
             .unwrap_err();
         assert!(link.contains("control.file_dirs"), "{link}");
         assert!(p.lattice_file("ghcr.io/x/y:1").is_err());
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -297,16 +297,20 @@ impl DesiredState {
 mod tests {
     use super::*;
 
-    fn tempdir(tag: &str) -> PathBuf {
-        let p = std::env::temp_dir().join(format!("twig-state-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&p);
+    /// A private scratch directory, removed when the guard drops.
+    fn tempdir(tag: &str) -> (tempfile::TempDir, PathBuf) {
+        let t = tempfile::Builder::new()
+            .prefix(&format!("twig-state-{tag}-"))
+            .tempdir()
+            .unwrap();
+        let p = t.path().join("data");
         create_private_dir(&p).unwrap();
-        p
+        (t, p)
     }
 
     #[test]
     fn cache_round_trip_and_corruption() {
-        let d = tempdir("cache");
+        let (_tmp, d) = tempdir("cache");
         let cache = Cache::open(&d).unwrap();
         let digest = cache.put(b"hello").unwrap();
         assert_eq!(
@@ -327,12 +331,11 @@ mod tests {
             let err = cache.get(bad).unwrap_err();
             assert!(matches!(err, StateError::BadDigest { .. }), "{bad}: {err}");
         }
-        fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
     fn desired_state_survives_save_and_reports_garbage() {
-        let d = tempdir("desired");
+        let (_tmp, d) = tempdir("desired");
         assert_eq!(DesiredState::load(&d).unwrap(), DesiredState::default());
         let parsed = twig_manifest::parse(
             "apiVersion: core.oam.dev/v1beta1\nkind: Application\nmetadata:\n  name: a\nspec:\n  components:\n    - name: c\n      type: component\n      properties:\n        image: ./c.wasm\n",
@@ -362,6 +365,5 @@ mod tests {
             e.contains("desired.json") && e.contains("not a valid"),
             "{e}"
         );
-        fs::remove_dir_all(&d).unwrap();
     }
 }

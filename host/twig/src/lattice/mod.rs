@@ -458,8 +458,8 @@ mod tests {
 
     #[test]
     fn host_id_is_made_once_and_kept() {
-        let dir = std::env::temp_dir().join(format!("twig-identity-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
         std::fs::create_dir_all(&dir).unwrap();
         let a = load_identity(&dir, Some("gw-1".into())).unwrap().unwrap();
         assert!(
@@ -485,6 +485,5 @@ mod tests {
         std::fs::write(dir.join(HOST_KEY_FILE), user).unwrap();
         let e = load_identity(&dir, None).unwrap_err();
         assert!(e.contains("not a server (host) key"), "{e}");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -156,7 +156,8 @@ mod tests {
 
     #[test]
     fn a_ca_file_without_certificates_is_refused() {
-        let dir = std::env::temp_dir().join(format!("twig-ca-{}", std::process::id()));
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
         std::fs::create_dir_all(&dir).unwrap();
         let empty = dir.join("empty.pem");
         std::fs::write(&empty, "").unwrap();
@@ -180,6 +181,5 @@ mod tests {
             e.starts_with(&format!("TLS CA {}", dir.join("missing.pem").display())),
             "{e}"
         );
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

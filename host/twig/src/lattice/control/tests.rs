@@ -3,7 +3,6 @@
 //! the client points at a closed port and never connects, and the two
 //! buckets are `bucket_store::memory` (JetStream's revision rule, in memory).
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::super::agent::{Agent, CtlLink};
@@ -17,25 +16,15 @@ use crate::policy::Permit;
 const HOST_ID: &str = "NCONTROLTESTHOST";
 
 /// A fresh directory under the system's temp dir, removed on drop.
-struct Scratch(std::path::PathBuf);
+struct Scratch(std::path::PathBuf, #[allow(dead_code)] tempfile::TempDir);
 
 impl Scratch {
     fn new(name: &str) -> Scratch {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "twig-control-{name}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        let t = tempfile::Builder::new()
+            .prefix(&format!("twig-control-{name}-"))
+            .tempdir()
+            .unwrap();
+        Scratch(t.path().to_path_buf(), t)
     }
 }
 
