@@ -615,7 +615,15 @@ async fn respond(
     let pipe = Pipe::new();
     let request = IncomingRequest::new(&parts, authority, pipe.clone());
     let (out, mut outcome_rx) = ResponseOutparam::new();
-    let mut pump = tokio::spawn(pump_body(incoming, pipe, cfg.max_request_body));
+    // Set by the pump before it fails the body, so before the guest can
+    // see the failure: an answer the guest gives after that is still 413.
+    let too_large_seen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut pump = tokio::spawn(pump_body(
+        incoming,
+        pipe,
+        cfg.max_request_body,
+        too_large_seen.clone(),
+    ));
 
     let dispatch = shared.dispatch.clone();
     let target = shared.target.clone();
@@ -648,6 +656,14 @@ async fn respond(
         }
     };
 
+    // The body went over the cap while the guest read it: whatever the
+    // guest answered after its read failed, the client is told why.
+    let waited = match waited {
+        Waited::Outcome(_) if too_large_seen.load(std::sync::atomic::Ordering::SeqCst) => {
+            Waited::BodyTooLarge
+        }
+        w => w,
+    };
     let target = &shared.target;
     match waited {
         Waited::Outcome(Outcome::Response {
@@ -778,7 +794,12 @@ enum PumpEnd {
 
 /// Moves the request body from hyper into the guest's pipe, waiting for
 /// room before reading more so a slow guest slows the client down.
-async fn pump_body(mut body: Incoming, pipe: Arc<Pipe>, max: u64) -> PumpEnd {
+async fn pump_body(
+    mut body: Incoming,
+    pipe: Arc<Pipe>,
+    max: u64,
+    too_large_seen: Arc<std::sync::atomic::AtomicBool>,
+) -> PumpEnd {
     let mut total: u64 = 0;
     loop {
         if !pipe.wait_room().await {
@@ -800,6 +821,7 @@ async fn pump_body(mut body: Incoming, pipe: Arc<Pipe>, max: u64) -> PumpEnd {
                 };
                 total += data.len() as u64;
                 if total > max {
+                    too_large_seen.store(true, std::sync::atomic::Ordering::SeqCst);
                     pipe.end(End::Failed(format!(
                         "request body exceeds the limit of {max} bytes"
                     )));
