@@ -9,36 +9,43 @@
 //! ## Layout
 //!
 //! * [`board`] — the board profile (TOML; `sim` is built in): limits, data
-//!   directory, labels.
+//!   directory, labels; each table's type lives with what it configures.
 //! * [`state`] — what is on disk: the content-addressed component cache and
-//!   the desired state, both written crash-safely.
-//! * [`host`] — the running host: placing each app's components (scalers,
-//!   spread requirements against the board's labels), one instance pool per
-//!   component, and the routing of imports to WASI, config or a linked
-//!   component.
+//!   the desired state, both written crash-safely; [`latticedata`] — what
+//!   the lattice told the host (links, named config, labels), on disk too.
+//! * [`host`] — the running host behind one facade, [`host::Host`]: one
+//!   file per job (`apps`: open, deploy, apply, delete; `placement`;
+//!   `pool`: instances and their data, a leaf; `rpc`: the linker, local and
+//!   remote calls; `lattice_data`; `status`; `config`).
+//! * [`providers`] — the built-in capability providers a manifest's
+//!   `type: capability` components name (`twig:keyvalue`, …, or a
+//!   wasmCloud provider image the board maps to one), one file each behind
+//!   the [`providers::Provider`] trait.
 //! * [`capabilities`] — what the host answers itself besides WASI
 //!   (`wasi:config` from manifest config, `wasmcloud:bus/lattice`
 //!   `set-link-name`).
-//! * [`providers`] — the built-in capability providers a manifest's
-//!   `type: capability` components name (`twig:keyvalue`, …, or a
-//!   wasmCloud provider image the board maps to one).
-//! * [`http`] — the HTTP server provider's glue (`wasi:http` handlers,
-//!   listeners); the one place the `http` cargo feature is looked at.
-//! * [`lattice`] — the uplink to a NATS server (in the background; never
-//!   needed to boot or run) and its state; `lattice::drain` sends the
-//!   outbox upstream.
+//! * [`http`] — `wasi:http` and listeners with or without the `http` cargo
+//!   feature; the one place the feature is looked at.
+//! * [`control`] — what the lattice may do to the host (scale, update,
+//!   providers), as `Host` calls; [`policy`] — what it is allowed to (board
+//!   `[control]`), and the bounds on what it can make the host hold.
+//! * [`lattice`] — the uplink to a NATS server (feature `lattice`; in the
+//!   background, never needed to boot or run): the control interface, the
+//!   buckets, events, wRPC, the outbox's drain. [`uplink`] — its options,
+//!   status and the host's identity, as plain data.
 //! * [`outbox`] — what leaves the device: the board's `[outbox]` classes
 //!   and the durable on-disk queue (`twig-outbox`) that messages wait in
 //!   while the uplink is down.
-//! * [`policy`] — what the lattice may do to this device (board
-//!   `[control]`): operation families, `file://` directories, bounds on
-//!   what the lattice can make the host hold, the policy service.
-//! * [`image`] — reading a component image file: regular files only, up
-//!   to the board's cap.
+//! * [`exec`] — where blocking work runs (guest calls apart from the
+//!   control plane); [`trace`] — trace ids and call spans; [`names`] —
+//!   checks of names, URLs and label keys; [`image`] — reading a component
+//!   image file: regular files only, up to the board's cap.
 //! * [`admin`] — the local admin socket that `twig status|invoke|apply|
 //!   delete` use.
 //! * [`up`] — `twig up`: lock the data dir, restore the desired state,
 //!   apply `--app` files, serve the admin socket, shut down on a signal.
+//!
+//! `tools/modgraph` prints how these import each other; there is no cycle.
 //!
 //! ## Data flow
 //!

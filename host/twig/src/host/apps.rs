@@ -2,7 +2,7 @@
 //! desired state holds, deploying (apply), deleting, and which ids belong
 //! to whom (the device's own manifests, or the lattice).
 //!
-//! Every change runs inside a [`Change`] (the host's `changes` lock), so
+//! Every change runs inside a `Change` (the host's `changes` lock), so
 //! changes happen one at a time, in the order they were asked for; the
 //! desired state is saved before anything starts, and published to
 //! readers by swapping one pointer afterwards. Compiling a component,
