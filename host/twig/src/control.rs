@@ -156,11 +156,7 @@ impl Host {
         if state == State::Running {
             return Ok(());
         }
-        let why = format!(
-            "`{id}` is {}{}",
-            state.as_str(),
-            reason.map(|r| format!(": {r}")).unwrap_or_default()
-        );
+        let why = format!("`{id}` is {}", state.describe(reason));
         match previous {
             Some(prev) => {
                 let blobs = self.cached_images(&prev);

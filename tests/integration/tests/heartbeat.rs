@@ -179,7 +179,8 @@ async fn heartbeats_keep_their_interval_through_a_long_compile_and_a_call_burst(
     .unwrap();
     args.extend(["--board".to_string(), board.display().to_string()]);
     let twig = Twig::up_in(&dir, "data", &args);
-    twig.wait_connected();
+    // The scale below is a control request: wait until they are heard.
+    twig.wait_serving();
     let host = twig.host_id();
 
     let nc = topo.leaf_client().await.unwrap_or_else(|e| panic!("{e}"));

@@ -90,6 +90,14 @@ impl State {
             State::NotPlaced => "not-placed",
         }
     }
+
+    /// The state with its reason, as errors say it (`failed: …`).
+    pub fn describe(self, reason: Option<String>) -> String {
+        match reason {
+            Some(r) => format!("{}: {r}", self.as_str()),
+            None => self.as_str().to_string(),
+        }
+    }
 }
 
 /// A component of an app, placed on this host or not.
@@ -140,11 +148,7 @@ impl Placed {
     /// `running`, or the state and why (`failed: …`).
     fn state_text(&self) -> String {
         let (state, reason) = self.state();
-        format!(
-            "{}{}",
-            state.as_str(),
-            reason.map(|r| format!(": {r}")).unwrap_or_default()
-        )
+        state.describe(reason)
     }
 
     pub(crate) fn pool(&self) -> Option<Arc<Pool>> {

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use twig_component::{Component, HostError, Linker, Val};
 use twig_manifest::{ComponentSpec, Manifest};
@@ -168,10 +168,9 @@ impl Host {
         let (state, reason) = placed.state();
         if state != State::Running {
             return Err(format!(
-                "component `{}` is {}{}",
+                "component `{}` is {}",
                 placed.id,
-                state.as_str(),
-                reason.map(|r| format!(": {r}")).unwrap_or_default()
+                state.describe(reason)
             ));
         }
         let pool = placed
@@ -386,7 +385,7 @@ fn call_link(
     // Wait for a free target instance no longer than the caller may run.
     let wait = deadline
         .map(|d| d.saturating_duration_since(Instant::now()))
-        .unwrap_or(Duration::from_millis(host.board.limits.deadline_ms));
+        .unwrap_or_else(|| host.call_wait());
     let export = format!("{iface}#{func}");
     let (_trace, trace_id) = trace::enter(None);
     let _span = trace::call_span("link", target_id, &export, trace_id).entered();
