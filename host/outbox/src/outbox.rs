@@ -841,19 +841,16 @@ mod tests {
         assert_send_sync::<Outbox>();
     }
 
-    struct TempDir(PathBuf);
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
+    /// A path the outbox makes (not there yet), inside a scratch
+    /// directory removed on drop.
+    struct TempDir(PathBuf, #[allow(dead_code)] tempfile::TempDir);
 
     fn temp_dir(name: &str) -> TempDir {
-        let p =
-            std::env::temp_dir().join(format!("twig-outbox-unit-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&p);
-        TempDir(p)
+        let t = tempfile::Builder::new()
+            .prefix(&format!("twig-outbox-unit-{name}-"))
+            .tempdir()
+            .expect("temp dir");
+        TempDir(t.path().join("outbox"), t)
     }
 
     /// A write that fails (ENOSPC from /dev/full standing in for the

@@ -37,33 +37,23 @@ pub use sync::{Flusher, SyncHook, Syncer};
 
 #[cfg(test)]
 mod testdir {
-    use std::path::{Path, PathBuf};
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::path::Path;
 
     /// A directory removed on drop.
-    pub struct TestDir(PathBuf);
+    pub struct TestDir(tempfile::TempDir);
 
     impl TestDir {
         pub fn new(name: &str) -> TestDir {
-            static N: AtomicUsize = AtomicUsize::new(0);
-            let p = std::env::temp_dir().join(format!(
-                "twig-seglog-test-{name}-{}-{}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::Relaxed)
-            ));
-            let _ = std::fs::remove_dir_all(&p);
-            std::fs::create_dir_all(&p).expect("create temp dir");
-            TestDir(p)
+            TestDir(
+                tempfile::Builder::new()
+                    .prefix(&format!("twig-seglog-test-{name}-"))
+                    .tempdir()
+                    .expect("create temp dir"),
+            )
         }
 
         pub fn path(&self) -> &Path {
-            &self.0
-        }
-    }
-
-    impl Drop for TestDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
+            self.0.path()
         }
     }
 }
