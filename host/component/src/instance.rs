@@ -786,13 +786,33 @@ impl<T: 'static> Instance<T> {
         deadline: Option<Instant>,
         comp: &ComponentInner,
     ) -> std::result::Result<(), TrapKind> {
-        let mut call = func
+        let call = func
             .call_resumable(&mut self.store, args, results)
             .map_err(|e| classify(&e, comp))?;
+        self.drive(call, results, deadline, comp)
+    }
+
+    /// Resumes `call` slice by slice until it finishes. A call still
+    /// running after its first slice is a long one: when the embedder has
+    /// a blocking-section hook installed (it runs the call on a thread with
+    /// other work, see [`crate::blocking`]), the rest of the call runs as
+    /// one section, so that other work moves elsewhere.
+    fn drive(
+        &mut self,
+        mut call: wasmi::ResumableCall,
+        results: &mut [CoreVal],
+        deadline: Option<Instant>,
+        comp: &ComponentInner,
+    ) -> std::result::Result<(), TrapKind> {
         loop {
             match call {
                 wasmi::ResumableCall::Finished => return Ok(()),
                 wasmi::ResumableCall::HostTrap(t) => return Err(classify(t.host_error(), comp)),
+                wasmi::ResumableCall::OutOfFuel(t) if crate::blocking::hooked() => {
+                    return crate::blocking::section(|| {
+                        self.drive(wasmi::ResumableCall::OutOfFuel(t), results, deadline, comp)
+                    });
+                }
                 wasmi::ResumableCall::OutOfFuel(t) => {
                     if let Some(d) = deadline {
                         if Instant::now() >= d {

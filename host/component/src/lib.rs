@@ -22,6 +22,8 @@
 //! * [`linker`]: host implementations by WIT name, matched across
 //!   semver-compatible versions ([`names`]); [`args`]: typed access to a
 //!   host function's arguments, and its result values.
+//! * [`blocking`]: blocking sections, how host code marks a wait inside a
+//!   guest call so the embedder running the call can move other work away.
 //! * [`instance`]: instantiation and export calls under per-instance limits
 //!   (fuel, wall-clock deadline via fuel slicing, memory and table caps,
 //!   recursion depth, live instance count, lift budget).
@@ -51,6 +53,7 @@
 
 pub(crate) mod abi;
 pub mod args;
+pub mod blocking;
 pub mod component;
 pub mod error;
 pub mod instance;

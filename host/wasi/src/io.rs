@@ -6,6 +6,7 @@
 
 use std::time::{Duration, Instant};
 
+use twig_component::blocking::section;
 use twig_component::{Args, HostContext, HostError, Linker, Resource, Val};
 
 use crate::{
@@ -25,14 +26,29 @@ fn sleep_until<T>(cx: &HostContext<'_, T>, until: Instant) -> Result<(), HostErr
     }
     match cx.deadline() {
         Some(d) if d < until => {
-            std::thread::sleep(d.saturating_duration_since(now));
+            section(|| std::thread::sleep(d.saturating_duration_since(now)));
             Err(HostError::deadline())
         }
         _ => {
-            std::thread::sleep(until - now);
+            section(|| std::thread::sleep(until - now));
             Ok(())
         }
     }
+}
+
+/// One pass of `poll`: the indices of the pollables ready now, and the
+/// earliest timer among the others.
+fn poll_once(w: &mut WasiCtx, reps: &[u32]) -> Result<(Vec<Val>, Option<Instant>), HostError> {
+    let mut ready = Vec::new();
+    let mut earliest: Option<Instant> = None;
+    for (i, rep) in reps.iter().enumerate() {
+        if w.pollable_ready(*rep)? {
+            ready.push(Val::U32(i as u32));
+        } else if let PollKind::At(Some(at)) = w.pollable_kind(*rep)? {
+            earliest = Some(earliest.map_or(at, |e| e.min(at)));
+        }
+    }
+    Ok((ready, earliest))
 }
 
 pub(crate) fn add_to_linker<T: WasiView + 'static>(linker: &mut Linker<T>, ty: WasiTypes) {
@@ -88,37 +104,38 @@ pub(crate) fn add_to_linker<T: WasiView + 'static>(linker: &mut Linker<T>, ty: W
         let deadline = cx.deadline();
         // Timers and streams cannot be waited on together with one
         // primitive; check them all, then sleep a little, backing off to
-        // 10 ms, until one is ready (or the call's deadline passes).
-        let mut nap = Duration::from_micros(100);
-        loop {
-            let w = cx.data_mut().wasi();
-            let mut ready = Vec::new();
-            let mut earliest: Option<Instant> = None;
-            for (i, rep) in reps.iter().enumerate() {
-                if w.pollable_ready(*rep)? {
-                    ready.push(Val::U32(i as u32));
-                } else if let PollKind::At(Some(at)) = w.pollable_kind(*rep)? {
-                    earliest = Some(earliest.map_or(at, |e| e.min(at)));
-                }
-            }
-            if !ready.is_empty() {
-                out.push(Val::List(ready));
-                return Ok(());
-            }
-            let now = Instant::now();
-            if deadline.is_some_and(|d| now >= d) {
-                return Err(HostError::deadline());
-            }
-            let mut wake = now + nap;
-            if let Some(e) = earliest {
-                wake = wake.min(e);
-            }
-            if let Some(d) = deadline {
-                wake = wake.min(d);
-            }
-            std::thread::sleep(wake.saturating_duration_since(now));
-            nap = (nap * 2).min(Duration::from_millis(10));
+        // 10 ms, until one is ready (or the call's deadline passes). The
+        // whole wait is one blocking section, entered only if nothing is
+        // ready at once.
+        let (ready, _) = poll_once(cx.data_mut().wasi(), &reps)?;
+        if !ready.is_empty() {
+            out.push(Val::List(ready));
+            return Ok(());
         }
+        let ready = section(|| {
+            let mut nap = Duration::from_micros(100);
+            loop {
+                let (ready, earliest) = poll_once(cx.data_mut().wasi(), &reps)?;
+                if !ready.is_empty() {
+                    return Ok(ready);
+                }
+                let now = Instant::now();
+                if deadline.is_some_and(|d| now >= d) {
+                    return Err(HostError::deadline());
+                }
+                let mut wake = now + nap;
+                if let Some(e) = earliest {
+                    wake = wake.min(e);
+                }
+                if let Some(d) = deadline {
+                    wake = wake.min(d);
+                }
+                std::thread::sleep(wake.saturating_duration_since(now));
+                nap = (nap * 2).min(Duration::from_millis(10));
+            }
+        })?;
+        out.push(Val::List(ready));
+        Ok(())
     });
 
     let streams = linker.interface(&iface("wasi:io/streams"));
@@ -317,8 +334,8 @@ impl WasiCtx {
 
     fn wait_stream(&mut self, rep: u32, until: Option<Instant>) {
         match self.objects.get_mut(&rep) {
-            Some(Object::Input(s)) => s.wait(until),
-            Some(Object::Output(s)) => s.wait(until),
+            Some(Object::Input(s)) => section(|| s.wait(until)),
+            Some(Object::Output(s)) => section(|| s.wait(until)),
             _ => {}
         }
     }
@@ -447,7 +464,7 @@ fn write_stream<T: WasiView>(
                         if deadline.is_some_and(|d| Instant::now() >= d) {
                             return Err(HostError::deadline());
                         }
-                        s.wait(deadline);
+                        section(|| s.wait(deadline));
                     }
                     Ok(n) => {
                         let n = (n as usize).min(rest.len());

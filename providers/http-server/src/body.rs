@@ -105,6 +105,15 @@ impl Pipe {
     /// Blocks the calling (synchronous) thread until `ready` holds or
     /// `until` passes.
     fn wait_sync(&self, until: Option<Instant>, ready: impl Fn(&PipeState) -> bool) {
+        if ready(&self.lock()) {
+            return;
+        }
+        // A real wait: the server may have to hand its other work (this
+        // very request's connection among it) to another thread first.
+        twig_component::blocking::section(|| self.wait_sync_blocking(until, ready));
+    }
+
+    fn wait_sync_blocking(&self, until: Option<Instant>, ready: impl Fn(&PipeState) -> bool) {
         let mut st = self.lock();
         while !ready(&st) {
             match until {

@@ -8,9 +8,10 @@
 //! ## Layout and data flow
 //!
 //! ```text
-//!  client ──TCP──► server.rs (hyper http1, own thread + current-thread runtime)
+//!  client ──TCP──► server.rs (hyper http1, own two-worker runtime)
 //!                    │ IncomingRequest + ResponseOutparam (request.rs)
-//!                    ▼ spawn_blocking, ≤ max_concurrent (else 503)
+//!                    ▼ the same worker (one guest inline at a time), else
+//!                      spawn_blocking; ≤ max_concurrent (else 503)
 //!                  Dispatch::dispatch (the host: pick an instance)
 //!                    ▼
 //!                  call_handler ─► HttpCtx (types.rs) ─► guest's incoming-handler.handle

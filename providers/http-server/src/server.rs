@@ -1,29 +1,47 @@
-//! The HTTP/1.1 listener: hyper on a current-thread tokio runtime of its
-//! own, guests on the runtime's blocking threads.
+//! The HTTP/1.1 listener: hyper on a one-worker tokio runtime of its own;
+//! a guest runs on the thread that read its request.
 //!
 //! ```text
-//!  "twig-http" thread (async)                         blocking thread (≤ max_concurrent)
+//!  "twig-http" worker (async)
 //!  accept ─► conn::Table (evict longest-idle / refuse) ─► connection task (hyper http1 + watchdog)
 //!              request ─► content-length > max? 413
 //!                       ─► no free slot? 503
-//!                       ─► pump task: Incoming ─► Pipe ───────► guest reads input-stream
-//!                       ─► spawn_blocking ───────────────────► Dispatch::dispatch ─► call_handler
-//!              wait for: outcome (oneshot) ◄──────────────────── response-outparam.set
+//!                       ─► pump (polled by the connection task): Incoming ─► Pipe ─► guest reads input-stream
+//!                       ─► no guest inline? ─► guest task, next on this worker ─► Dispatch::dispatch ─► call_handler
+//!                          else spawn_blocking (a blocking thread, ≤ max_concurrent) ─► the same
+//!              wait for: outcome (oneshot) ◄──────────────────────────────────── response-outparam.set
 //!                        | body over limit (413) | request_timeout (504)
 //!              response head ─► socket
-//!              ResponseBody ◄── Pipe ◄──────────────────────── guest writes output-stream
+//!              ResponseBody ◄── Pipe ◄────────────────────────────────────────── guest writes output-stream
 //! ```
 //!
-//! One thread and one small runtime per server keep the server independent
-//! of how the host runs its own async work, and `stop` can shut it down
-//! without touching anything else. The guest never runs on the async
-//! thread: a slow guest cannot stall other connections.
+//! Why inline: at one connection, handing each request to another thread
+//! and its answer back cost three context switches a request where one
+//! thread doing everything costs one (BENCHMARKS.md, "HTTP hello-world").
+//! The interpreter cannot yield mid-call, so an inline guest holds the
+//! worker; three rules keep that safe. The guest runs in a task of its
+//! own, not inside the connection's, so the connection can send the head
+//! and stream the body from another thread while the guest still runs.
+//! Every wait inside a guest call (`twig_component::blocking`: a body still
+//! arriving, a full response pipe, a timer, a `fsync: always` write, a busy
+//! instance pool) is a blocking section, and so is the rest of a call that
+//! outlasts its first fuel slice (2 M units, a few milliseconds); for an
+//! inline guest the section's hook, `block_in_place`, first hands the
+//! worker, with every other task, to a fresh thread: nothing the guest
+//! waits for waits behind it, and no other connection waits longer than
+//! one slice. And only one guest is inline at a time: while one is, the
+//! others run on blocking threads, as every guest did before.
+
+//! One small runtime per server keeps the server independent of how the
+//! host runs its own async work, and `stop` can shut it down without
+//! touching anything else.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::future::poll_fn;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,6 +58,13 @@ use crate::request::{IncomingRequest, Outcome, ResponseOutparam};
 /// given (`wasmcloud_core::http::default_listen_address`).
 pub const DEFAULT_ADDRESS: SocketAddr =
     SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 8000));
+
+/// The server runtime's worker threads: one. A second would only take
+/// turns with it at one connection (tokio hands the I/O driver between idle
+/// workers: two context switches a request more, measured), and an inline
+/// guest gives its worker up when it waits or outlasts one fuel slice, so
+/// the worker is never held for longer than that (see the module doc).
+const WORKERS: usize = 1;
 
 /// Largest request head (and socket read buffer) per connection.
 const MAX_BUF: usize = 64 * 1024;
@@ -234,6 +259,34 @@ struct Shared {
     dispatch: Arc<dyn Dispatch>,
     /// One permit per request being handled by a guest.
     slots: Arc<Semaphore>,
+    /// Set while a guest runs inline (at most one does).
+    inline: Arc<AtomicBool>,
+}
+
+/// The right to run one guest inline on the worker thread; given back on
+/// drop, also when the guest panics.
+struct Inline(Arc<AtomicBool>);
+
+impl Inline {
+    fn claim(flag: &Arc<AtomicBool>) -> Option<Inline> {
+        flag.compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
+            .ok()
+            .map(|_| Inline(flag.clone()))
+    }
+}
+
+impl Drop for Inline {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+/// The blocking-section hook of an inline guest: before it waits (or
+/// computes past its first fuel slice), the worker's other tasks go to
+/// another thread (`block_in_place`), so that nothing the wait depends on
+/// (this very connection's socket, say) waits behind it.
+fn hand_off(wait: &mut dyn FnMut()) {
+    tokio::task::block_in_place(wait);
 }
 
 /// A running HTTP server for one component. Stops on [`HttpServer::stop`]
@@ -269,13 +322,16 @@ impl HttpServer {
         let addr = std_listener
             .local_addr()
             .map_err(|e| format!("{target_name}: listener: {e}"))?;
-        let rt = tokio::runtime::Builder::new_current_thread()
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(WORKERS)
             .enable_io()
             .enable_time()
-            // Guests run on blocking threads; the slot semaphore keeps
-            // their number at max_concurrent, this is a backstop.
-            .max_blocking_threads(cfg.max_concurrent)
-            .thread_name("twig-http-guest")
+            // Blocking threads: the worker itself, the guests beyond the
+            // inline one (the slot semaphore keeps those at max_concurrent;
+            // this is a backstop), and the thread that takes over the
+            // worker from an inline guest that waits or runs long.
+            .max_blocking_threads(cfg.max_concurrent + WORKERS + 2)
+            .thread_name("twig-http")
             .build()
             .map_err(|e| format!("{target_name}: cannot start the HTTP runtime: {e}"))?;
         let listener = {
@@ -286,6 +342,7 @@ impl HttpServer {
         let (stop_tx, stop_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             slots: Arc::new(Semaphore::new(cfg.max_concurrent)),
+            inline: Arc::new(AtomicBool::new(false)),
             cfg,
             target: target_name.to_string(),
             dispatch,
@@ -618,7 +675,10 @@ async fn respond(
     // Set by the pump before it fails the body, so before the guest can
     // see the failure: an answer the guest gives after that is still 413.
     let too_large_seen = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut pump = tokio::spawn(pump_body(
+    // The body is pumped from this task (no task of its own, so no
+    // wake-up of another thread) while the guest runs; a request with no
+    // body needs no pump at all.
+    let mut pump = Box::pin(pump_body(
         incoming,
         pipe,
         cfg.max_request_body,
@@ -627,14 +687,35 @@ async fn respond(
 
     let dispatch = shared.dispatch.clone();
     let target = shared.target.clone();
-    tokio::task::spawn_blocking(move || {
+    let run = move || {
         // The slot is held until the guest is really done, even if the
         // client was answered (504) or went away long before.
         let _permit = permit;
         if let Err(e) = dispatch.dispatch(request, out) {
             tracing::warn!(target: "twig::http", component = %target, "HTTP handler failed: {e}");
         }
-    });
+    };
+    match Inline::claim(&shared.inline) {
+        // The common case, one request at a time: the guest runs on this
+        // worker, in a task of its own spawned into the worker's next slot,
+        // so the thread that read the request runs the guest and then
+        // writes the answer, with no hand-off. Should the guest wait (a
+        // body still arriving, a client slow to read, a timer, an fsync)
+        // or compute past one fuel slice, its blocking section moves the
+        // worker's other tasks, this connection's among them, to another
+        // thread first.
+        Some(claim) => {
+            tokio::spawn(async move {
+                let _claim = claim;
+                twig_component::blocking::with_hook(hand_off, run);
+            });
+        }
+        // Another guest is inline already: this one runs on a blocking
+        // thread, as every guest did before.
+        None => {
+            tokio::task::spawn_blocking(run);
+        }
+    }
 
     let timeout = tokio::time::sleep(cfg.request_timeout);
     tokio::pin!(timeout);
@@ -642,19 +723,24 @@ async fn respond(
     let waited = loop {
         tokio::select! {
             biased;
+            end = &mut pump, if pumping => {
+                pumping = false;
+                if end == PumpEnd::TooLarge {
+                    break Waited::BodyTooLarge;
+                }
+            }
             o = &mut outcome_rx => break match o {
                 Ok(o) => Waited::Outcome(o),
                 Err(_) => Waited::Dropped,
             },
-            end = &mut pump, if pumping => {
-                pumping = false;
-                if let Ok(PumpEnd::TooLarge) = end {
-                    break Waited::BodyTooLarge;
-                }
-            }
             _ = &mut timeout => break Waited::Timeout,
         }
     };
+    if pumping {
+        // The guest answered before it read the whole body (or the request
+        // ended otherwise): the rest keeps flowing to it on a task of its own.
+        tokio::spawn(pump);
+    }
 
     // The body went over the cap while the guest read it: whatever the
     // guest answered after its read failed, the client is told why.

@@ -308,6 +308,33 @@ fn slow_guests_get_504() {
 }
 
 #[test]
+fn a_guest_running_on_a_worker_does_not_hold_up_other_connections() {
+    // The first request's guest runs inline on the worker that read it
+    // (server.rs); while it keeps the CPU busy, or waits on a timer, new
+    // connections are still accepted and served at once, by the other
+    // worker and a guest on a blocking thread.
+    let (server, _pool) = serve("http-echo", config());
+    let addr = server.local_addr();
+    for (path, answer) in [("/spin/1500", "spun\n"), ("/sleep/1500", "slept\n")] {
+        let slow = std::thread::spawn(move || get(addr, path));
+        // Let the slow request reach its guest first.
+        std::thread::sleep(Duration::from_millis(300));
+        let t = Instant::now();
+        for _ in 0..3 {
+            let r = get(addr, "/status/201");
+            assert_eq!(r.status, 201, "{path}");
+        }
+        assert!(
+            t.elapsed() < Duration::from_millis(700),
+            "three requests during {path} took {:?}",
+            t.elapsed()
+        );
+        let r = slow.join().unwrap();
+        assert_eq!((r.status, r.text()), (200, answer.to_string()), "{path}");
+    }
+}
+
+#[test]
 fn a_response_set_after_504_does_not_hold_the_slot() {
     // One slot; the guest sets its response (and starts a 4 MiB body)
     // only after the client got 504. Its writes must fail at once rather

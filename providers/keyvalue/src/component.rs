@@ -101,6 +101,18 @@ pub fn check_bucket_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Runs a write on `store`; under `fsync: always` it waits for the disk,
+/// so it is a blocking section (see [`twig_component::blocking`]): whoever
+/// runs the guest may move its other work away meanwhile. Under `batched`
+/// a write only copies into the page cache and stays a plain call.
+fn write<R>(store: &Store, f: impl FnOnce() -> R) -> R {
+    if store.writes_wait_for_disk() {
+        twig_component::blocking::section(f)
+    } else {
+        f()
+    }
+}
+
 fn other(msg: impl Into<String>) -> Val {
     Val::Result(Err(Some(Box::new(Val::Variant(
         "other".into(),
@@ -199,12 +211,14 @@ pub fn add_to_linker<T: KeyValueView + 'static>(linker: &mut Linker<T>) {
     store.func("[method]bucket.set", |cx, args, out| {
         let (s, b) = bucket_arg(cx, args, 0)?;
         let value = kv_args(args).bytes(2)?;
-        let r = s.set(&b, kv_args(args).string(1)?, &value);
+        let key = kv_args(args).string(1)?;
+        let r = write(&s, || s.set(&b, key, &value));
         answer(out, r, |()| None)
     });
     store.func("[method]bucket.delete", |cx, args, out| {
         let (s, b) = bucket_arg(cx, args, 0)?;
-        let r = s.delete(&b, kv_args(args).string(1)?);
+        let key = kv_args(args).string(1)?;
+        let r = write(&s, || s.delete(&b, key));
         answer(out, r, |()| None)
     });
     store.func("[method]bucket.exists", |cx, args, out| {
@@ -266,7 +280,8 @@ pub fn add_to_linker<T: KeyValueView + 'static>(linker: &mut Linker<T>) {
                 Some(Val::U64(d)) => *d,
                 _ => return Err(HostError::new("wasi:keyvalue: expected a u64 delta")),
             };
-            let r = s.increment(&b, kv_args(args).string(1)?, delta);
+            let key = kv_args(args).string(1)?;
+            let r = write(&s, || s.increment(&b, key, delta));
             answer(out, r, |n| Some(Val::U64(n)))
         });
 
@@ -320,13 +335,13 @@ pub fn add_to_linker<T: KeyValueView + 'static>(linker: &mut Linker<T>) {
                 .collect::<Result<Vec<_>, _>>()?,
             _ => return Err(HostError::new("wasi:keyvalue: expected a list")),
         };
-        let r = s.set_many(&b, &pairs);
+        let r = write(&s, || s.set_many(&b, &pairs));
         answer(out, r, |()| None)
     });
     batch.func("delete-many", |cx, args, out| {
         let (s, b) = bucket_arg(cx, args, 0)?;
         let keys = kv_args(args).strings(1)?;
-        let r = s.delete_many(&b, &keys);
+        let r = write(&s, || s.delete_many(&b, &keys));
         answer(out, r, |()| None)
     });
 }

@@ -1000,6 +1000,12 @@ impl Store {
         }
     }
 
+    /// Whether each write waits for its own fsync (`fsync: always`), i.e.
+    /// blocks its thread on the disk. Read without the store's lock.
+    pub fn writes_wait_for_disk(&self) -> bool {
+        self.shared.signal.is_none()
+    }
+
     /// The directory the store lives in.
     pub fn dir(&self) -> PathBuf {
         self.lock().dir.clone()

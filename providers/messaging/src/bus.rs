@@ -761,7 +761,9 @@ impl Bus {
                 }
             });
         }
-        match rx.recv_timeout(timeout) {
+        // The requester (a guest, usually) waits for another component's
+        // answer: a blocking section (twig_component::blocking).
+        match twig_component::blocking::section(|| rx.recv_timeout(timeout)) {
             Ok(reply) => Ok(reply),
             Err(RecvTimeoutError::Timeout) => Err(BusError::Timeout {
                 subject: subject.to_string(),

@@ -355,10 +355,13 @@ impl Pool {
                     max: self.parts.max,
                 });
             }
-            let _unused = self
-                .freed
-                .wait_timeout(idle, give_up - now)
-                .unwrap_or_else(|p| p.into_inner());
+            // A real wait: whoever runs this call may move its other work
+            // away meanwhile (twig_component::blocking).
+            let _unused = twig_component::blocking::section(|| {
+                self.freed
+                    .wait_timeout(idle, give_up - now)
+                    .unwrap_or_else(|p| p.into_inner())
+            });
         };
         self.calls.fetch_add(1, Ordering::Relaxed);
         // Link names chosen with set-link-name last for one call, as on

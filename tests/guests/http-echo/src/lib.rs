@@ -269,6 +269,18 @@ fn sleep_ms(ms: u64) {
     wasi::clocks::monotonic_clock::subscribe_duration(ms * 1_000_000).block();
 }
 
+/// Keeps the CPU busy for `ms` (reading the clock, never waiting on it).
+fn spin_ms(ms: u64) {
+    let until = wasi::clocks::monotonic_clock::now() + ms * 1_000_000;
+    let mut x = 0u64;
+    while wasi::clocks::monotonic_clock::now() < until {
+        for i in 0..1000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        std::hint::black_box(x);
+    }
+}
+
 struct Router;
 
 impl Guest for Router {
@@ -298,6 +310,10 @@ impl Guest for Router {
                     sleep_ms(ms);
                 }
                 big(p[5..].parse().unwrap_or(0), out)
+            }
+            p if p.starts_with("/spin/") => {
+                spin_ms(p[6..].parse().unwrap_or(0));
+                reply(out, 200, "spun\n");
             }
             p if p.starts_with("/sleep/") => {
                 sleep_ms(p[7..].parse().unwrap_or(0));
