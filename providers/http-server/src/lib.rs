@@ -8,7 +8,7 @@
 //! ## Layout and data flow
 //!
 //! ```text
-//!  client ──TCP──► server.rs (hyper http1, own two-worker runtime)
+//!  client ──TCP──► server.rs (hyper http1, own one-worker runtime)
 //!                    │ IncomingRequest + ResponseOutparam (request.rs)
 //!                    ▼ the same worker (one guest inline at a time), else
 //!                      spawn_blocking; ≤ max_concurrent (else 503)
