@@ -26,131 +26,17 @@
 //! so the figures need nothing installed.
 #![forbid(unsafe_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use twig_bench::http_load::{free_port, load, pct, peak_rss_kb, ANSWER};
 use twig_integration_tests::slow_http::{peer, probe, quantile, IdleClients, Slowloris};
-
-/// A request not answered within this is an error.
-const ANSWER: Duration = Duration::from_secs(5);
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-/// Reads one HTTP/1.1 response (content-length or chunked) and returns
-/// its status.
-fn read_response(r: &mut BufReader<TcpStream>) -> Result<u16> {
-    let mut line = String::new();
-    r.read_line(&mut line)?;
-    let status: u16 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .with_context(|| format!("bad status line {line:?}"))?;
-    let (mut len, mut chunked) = (None, false);
-    loop {
-        line.clear();
-        r.read_line(&mut line)?;
-        let l = line.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        let lower = l.to_ascii_lowercase();
-        if let Some(v) = lower.strip_prefix("content-length:") {
-            len = v.trim().parse::<usize>().ok();
-        } else if lower.starts_with("transfer-encoding:") && lower.contains("chunked") {
-            chunked = true;
-        }
-    }
-    if chunked {
-        loop {
-            line.clear();
-            r.read_line(&mut line)?;
-            let n = usize::from_str_radix(line.trim(), 16).context("chunk size")?;
-            let mut buf = vec![0; n + 2];
-            r.read_exact(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-        }
-    } else if let Some(n) = len {
-        let mut buf = vec![0; n];
-        r.read_exact(&mut buf)?;
-    }
-    Ok(status)
-}
-
-/// `conns` clients, each sending GET requests on one keep-alive
-/// connection for `dur`; returns (requests done, errors, latencies in µs).
-/// An unanswered request (error, or nothing within [`ANSWER`]) counts as
-/// an error and the client reconnects.
-fn load(port: u16, conns: usize, dur: Duration) -> Result<(usize, usize, Vec<f64>)> {
-    let end = Instant::now() + dur;
-    let mut threads = Vec::new();
-    for c in 0..conns {
-        threads.push(std::thread::spawn(move || -> (usize, usize, Vec<f64>) {
-            let (mut done, mut errors, mut lat) = (0, 0, Vec::new());
-            let mut i = 0u64;
-            let open = || -> std::io::Result<(TcpStream, BufReader<TcpStream>)> {
-                let stream = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), ANSWER)?;
-                stream.set_nodelay(true)?;
-                stream.set_read_timeout(Some(ANSWER))?;
-                let reader = BufReader::new(stream.try_clone()?);
-                Ok((stream, reader))
-            };
-            let mut conn = None;
-            while Instant::now() < end {
-                // 16 paths per connection: 16 counters being incremented.
-                let req = format!("GET /c{c}-{} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", i % 16);
-                i += 1;
-                let t = Instant::now();
-                let r = (|| -> Result<u16> {
-                    if conn.is_none() {
-                        conn = Some(open()?);
-                    }
-                    let (stream, reader) = conn.as_mut().context("connection")?;
-                    stream.write_all(req.as_bytes())?;
-                    read_response(reader)
-                })();
-                match r {
-                    Ok(200) => done += 1,
-                    Ok(status) => {
-                        errors += 1;
-                        eprintln!("connection {c}: status {status}");
-                    }
-                    Err(e) => {
-                        errors += 1;
-                        eprintln!("connection {c}: no answer: {e}");
-                        conn = None;
-                    }
-                }
-                lat.push(t.elapsed().as_secs_f64() * 1e6);
-            }
-            (done, errors, lat)
-        }));
-    }
-    let (mut done, mut errors, mut lat) = (0, 0, Vec::new());
-    for t in threads {
-        let (d, e, l) = t
-            .join()
-            .map_err(|_| anyhow::anyhow!("client thread panicked"))?;
-        done += d;
-        errors += e;
-        lat.extend(l);
-    }
-    lat.sort_by(|a, b| a.total_cmp(b));
-    Ok((done, errors, lat))
 }
 
 /// A fresh client every 100 ms until `end`: (latencies of the answered,
@@ -168,25 +54,6 @@ fn fresh_clients(port: u16, end: Instant) -> (Vec<Duration>, usize) {
     }
     lat.sort();
     (lat, failed)
-}
-
-/// The process's peak resident set (VmHWM) in KiB; 0 if unreadable.
-fn peak_rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-fn pct(v: &[f64], p: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v[((v.len() - 1) as f64 * p).round() as usize]
 }
 
 fn start(bin: &Path, data: &Path, app: &Path, port: u16) -> Result<Child> {

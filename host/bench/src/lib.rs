@@ -1,0 +1,3 @@
+//! Shared parts of the benchmark binaries.
+
+pub mod http_load;
