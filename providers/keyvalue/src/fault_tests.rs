@@ -404,3 +404,243 @@ fn a_failed_group_fsync_rolls_back_every_member() {
     assert_eq!(report.truncated_tail_bytes, 0, "the file was cut back");
     assert_eq!(s.get("c", "n").expect("get").as_deref(), Some(&b"6"[..]));
 }
+
+/// Automatic compaction as soon as a few KiB are dead: the background
+/// compactor runs every few dozen writes.
+fn auto_config() -> Config {
+    Config {
+        segment_max_bytes: 4096,
+        compaction: CompactionPolicy {
+            auto: true,
+            min_dead_bytes: 4096,
+            min_dead_percent: 50,
+        },
+        ..Config::default()
+    }
+}
+
+/// A storage whose creation of compaction outputs (`*.log.tmp`) waits at
+/// a gate (or fails while `fail` is set), so a test can hold a background
+/// compaction in the middle of its copy.
+#[derive(Clone, Default)]
+struct GateStorage(Arc<Gate>);
+
+#[derive(Default)]
+struct Gate {
+    state: std::sync::Mutex<GateState>,
+    cv: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct GateState {
+    closed: bool,
+    fail: bool,
+    /// Outputs that reached the gate.
+    arrived: u32,
+}
+
+impl Gate {
+    fn lock(&self) -> std::sync::MutexGuard<'_, GateState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn wait_for_arrival(&self, timeout: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut g = self.lock();
+        while g.arrived == 0 {
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            g = self
+                .cv
+                .wait_timeout(g, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        true
+    }
+
+    fn open(&self) {
+        self.lock().closed = false;
+        self.cv.notify_all();
+    }
+}
+
+impl crate::io::Storage for GateStorage {
+    fn create(&self, path: &std::path::Path) -> std::io::Result<Box<dyn crate::io::SegmentFile>> {
+        if path.to_string_lossy().ends_with(".log.tmp") {
+            let mut g = self.0.lock();
+            g.arrived += 1;
+            self.0.cv.notify_all();
+            if g.fail {
+                return Err(std::io::Error::from_raw_os_error(5));
+            }
+            while g.closed {
+                g = self.0.cv.wait(g).unwrap_or_else(|e| e.into_inner());
+            }
+        }
+        crate::io::RealStorage.create(path)
+    }
+
+    fn open(&self, path: &std::path::Path) -> std::io::Result<Box<dyn crate::io::SegmentFile>> {
+        crate::io::RealStorage.open(path)
+    }
+}
+
+/// Overwrites `n` counters' values `rounds` times (dead bytes pile up),
+/// returning what the store should hold.
+fn overwrite(s: &Store, tag: &str, n: u32, rounds: u32) -> crate::testutil::Contents {
+    let mut expect = crate::testutil::Contents::new();
+    for r in 0..rounds {
+        for i in 0..n {
+            let v = format!("{tag} round {r} key {i} {}", "y".repeat(40));
+            s.set("b", &format!("k{i:02}"), v.as_bytes()).expect("set");
+            expect.insert(("b".into(), format!("k{i:02}")), v.into_bytes());
+        }
+    }
+    expect
+}
+
+/// The point of the background compactor: while a compaction is held in
+/// the middle of its copy, writes (and reads, increments, deletes) go on
+/// and complete; the compaction then finishes, its copies do not undo the
+/// writes made meanwhile, and everything survives a reopen.
+#[test]
+fn writes_complete_while_a_background_compaction_is_held_mid_copy() {
+    let dir = TempDir::new("bgheld");
+    let gate = GateStorage::default();
+    gate.0.lock().closed = true;
+    let (s, _) = Store::open_with(dir.path(), auto_config(), Arc::new(gate.clone())).expect("open");
+    let mut expect = overwrite(&s, "first", 20, 10);
+    assert!(
+        gate.0.wait_for_arrival(std::time::Duration::from_secs(10)),
+        "no compaction started"
+    );
+    assert_eq!(s.stats().compactions, 0);
+    // The compactor is parked inside its copy: these must not wait for it.
+    let writer = {
+        let s = s.clone();
+        std::thread::spawn(move || {
+            let e = overwrite(&s, "meanwhile", 20, 5);
+            let n = s.increment("c", "n", 7).expect("increment");
+            s.delete("b", "k03").expect("delete");
+            (e, n)
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !writer.is_finished() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "writes stalled behind a held compaction"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let (meanwhile, n) = writer.join().expect("writer");
+    assert_eq!(n, 7);
+    expect.extend(meanwhile);
+    expect.remove(&("b".into(), "k03".into()));
+    expect.insert(("c".into(), "n".into()), b"7".to_vec());
+    assert_eq!(s.stats().compactions, 0, "the compaction is still held");
+    assert_eq!(contents(&s), expect);
+    gate.0.open();
+    s.wait_for_compaction();
+    let st = s.stats();
+    assert!(st.compactions >= 1, "{st:?}");
+    assert!(!st.read_only);
+    assert_eq!(contents(&s), expect);
+    // The synchronous API still works alongside the background compactor.
+    let stats = s.compact().expect("compact");
+    assert_eq!(stats.live_keys, expect.len() as u64);
+    assert_eq!(contents(&s), expect);
+    assert_eq!(
+        s.stats().segments,
+        files(dir.path())
+            .iter()
+            .filter(|f| f.ends_with(".log"))
+            .count()
+    );
+    drop(s);
+    let (s, report) = Store::open(dir.path(), auto_config()).expect("reopen");
+    assert!(report.removed_temp_files.is_empty());
+    assert_eq!(contents(&s), expect);
+}
+
+/// A background compaction that fails (its output cannot be created)
+/// leaves the store as it was and writable; the next one succeeds.
+#[test]
+fn a_failed_background_compaction_leaves_the_store_writable() {
+    let dir = TempDir::new("bgfail");
+    let gate = GateStorage::default();
+    gate.0.lock().fail = true;
+    let (s, _) = Store::open_with(dir.path(), auto_config(), Arc::new(gate.clone())).expect("open");
+    let mut expect = overwrite(&s, "first", 20, 10);
+    s.wait_for_compaction();
+    assert!(gate.0.lock().arrived >= 1, "no compaction was attempted");
+    let st = s.stats();
+    assert_eq!(st.compactions, 0);
+    assert!(!st.read_only);
+    assert_eq!(contents(&s), expect);
+    assert!(files(dir.path()).iter().all(|f| !f.ends_with(".tmp")));
+    gate.0.lock().fail = false;
+    expect.extend(overwrite(&s, "second", 20, 20));
+    s.wait_for_compaction();
+    assert!(s.stats().compactions >= 1);
+    assert_eq!(contents(&s), expect);
+    drop(s);
+    let (s, _) = Store::open(dir.path(), auto_config()).expect("reopen");
+    assert_eq!(contents(&s), expect);
+}
+
+/// A crash (the process stopping dead) at every step of a background
+/// compaction, while writes go on: reopening shows every write that was
+/// acknowledged, whatever mix of old segments, published copies and
+/// temporary files the crash left.
+#[test]
+fn crash_at_every_background_compaction_step_keeps_every_acknowledged_write() {
+    let mut step = 0;
+    loop {
+        let dir = TempDir::new("bgcrash");
+        let (s, _) = Store::open(dir.path(), auto_config()).expect("open");
+        s.crash_background_compaction_after(step);
+        let mut acked = crate::testutil::Contents::new();
+        'work: for r in 0..25u32 {
+            for i in 0..12u32 {
+                let key = format!("k{i:02}");
+                let r = if (i + r) % 5 == 0 {
+                    s.delete("b", &key).map(|()| None)
+                } else {
+                    let v = format!("round {r} key {i} {}", "z".repeat(i as usize * 3));
+                    s.set("b", &key, v.as_bytes())
+                        .map(|()| Some(v.into_bytes()))
+                };
+                match r {
+                    Ok(Some(v)) => {
+                        acked.insert(("b".into(), key), v);
+                    }
+                    Ok(None) => {
+                        acked.remove(&("b".into(), key));
+                    }
+                    // The simulated crash turned the store read-only.
+                    Err(Error::ReadOnly { .. }) => break 'work,
+                    Err(e) => panic!("step {step}: {e}"),
+                }
+            }
+        }
+        s.wait_for_compaction();
+        let st = s.stats();
+        drop(s);
+        let (s, _) = Store::open(dir.path(), auto_config()).expect("reopen");
+        assert_eq!(contents(&s), acked, "step {step}");
+        drop(s);
+        if !st.read_only || st.compactions >= 1 {
+            // The countdown outlasted a whole compaction: every step of
+            // one has been crashed at.
+            assert!(st.compactions >= 1, "step {step}: {st:?}");
+            assert!(step > 5, "too few steps: {step}");
+            break;
+        }
+        step += 1;
+        assert!(step < 10_000);
+    }
+}

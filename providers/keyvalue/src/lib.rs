@@ -129,22 +129,29 @@
 //!
 //! When dead bytes (superseded records) pass both
 //! [`CompactionPolicy::min_dead_bytes`] and
-//! [`CompactionPolicy::min_dead_percent`] of the files, the next write
-//! compacts (or call [`Store::compact`]): every live value is copied, with
-//! its `seq`, into new segments numbered after all existing ones, each
-//! written under a `.log.tmp` name and fsynced; then they are renamed into
-//! place and the directory fsynced (from here on they are the store); then
-//! the old segments are deleted oldest first, the directory fsynced after
-//! each. A crash at any point leaves a store that opens to the same
-//! contents: before the renames, the temporary files are deleted and the
-//! old segments are intact; after, old and new records are resolved by
-//! `seq` (deleting oldest first means a delete's record is never gone while
-//! an older set of that key remains). A failed compaction removes its
-//! outputs and leaves the store as it was. Compaction holds the store's
-//! lock while it runs (it copies live data, not the whole log; the lock
-//! serves waiters in arrival order, so a write waits for at most the
-//! compaction and the writes queued ahead of it) and needs
-//! free space for one copy of the live data.
+//! [`CompactionPolicy::min_dead_percent`] of the files, the write that
+//! sees it wakes the store's compactor thread (`twig-kv-compact`) and
+//! returns. Under the lock, briefly, the compactor seals the active
+//! segment (writes go on in a fresh one, numbered with a gap below it for
+//! the outputs) and notes every live key's location. Off the lock it
+//! copies each of those values, with its `seq`, into new segments numbered
+//! in the gap, each written under a `.log.tmp` name and fsynced; renames
+//! them into place and fsyncs the directory (from here on they are part of
+//! the store). Under the lock again it points the keys not written since
+//! at the copies and drops the sealed segments from the store, then, off
+//! the lock, deletes their files oldest first, the directory fsynced after
+//! each (a read already under way has its file open). [`Store::compact`]
+//! does the same in one go under the lock (the outputs numbered after all
+//! existing segments, the last becoming the active one), after waiting
+//! for a background compaction under way. A crash at any point leaves a
+//! store that opens to the same contents: before the renames, the
+//! temporary files are deleted and the old segments are intact; after,
+//! old and new records are resolved by `seq` (deleting oldest first means
+//! a delete's record is never gone while an older set of that key
+//! remains; writes made during a background compaction are in segments it
+//! never touches, with higher `seq`s). A failed compaction removes its
+//! outputs and leaves the store as it was. Compaction needs free space
+//! for one copy of the live data.
 //!
 //! # Memory
 //!

@@ -237,6 +237,47 @@ struct State {
     /// compaction steps.
     crash_countdown: Cell<Option<usize>>,
     crashed: Cell<bool>,
+    /// Wakes the background compactor; `None` when automatic compaction
+    /// is off.
+    compactor: Option<Arc<CompactSignal>>,
+    /// A background compaction is under way (from its request until its
+    /// last old segment is deleted).
+    compacting: bool,
+}
+
+/// Wakes the background compactor and tells waiters when it is done.
+struct CompactSignal {
+    ctl: Mutex<CompactCtl>,
+    cv: Condvar,
+    /// Test hook: the background compaction stops dead (as if the process
+    /// died) after this many more steps.
+    #[cfg(test)]
+    crash_countdown: Mutex<Option<usize>>,
+}
+
+#[derive(Default)]
+struct CompactCtl {
+    /// A compaction was asked for and has not finished.
+    running: bool,
+    shutdown: bool,
+}
+
+impl CompactSignal {
+    fn ctl(&self) -> std::sync::MutexGuard<'_, CompactCtl> {
+        self.ctl.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn shutting_down(&self) -> bool {
+        self.ctl().shutdown
+    }
+
+    /// Waits until no background compaction is under way.
+    fn wait_idle(&self) {
+        let mut ctl = self.ctl();
+        while ctl.running && !ctl.shutdown {
+            ctl = self.cv.wait(ctl).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
 }
 
 /// Most writes one group fsync covers: bounds how long the first of them
@@ -318,8 +359,15 @@ struct FlushCtl {
 }
 
 struct Shared {
-    state: Fair<State>,
+    /// Shared with the compactor thread, which never holds the `Shared`
+    /// itself: the last `Store` dropped is where the directory lock is
+    /// released, after the compactor has stopped.
+    state: Arc<Fair<State>>,
     signal: Option<Arc<FlushSignal>>,
+    compact_signal: Option<Arc<CompactSignal>>,
+    /// The background compactor, joined on drop so that it never touches
+    /// the directory after the directory lock is released.
+    compactor: Mutex<Option<std::thread::JoinHandle<()>>>,
     _lock: DirLock,
 }
 
@@ -332,7 +380,23 @@ impl Drop for Shared {
                 .shutdown = true;
             sig.cv.notify_all();
         }
-        let st = self.state.get_mut();
+        if let Some(sig) = &self.compact_signal {
+            sig.ctl().shutdown = true;
+            sig.cv.notify_all();
+            let handle = self
+                .compactor
+                .get_mut()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            // The compactor may itself drop the last handle: it then does
+            // nothing more once it sees `shutdown`.
+            if let Some(h) = handle {
+                if h.thread().id() != std::thread::current().id() && h.join().is_err() {
+                    tracing::error!("the key-value compaction thread panicked");
+                }
+            }
+        }
+        let mut st = self.state.lock();
         if st.poisoned.is_none() {
             if let Err(e) = st.sync_active() {
                 tracing::warn!("closing the key-value store: {e}");
@@ -652,6 +716,14 @@ impl Store {
             })),
             FsyncPolicy::Always => None,
         };
+        let compact_signal = config.compaction.auto.then(|| {
+            Arc::new(CompactSignal {
+                ctl: Mutex::new(CompactCtl::default()),
+                cv: Condvar::new(),
+                #[cfg(test)]
+                crash_countdown: Mutex::new(None),
+            })
+        });
         report.segments = segments.len();
         report.live_keys = index.keys;
         let state = State {
@@ -681,10 +753,14 @@ impl Store {
             joined: None,
             crash_countdown: Cell::new(None),
             crashed: Cell::new(false),
+            compactor: compact_signal.clone(),
+            compacting: false,
         };
         let shared = Arc::new(Shared {
-            state: Fair::new(state),
+            state: Arc::new(Fair::new(state)),
             signal: signal.clone(),
+            compact_signal: compact_signal.clone(),
+            compactor: Mutex::new(None),
             _lock: lock,
         });
         if let (Some(sig), FsyncPolicy::Batched { max_delay_ms, .. }) = (signal, config.fsync) {
@@ -693,6 +769,13 @@ impl Store {
                 sig,
                 Duration::from_millis(max_delay_ms),
             )?;
+        }
+        if let Some(sig) = compact_signal {
+            let handle = spawn_compactor(shared.state.clone(), sig)?;
+            *shared
+                .compactor
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(handle);
         }
         report.duration = started.elapsed();
         tracing::info!(
@@ -746,6 +829,25 @@ impl Store {
             st.maybe_compact();
         }
         r
+    }
+
+    /// Waits until no background compaction is under way (tests).
+    #[cfg(test)]
+    pub(crate) fn wait_for_compaction(&self) {
+        if let Some(sig) = &self.shared.compact_signal {
+            sig.wait_idle();
+        }
+    }
+
+    /// Makes the next background compaction stop dead (as if the process
+    /// died) after `steps` more of its steps.
+    #[cfg(test)]
+    pub(crate) fn crash_background_compaction_after(&self, steps: usize) {
+        if let Some(sig) = &self.shared.compact_signal {
+            *sig.crash_countdown
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(steps);
+        }
     }
 
     /// A handle on one bucket. Buckets need no creating: one exists while
@@ -961,10 +1063,21 @@ impl Store {
         st.sync_active()
     }
 
-    /// Rewrites the live data into fresh segments and deletes the old ones.
+    /// Rewrites the live data into fresh segments and deletes the old ones,
+    /// holding the store's lock throughout (the automatic compaction runs
+    /// in the background instead; this waits for one under way first).
     /// Crash-safe at every step; see the crate documentation.
     pub fn compact(&self) -> Result<CompactionStats> {
-        self.lock().compact()
+        loop {
+            let mut st = self.lock();
+            if !st.compacting {
+                return st.compact();
+            }
+            drop(st);
+            if let Some(sig) = &self.shared.compact_signal {
+                sig.wait_idle();
+            }
+        }
     }
 
     /// Names of the buckets that hold keys.
@@ -1529,12 +1642,17 @@ impl State {
 
     /// Starts a new active segment (the old one is synced first).
     fn rotate(&mut self) -> Result<()> {
-        self.sync_active()?;
         let id = self
             .active
             .id
             .checked_add(1)
             .ok_or(Error::SequenceExhausted)?;
+        self.rotate_to(id)
+    }
+
+    /// Starts the new active segment `id` (above every existing one).
+    fn rotate_to(&mut self, id: u32) -> Result<()> {
+        self.sync_active()?;
         let path = segment_path(&self.dir, id);
         let created = self
             .storage
@@ -1576,7 +1694,14 @@ impl State {
     /// Compacts if the policy says so. A failure is logged, not returned:
     /// the write that triggered it has succeeded.
     fn maybe_compact(&mut self) {
-        if !self.should_compact() {
+        if self.compacting || !self.should_compact() {
+            return;
+        }
+        if let Some(sig) = &self.compactor {
+            // Off the request path: the compactor thread takes it.
+            self.compacting = true;
+            sig.ctl().running = true;
+            sig.cv.notify_all();
             return;
         }
         match self.compact() {
@@ -1618,18 +1743,28 @@ impl State {
             .id
             .checked_add(1)
             .ok_or(Error::SequenceExhausted)?;
+        let snapshot = self.snapshot();
+        let step = || self.crash_point();
+        let copier = Copier {
+            dir: &self.dir,
+            storage: &*self.storage,
+            seg_max: self.config.segment_max_bytes,
+            first_id: first_new,
+            end_id: u32::MAX,
+            step: &step,
+        };
         let mut outputs = Vec::new();
         let mut writer: Option<Box<dyn SegmentFile>> = None;
-        let written = self.write_outputs(first_new, &mut outputs, &mut writer);
-        let new_entries = match written.and_then(|n| self.publish(&outputs).map(|()| n)) {
+        let written = copier.write_outputs(&snapshot, true, &mut outputs, &mut writer);
+        let new_entries = match written.and_then(|n| copier.publish(&outputs).map(|()| n)) {
             Ok(n) => n,
             Err(e) => {
                 drop(writer);
                 if self.crashed.get() {
                     // A simulated crash leaves everything as it is.
                     self.poison("simulated crash".into());
-                } else {
-                    self.discard_outputs(&outputs);
+                } else if let Some(reason) = discard_outputs(&self.dir, &outputs) {
+                    self.poison(reason);
                 }
                 return Err(e);
             }
@@ -1732,22 +1867,166 @@ impl State {
         Ok(stats)
     }
 
+    /// Every live key's entry, in index order, and the segments holding
+    /// them.
+    fn snapshot(&self) -> Snapshot {
+        let mut refs = Vec::with_capacity(self.index.keys as usize);
+        for (b, bi) in &self.index.buckets {
+            for (k, e) in &bi.keys {
+                refs.push((b.clone(), k.clone(), *e));
+            }
+        }
+        let handles = self
+            .segments
+            .iter()
+            .map(|(&id, s)| (id, s.handle.clone()))
+            .collect();
+        Snapshot { refs, handles }
+    }
+
+    /// The first, locked step of a background compaction: seals the
+    /// active segment (new writes go to a fresh one, whose id leaves room
+    /// below it for the outputs) and takes a snapshot of the live entries,
+    /// all of which are now in sealed segments.
+    fn begin_background(&mut self) -> Result<Background> {
+        self.check_writable()?;
+        let first_id = self
+            .active
+            .id
+            .checked_add(1)
+            .ok_or(Error::SequenceExhausted)?;
+        // Every output but the last holds at least one record, and any two
+        // consecutive ones hold more than a segment's worth together (the
+        // outputs' records add up to `record_bytes`).
+        let seg_max = self.config.segment_max_bytes.max(1);
+        let bound = (2 * self.index.record_bytes.div_ceil(seg_max) + 1).min(self.index.keys);
+        let end_id = u32::try_from(bound + 1)
+            .ok()
+            .and_then(|r| first_id.checked_add(r))
+            .ok_or(Error::SequenceExhausted)?;
+        let bytes_before = self.total_bytes;
+        let segments_before = self.segments.len();
+        let sealed: Vec<u32> = self.segments.keys().copied().collect();
+        self.rotate_to(end_id)?;
+        let mut snapshot = self.snapshot();
+        snapshot.handles.retain(|id, _| *id < end_id);
+        Ok(Background {
+            dir: self.dir.clone(),
+            storage: self.storage.clone(),
+            seg_max: self.config.segment_max_bytes,
+            first_id,
+            end_id,
+            sealed,
+            snapshot,
+            bytes_before,
+            segments_before,
+        })
+    }
+
+    /// The second, locked step of a background compaction: points every
+    /// entry not overwritten or deleted since the snapshot at its copy,
+    /// adds the outputs and takes the sealed segments out of the store
+    /// (returned, oldest first, for deleting). No entry refers to them
+    /// afterwards; a read already under way holds its segment open.
+    fn install_background(
+        &mut self,
+        bg: &Background,
+        new_entries: Vec<Option<Entry>>,
+        outputs: Vec<Output>,
+    ) -> (Vec<(u32, Segment)>, u64) {
+        let mut dropped = 0;
+        for ((b, k, old), new) in bg.snapshot.refs.iter().zip(new_entries) {
+            if self.index.get(b, k) != Some(old) {
+                continue;
+            }
+            match new {
+                Some(n) => self.index.set(b, k, n),
+                None => {
+                    // Its record was corrupt, as `compact` drops it.
+                    self.index.remove(b, k);
+                    dropped += 1;
+                }
+            }
+        }
+        let mut retired = Vec::new();
+        for id in &bg.sealed {
+            if let Some(s) = self.segments.remove(id) {
+                retired.push((*id, s));
+            }
+        }
+        let mut out_bytes = 0;
+        for o in outputs {
+            out_bytes += o.len;
+            self.segments.insert(
+                o.id,
+                Segment {
+                    handle: Arc::new(SegFile {
+                        path: o.path,
+                        file: o.read,
+                    }),
+                    len: o.len,
+                },
+            );
+        }
+        self.total_bytes = self.segments.values().map(|s| s.len).sum();
+        self.counters.compactions += 1;
+        self.counters.bytes_written += out_bytes;
+        self.auto_compact_floor = 0;
+        (retired, dropped)
+    }
+}
+
+/// Every live key's entry at one moment, and handles on the segments
+/// they are in.
+struct Snapshot {
+    refs: Vec<(String, Box<str>, Entry)>,
+    handles: BTreeMap<u32, Arc<SegFile>>,
+}
+
+/// A background compaction's plan, made under the lock and carried out
+/// off it.
+struct Background {
+    dir: PathBuf,
+    storage: Arc<dyn Storage>,
+    seg_max: u64,
+    /// The outputs take ids from `first_id`, below `end_id` (the new
+    /// active segment).
+    first_id: u32,
+    end_id: u32,
+    /// The segments compacted, oldest first.
+    sealed: Vec<u32>,
+    snapshot: Snapshot,
+    bytes_before: u64,
+    segments_before: usize,
+}
+
+/// Writes a compaction's outputs.
+struct Copier<'a> {
+    dir: &'a Path,
+    storage: &'a dyn Storage,
+    seg_max: u64,
+    first_id: u32,
+    /// Outputs must have ids below this.
+    end_id: u32,
+    /// Called after each step (a crash point in tests; the background
+    /// compactor's check for shutdown).
+    step: &'a dyn Fn() -> Result<()>,
+}
+
+impl Copier<'_> {
     /// Copies every live value into new segments under temporary names,
-    /// each fsynced. Returns the new entry of each key in index order
+    /// each fsynced. Returns the new entry of each key in snapshot order
     /// (`None` for a key whose record turned out corrupt). The last
-    /// output's writer is left in `writer`.
+    /// output's writer is left in `writer`. With `always_one`, an empty
+    /// snapshot still gets one (empty) output.
     fn write_outputs(
         &self,
-        first_id: u32,
+        snapshot: &Snapshot,
+        always_one: bool,
         outputs: &mut Vec<Output>,
         writer: &mut Option<Box<dyn SegmentFile>>,
     ) -> Result<Vec<Option<Entry>>> {
-        let mut refs: Vec<(&str, &str, Entry)> = Vec::with_capacity(self.index.keys as usize);
-        for (b, bi) in &self.index.buckets {
-            for (k, e) in &bi.keys {
-                refs.push((b, k, *e));
-            }
-        }
+        let refs = &snapshot.refs;
         // Read in file order: sequential reads, and each batch record once.
         let mut order: Vec<usize> = (0..refs.len()).collect();
         order.sort_unstable_by_key(|&i| (refs[i].2.segment, refs[i].2.offset));
@@ -1755,14 +2034,13 @@ impl State {
         let mut cached: Option<(u32, u32, Vec<u8>)> = None;
         let mut buf = Vec::new();
         let mut cur_len = 0u64;
-        let seg_max = self.config.segment_max_bytes;
         for i in order {
-            let (bucket, key, e) = refs[i];
+            let (bucket, key, e) = (&*refs[i].0, &*refs[i].1, refs[i].2);
             if cached
                 .as_ref()
                 .is_none_or(|c| (c.0, c.1) != (e.segment, e.offset))
             {
-                let Some(seg) = self.segments.get(&e.segment) else {
+                let Some(seg) = snapshot.handles.get(&e.segment) else {
                     tracing::error!(
                         bucket,
                         key,
@@ -1771,16 +2049,16 @@ impl State {
                     continue;
                 };
                 let mut rec = vec![0u8; e.record_len as usize];
-                let checked = match seg.handle.file.read_exact_at(&mut rec, e.offset as u64) {
+                let checked = match seg.file.read_exact_at(&mut rec, e.offset as u64) {
                     Ok(()) => format::verify(&rec),
                     Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => {
                         Err("record runs past the end of the file")
                     }
-                    Err(err) => return Err(io_error(&seg.handle.path, Some(e.offset as u64), err)),
+                    Err(err) => return Err(io_error(&seg.path, Some(e.offset as u64), err)),
                 };
                 if let Err(reason) = checked {
                     tracing::error!(
-                        file = %seg.handle.path.display(),
+                        file = %seg.path.display(),
                         offset = e.offset,
                         bucket,
                         key,
@@ -1804,10 +2082,10 @@ impl State {
                 continue;
             }
             if writer.is_none() {
-                self.start_output(first_id, outputs, writer)?;
-            } else if cur_len > 0 && cur_len + buf.len() as u64 > seg_max {
+                self.start_output(outputs, writer)?;
+            } else if cur_len > 0 && cur_len + buf.len() as u64 > self.seg_max {
                 self.finish_output(outputs, writer, cur_len)?;
-                self.start_output(first_id, outputs, writer)?;
+                self.start_output(outputs, writer)?;
                 cur_len = 0;
             }
             let out = outputs.last().ok_or_else(|| Error::ReadOnly {
@@ -1827,11 +2105,14 @@ impl State {
                 value_len: e.value_len,
             });
             cur_len += buf.len() as u64;
-            self.crash_point()?;
+            (self.step)()?;
         }
         // With no live key there is still one (empty) segment to append to.
         if writer.is_none() {
-            self.start_output(first_id, outputs, writer)?;
+            if !always_one {
+                return Ok(new_entries);
+            }
+            self.start_output(outputs, writer)?;
         }
         self.finish_output(outputs, writer, cur_len)?;
         Ok(new_entries)
@@ -1848,21 +2129,25 @@ impl State {
             w.sync().map_err(|e| io_error(&o.tmp, None, e))?;
             o.len = len;
         }
-        self.crash_point()
+        (self.step)()
     }
 
     /// Creates the next output file under its temporary name.
     fn start_output(
         &self,
-        first_id: u32,
         outputs: &mut Vec<Output>,
         writer: &mut Option<Box<dyn SegmentFile>>,
     ) -> Result<()> {
         let id = match outputs.last() {
             Some(o) => o.id.checked_add(1).ok_or(Error::SequenceExhausted)?,
-            None => first_id,
+            None => self.first_id,
         };
-        let tmp = temp_path(&self.dir, id);
+        if id >= self.end_id {
+            return Err(Error::ReadOnly {
+                reason: "internal error: compaction ran out of segment ids".into(),
+            });
+        }
+        let tmp = temp_path(self.dir, id);
         let f = self
             .storage
             .create(&tmp)
@@ -1872,11 +2157,11 @@ impl State {
         outputs.push(Output {
             id,
             tmp,
-            path: segment_path(&self.dir, id),
+            path: segment_path(self.dir, id),
             len: 0,
             read,
         });
-        self.crash_point()
+        (self.step)()
     }
 
     /// Renames the outputs into place and syncs the directory: after this
@@ -1884,29 +2169,216 @@ impl State {
     fn publish(&self, outputs: &[Output]) -> Result<()> {
         for o in outputs {
             fs::rename(&o.tmp, &o.path).map_err(|e| io_error(&o.path, None, e))?;
-            self.crash_point()?;
+            (self.step)()?;
         }
-        sync_dir(&self.dir).map_err(io_err(&self.dir))?;
-        self.crash_point()
+        sync_dir(self.dir).map_err(io_err(self.dir))?;
+        (self.step)()
     }
+}
 
-    /// Removes the outputs of a failed compaction, leaving the old
-    /// segments as the store. If that fails the store turns read-only
-    /// (on reopen the copies are harmless duplicates).
-    fn discard_outputs(&mut self, outputs: &[Output]) {
-        let mut failed = None;
-        for o in outputs.iter().rev() {
-            for p in [&o.tmp, &o.path] {
-                if let Err(e) = remove_if_exists(p) {
-                    failed = Some(format!("could not remove {}: {e}", p.display()));
-                }
+/// Removes the outputs of a failed compaction, leaving the old segments
+/// as the store. What failed, if anything did: the store should then turn
+/// read-only (on reopen the copies are harmless duplicates).
+fn discard_outputs(dir: &Path, outputs: &[Output]) -> Option<String> {
+    let mut failed = None;
+    for o in outputs.iter().rev() {
+        for p in [&o.tmp, &o.path] {
+            if let Err(e) = remove_if_exists(p) {
+                failed = Some(format!("could not remove {}: {e}", p.display()));
             }
         }
-        if let Err(e) = sync_dir(&self.dir) {
-            failed = Some(format!("could not sync {}: {e}", self.dir.display()));
+    }
+    if let Err(e) = sync_dir(dir) {
+        failed = Some(format!("could not sync {}: {e}", dir.display()));
+    }
+    failed.map(|reason| format!("after a failed compaction {reason}"))
+}
+
+/// The state, with any writes awaiting their group fsync settled first
+/// (as [`Store::lock`]).
+fn lock_settled(state: &Fair<State>) -> FairGuard<'_, State> {
+    let mut st = state.lock();
+    st.flush_group();
+    st
+}
+
+fn closing() -> Error {
+    Error::ReadOnly {
+        reason: "the store is closing".into(),
+    }
+}
+
+/// The compactor thread: runs each automatic compaction off the request
+/// path. Dropping the last [`Store`] waits for the thread, which stops at
+/// its next step.
+fn spawn_compactor(
+    state: Arc<Fair<State>>,
+    sig: Arc<CompactSignal>,
+) -> Result<std::thread::JoinHandle<()>> {
+    let spawned = std::thread::Builder::new()
+        .name("twig-kv-compact".into())
+        .stack_size(256 << 10)
+        .spawn(move || loop {
+            {
+                let mut ctl = sig.ctl();
+                loop {
+                    if ctl.shutdown {
+                        return;
+                    }
+                    if ctl.running {
+                        break;
+                    }
+                    ctl = sig.cv.wait(ctl).unwrap_or_else(PoisonError::into_inner);
+                }
+            }
+            let result = compact_in_background(&state, &sig);
+            {
+                let mut st = lock_settled(&state);
+                match &result {
+                    Ok(stats) => tracing::info!(
+                        dir = %st.dir.display(),
+                        before = stats.bytes_before,
+                        after = stats.bytes_after,
+                        keys = stats.live_keys,
+                        "compacted the key-value store in the background in {:?}",
+                        stats.duration
+                    ),
+                    Err(e) => {
+                        st.auto_compact_floor =
+                            st.total_bytes + st.config.compaction.min_dead_bytes;
+                        if st.poisoned.is_none() {
+                            tracing::warn!(
+                                "automatic compaction of {} failed: {e}",
+                                st.dir.display()
+                            );
+                        }
+                    }
+                }
+                st.compacting = false;
+                // Under the store's lock, so a new request is not lost.
+                sig.ctl().running = false;
+                sig.cv.notify_all();
+            }
+        });
+    spawned.map_err(|e| Error::Io {
+        path: PathBuf::from("<compaction thread>"),
+        offset: None,
+        source: e,
+    })
+}
+
+/// One background compaction: seal and snapshot (locked), copy, fsync and
+/// publish the outputs (unlocked), repoint the index (locked), delete the
+/// old segments oldest first (unlocked). A crash at any point leaves old
+/// and new segments that recovery merges by sequence number (the outputs
+/// keep their records' numbers), as after an interrupted `compact`.
+fn compact_in_background(state: &Fair<State>, sig: &CompactSignal) -> Result<CompactionStats> {
+    let started = Instant::now();
+    let bg = lock_settled(state).begin_background()?;
+    let crashed = Cell::new(false);
+    let step = || -> Result<()> {
+        if sig.shutting_down() {
+            return Err(closing());
         }
-        if let Some(reason) = failed {
-            self.poison(format!("after a failed compaction {reason}"));
+        #[cfg(test)]
+        {
+            let mut c = sig
+                .crash_countdown
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            match *c {
+                Some(0) => {
+                    *c = None;
+                    crashed.set(true);
+                    return Err(Error::Io {
+                        path: PathBuf::from("<compaction>"),
+                        offset: None,
+                        source: io::Error::other("simulated crash"),
+                    });
+                }
+                Some(n) => *c = Some(n - 1),
+                None => {}
+            }
+        }
+        Ok(())
+    };
+    // A simulated crash stops everything dead: the store turns read-only
+    // so that nothing more reaches the disk.
+    let crash = |e: Error| {
+        if crashed.get() {
+            lock_settled(state).poison("simulated crash".into());
+        }
+        e
+    };
+    let copier = Copier {
+        dir: &bg.dir,
+        storage: &*bg.storage,
+        seg_max: bg.seg_max,
+        first_id: bg.first_id,
+        end_id: bg.end_id,
+        step: &step,
+    };
+    let mut outputs = Vec::new();
+    let mut writer = None;
+    let written = copier.write_outputs(&bg.snapshot, false, &mut outputs, &mut writer);
+    drop(writer);
+    let new_entries = match written.and_then(|n| copier.publish(&outputs).map(|()| n)) {
+        Ok(n) => n,
+        Err(e) => {
+            if !crashed.get() && !sig.shutting_down() {
+                if let Some(reason) = discard_outputs(&bg.dir, &outputs) {
+                    lock_settled(state).poison(reason);
+                }
+            }
+            return Err(crash(e));
+        }
+    };
+    let (retired, dropped_corrupt, bytes_after, segments_after, live_keys) = {
+        let mut st = lock_settled(state);
+        // A store turned read-only meanwhile keeps its segments; the
+        // published copies are harmless duplicates on reopen.
+        st.check_writable()?;
+        let (retired, dropped) = st.install_background(&bg, new_entries, outputs);
+        (
+            retired,
+            dropped,
+            st.total_bytes,
+            st.segments.len(),
+            st.index.keys,
+        )
+    };
+    // Oldest first, as `compact` does. No reader can be handed these any
+    // more; one under way has its file open.
+    let mut kept = retired.into_iter().peekable();
+    while let Some((id, _)) = kept.peek() {
+        if sig.shutting_down() {
+            // Left for the next open, which merges them harmlessly.
+            return Err(closing());
+        }
+        let path = segment_path(&bg.dir, *id);
+        if let Err(e) = fs::remove_file(&path).and_then(|()| sync_dir(&bg.dir)) {
+            tracing::warn!(file = %path.display(), "could not delete a compacted segment: {e}");
+            break;
+        }
+        kept.next();
+        step().map_err(crash)?;
+    }
+    let kept: Vec<_> = kept.collect();
+    if !kept.is_empty() {
+        // Back into the store, for the next compaction to retire.
+        let mut st = lock_settled(state);
+        for (id, seg) in kept {
+            st.total_bytes += seg.len;
+            st.segments.insert(id, seg);
         }
     }
+    Ok(CompactionStats {
+        bytes_before: bg.bytes_before,
+        bytes_after,
+        segments_before: bg.segments_before,
+        segments_after,
+        live_keys,
+        dropped_corrupt,
+        duration: started.elapsed(),
+    })
 }
