@@ -29,8 +29,11 @@
 //! inline guest the section's hook, `block_in_place`, first hands the
 //! worker, with every other task, to a fresh thread: nothing the guest
 //! waits for waits behind it, and no other connection waits longer than
-//! one slice. And only one guest is inline at a time: while one is, the
-//! others run on blocking threads, as every guest did before.
+//! one slice. And a guest runs inline only when its request is alone (no
+//! other guest running, no other connection's request begun in the last
+//! 5 ms): under concurrent load the guests run on blocking threads, in
+//! parallel, as every guest did before, rather than one after another on
+//! the worker while the other cores idle.
 
 //! One small runtime per server keeps the server independent of how the
 //! host runs its own async work, and `stop` can shut it down without
@@ -41,7 +44,7 @@ use std::convert::Infallible;
 use std::future::poll_fn;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -261,6 +264,39 @@ struct Shared {
     slots: Arc<Semaphore>,
     /// Set while a guest runs inline (at most one does).
     inline: Arc<AtomicBool>,
+    /// Numbers connections, for `recent`.
+    next_conn: AtomicU64,
+    /// The connection whose request began last, and when.
+    recent: Recent,
+    /// The server's own clock origin (for `recent`).
+    started: Instant,
+}
+
+/// How long after another connection's request began a request is not
+/// run inline: longer than the gap between two connections' requests under
+/// any load worth spreading over threads, shorter than a human's.
+const INLINE_QUIET: Duration = Duration::from_millis(5);
+
+/// The last request's connection and start time, in one atomic word
+/// (connection number in the high 24 bits, start in µs in the low 40:
+/// 12 days before it wraps, which at worst costs one inline decision).
+#[derive(Default)]
+struct Recent(AtomicU64);
+
+impl Recent {
+    /// Records a request of connection `conn` begun at `now` (since the
+    /// server started); true if the request before it was this
+    /// connection's, or began more than [`INLINE_QUIET`] ago.
+    fn note(&self, conn: u64, now: Duration) -> bool {
+        const MICROS: u64 = (1 << 40) - 1;
+        let now_us = now.as_micros() as u64 & MICROS;
+        let me = conn & ((1 << 24) - 1);
+        let prev = self.0.swap((me << 40) | now_us, Ordering::Relaxed);
+        let (prev_conn, prev_us) = (prev >> 40, prev & MICROS);
+        prev == 0
+            || prev_conn == me
+            || now_us.wrapping_sub(prev_us) & MICROS > INLINE_QUIET.as_micros() as u64
+    }
 }
 
 /// The right to run one guest inline on the worker thread; given back on
@@ -343,6 +379,9 @@ impl HttpServer {
         let shared = Arc::new(Shared {
             slots: Arc::new(Semaphore::new(cfg.max_concurrent)),
             inline: Arc::new(AtomicBool::new(false)),
+            next_conn: AtomicU64::new(1),
+            recent: Recent::default(),
+            started: Instant::now(),
             cfg,
             target: target_name.to_string(),
             dispatch,
@@ -519,10 +558,17 @@ async fn connection(
     mut stop: watch::Receiver<bool>,
 ) {
     let state = admitted.state.clone();
+    let conn_id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
     let svc_shared = shared.clone();
     let svc_state = state.clone();
     let svc = hyper::service::service_fn(move |req| {
-        handle(svc_shared.clone(), svc_state.begin_request(), local, req)
+        handle(
+            svc_shared.clone(),
+            svc_state.begin_request(),
+            conn_id,
+            local,
+            req,
+        )
     });
     let io = TokioIo::new(Watched::new(stream, state.clone()));
     let conn = builder.serve_connection(io, svc);
@@ -560,13 +606,14 @@ const FAR: Duration = Duration::from_secs(86400);
 async fn handle(
     shared: Arc<Shared>,
     busy: Busy,
+    conn_id: u64,
     local: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Response<Tracked>, Infallible> {
     let start = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let resp = respond(&shared, local, req).await;
+    let resp = respond(&shared, conn_id, local, req).await;
     tracing::debug!(
         target: "twig::http",
         component = %shared.target,
@@ -631,6 +678,7 @@ enum Waited {
 
 async fn respond(
     shared: &Arc<Shared>,
+    conn_id: u64,
     local: SocketAddr,
     req: Request<Incoming>,
 ) -> Response<ResponseBody> {
@@ -695,7 +743,14 @@ async fn respond(
             tracing::warn!(target: "twig::http", component = %target, "HTTP handler failed: {e}");
         }
     };
-    match Inline::claim(&shared.inline) {
+    // Inline only when this is the only request around: no other guest
+    // running, and no other connection's request begun in the last
+    // INLINE_QUIET. Under concurrent load the worker must not run the
+    // guests one after another while the other cores idle: then they go
+    // to blocking threads, in parallel, as before.
+    let alone = shared.slots.available_permits() + 1 == cfg.max_concurrent
+        && shared.recent.note(conn_id, shared.started.elapsed());
+    match alone.then(|| Inline::claim(&shared.inline)).flatten() {
         // The common case, one request at a time: the guest runs on this
         // worker, in a task of its own spawned into the worker's next slot,
         // so the thread that read the request runs the guest and then
@@ -947,6 +1002,18 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         )
+    }
+
+    #[test]
+    fn a_request_is_alone_unless_another_connection_began_one_just_before() {
+        let r = Recent::default();
+        let ms = Duration::from_millis;
+        assert!(r.note(1, ms(100)), "the first request");
+        assert!(r.note(1, ms(101)), "the same connection again");
+        assert!(!r.note(2, ms(102)), "another connection 1 ms later");
+        assert!(!r.note(1, ms(103)), "and back");
+        assert!(r.note(2, ms(109)), "6 ms after the last");
+        assert!(r.note(3, ms(200)));
     }
 
     #[test]
