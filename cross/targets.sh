@@ -81,8 +81,13 @@ cross_setup() {
 # Natively a cap is `prlimit --as`. Under qemu-user, twig's mappings live in
 # a guest region qemu reserves, so the cap on twig is qemu's `-R CAP` (every
 # guest mapping must fit in it) and the qemu process gets `prlimit --as` of
-# CAP + 256 MiB: qemu 7.2 maps a fixed 128 MiB translation buffer and needs
-# about as much again for itself before the guest runs.
+# CAP + 512 MiB: qemu maps a fixed 128 MiB translation buffer, needs about as
+# much again for itself before the guest runs, and gives every guest thread
+# a host thread with the host's default 8 MiB stack and translation regions
+# of its own. twig's HTTP path (an inline guest hands its worker to a fresh
+# thread) and the key-value store's compaction thread took the smoke's qemu
+# past CAP + 256 MiB on the counter's second request ("qemu_memalign: failed
+# to allocate"), with twig itself still inside its -R cap.
 cross_run_prefix() {
     local target="$1" cap="${2:-}" info qemu sysroot
     info="$(cross_target_info "$target")" || return 2
@@ -95,7 +100,7 @@ cross_run_prefix() {
     CROSS_RUN=()
     if [[ -n "$cap" ]]; then
         if ((${#runner[@]})); then
-            CROSS_RUN=(prlimit --as=$(((cap + 256) * 1024 * 1024)) -- "${runner[@]}" -R "$((cap * 1024 * 1024))")
+            CROSS_RUN=(prlimit --as=$(((cap + 512) * 1024 * 1024)) -- "${runner[@]}" -R "$((cap * 1024 * 1024))")
         else
             CROSS_RUN=(prlimit --as=$((cap * 1024 * 1024)) --)
         fi
