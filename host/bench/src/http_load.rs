@@ -152,75 +152,134 @@ fn status_kb(pid: u32, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// What a process has used so far: CPU time (user + system, all its
-/// threads, from `/proc/PID/stat`) and voluntary context switches summed
-/// over its live threads (`/proc/PID/task/*/status`). A thread that exits
-/// takes its switches with it, so take both snapshots while the threads
-/// of interest live.
+/// What a process used over a window: CPU time (user + system, all its
+/// threads, from `/proc/PID/stat`) and voluntary context switches of its
+/// threads (`/proc/PID/task/*/status`).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ProcUsage {
     /// utime + stime, seconds.
     pub cpu_s: f64,
-    /// Sum of `voluntary_ctxt_switches` over the process's threads.
+    /// Voluntary context switches of the process's threads in the window.
     pub vcsw: u64,
-    /// Number of threads seen.
+    /// Threads seen in the window (including any that exited).
     pub threads: usize,
 }
 
-impl ProcUsage {
-    /// Reads the usage of process `pid`; `ticks` is the clock-tick rate of
+/// Measures a process's [`ProcUsage`] over a window. A thread that exits
+/// takes its switch count with it, so a plain before/after sum undercounts
+/// (it can even shrink: the blocking threads of a warm-up time out in the
+/// window); this samples every thread's count every 50 ms and adds up each
+/// thread's own growth, losing at most a thread's last 50 ms.
+pub struct ProcWatch {
+    pid: u32,
+    ticks: f64,
+    cpu_before: f64,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    sampler: std::thread::JoinHandle<std::collections::HashMap<u32, (u64, u64)>>,
+}
+
+impl ProcWatch {
+    /// Starts the window; `ticks` is the clock-tick rate of
     /// `/proc/PID/stat` (see [`clock_ticks`]).
-    pub fn read(pid: u32, ticks: f64) -> Result<ProcUsage> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .with_context(|| format!("/proc/{pid}/stat"))?;
-        // The fields after the command name, which is in parentheses and
-        // may itself hold spaces or parentheses.
-        let rest = stat
-            .rsplit_once(')')
-            .map(|(_, r)| r)
-            .context("/proc/PID/stat without a command name")?;
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        // utime and stime are fields 14 and 15 of the whole line; `rest`
-        // starts at field 3 (state).
-        let tick = |i: usize| -> Result<f64> {
-            fields
-                .get(i)
-                .and_then(|v| v.parse::<u64>().ok())
-                .map(|v| v as f64 / ticks)
-                .with_context(|| format!("/proc/{pid}/stat field {}", i + 3))
+    pub fn start(pid: u32, ticks: f64) -> Result<ProcWatch> {
+        let cpu_before = cpu_seconds(pid, ticks)?;
+        // Threads alive now count from their current value; threads born
+        // in the window count from zero.
+        let mut seen: std::collections::HashMap<u32, (u64, u64)> = thread_switches(pid)
+            .into_iter()
+            .map(|(tid, n)| (tid, (n, n)))
+            .collect();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sampler = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(50));
+                    for (tid, n) in thread_switches(pid) {
+                        seen.entry(tid).or_insert((0, 0)).1 = n;
+                    }
+                }
+                for (tid, n) in thread_switches(pid) {
+                    seen.entry(tid).or_insert((0, 0)).1 = n;
+                }
+                seen
+            })
         };
-        let cpu_s = tick(11)? + tick(12)?;
-        let (mut vcsw, mut threads) = (0, 0);
-        for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
-            let Ok(task) = task else { continue };
-            // A thread may exit between the listing and the read.
-            let Ok(status) = std::fs::read_to_string(task.path().join("status")) else {
-                continue;
-            };
-            if let Some(n) = status
-                .lines()
-                .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
-                .and_then(|v| v.trim().parse::<u64>().ok())
-            {
-                vcsw += n;
-                threads += 1;
-            }
-        }
-        Ok(ProcUsage {
-            cpu_s,
-            vcsw,
-            threads,
+        Ok(ProcWatch {
+            pid,
+            ticks,
+            cpu_before,
+            stop,
+            sampler,
         })
     }
 
-    /// The usage between `earlier` and `self`.
-    pub fn since(&self, earlier: &ProcUsage) -> ProcUsage {
-        ProcUsage {
-            cpu_s: self.cpu_s - earlier.cpu_s,
-            vcsw: self.vcsw.saturating_sub(earlier.vcsw),
-            threads: self.threads,
+    /// Ends the window.
+    pub fn finish(self) -> Result<ProcUsage> {
+        let cpu_s = cpu_seconds(self.pid, self.ticks)? - self.cpu_before;
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let seen = self
+            .sampler
+            .join()
+            .map_err(|_| anyhow::anyhow!("the /proc sampler panicked"))?;
+        let vcsw = seen
+            .values()
+            .map(|(first, last)| last.saturating_sub(*first))
+            .sum();
+        Ok(ProcUsage {
+            cpu_s,
+            vcsw,
+            threads: seen.len(),
+        })
+    }
+}
+
+/// utime + stime of process `pid`, in seconds.
+fn cpu_seconds(pid: u32, ticks: f64) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("/proc/{pid}/stat"))?;
+    // The fields after the command name, which is in parentheses and may
+    // itself hold spaces or parentheses.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .context("/proc/PID/stat without a command name")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line; `rest`
+    // starts at field 3 (state).
+    let tick = |i: usize| -> Result<f64> {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(|v| v as f64 / ticks)
+            .with_context(|| format!("/proc/{pid}/stat field {}", i + 3))
+    };
+    Ok(tick(11)? + tick(12)?)
+}
+
+/// Each live thread's `voluntary_ctxt_switches`, by thread id.
+fn thread_switches(pid: u32) -> Vec<(u32, u64)> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for task in tasks.flatten() {
+        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
+            continue;
+        };
+        // A thread may exit between the listing and the read.
+        let Ok(status) = std::fs::read_to_string(task.path().join("status")) else {
+            continue;
+        };
+        if let Some(n) = status
+            .lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+        {
+            out.push((tid, n));
         }
     }
+    out
 }
 
 /// The clock-tick rate of `/proc/PID/stat` times (`getconf CLK_TCK`;

@@ -28,6 +28,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::IpAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -51,6 +52,10 @@ pub(crate) struct ConnState {
     activity: Mutex<Activity>,
     /// Wakes the watchdog when the deadline may have moved earlier.
     wake: Notify,
+    /// Its task has tried to read the socket once. Until then the
+    /// connection has had no chance to show a head, so it is evicted only
+    /// when no other idle one is left (see [`TableInner::longest_idle`]).
+    seen: AtomicBool,
 }
 
 struct Activity {
@@ -104,6 +109,7 @@ impl ConnState {
                 evicted: false,
             }),
             wake: Notify::new(),
+            seen: AtomicBool::new(false),
         })
     }
 
@@ -150,9 +156,11 @@ impl ConnState {
         self.wake.notified().await
     }
 
-    fn idle_since(&self) -> Option<Instant> {
+    /// Eviction rank while idle: seen before unseen, then oldest first.
+    fn idle_rank(&self) -> Option<(bool, Instant)> {
         let a = self.lock();
-        (a.busy == 0 && !a.evicted).then_some(a.idle_since)
+        let unseen = !self.seen.load(Ordering::Relaxed);
+        (a.busy == 0 && !a.evicted).then_some((unseen, a.idle_since))
     }
 
     fn evict(&self) {
@@ -296,12 +304,16 @@ impl Table {
 }
 
 impl TableInner {
-    /// The connection idle the longest, of `peer` or of all.
+    /// The connection idle the longest, of `peer` or of all. One whose
+    /// task has not yet read its socket goes last: under a flood of
+    /// connects the accept loop can take in many before their tasks run,
+    /// and a fresh client that sent its whole request at once must not be
+    /// pushed out by those that came after it before it was even read.
     fn longest_idle(&self, peer: Option<IpAddr>) -> Option<u64> {
         self.conns
             .iter()
             .filter(|(_, (p, _))| peer.is_none_or(|want| *p == want))
-            .filter_map(|(id, (_, c))| c.idle_since().map(|t| (t, *id)))
+            .filter_map(|(id, (_, c))| c.idle_rank().map(|r| (r, *id)))
             .min()
             .map(|(_, id)| id)
     }
@@ -352,6 +364,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if !this.state.seen.load(Ordering::Relaxed) {
+            this.state.seen.store(true, Ordering::Relaxed);
+        }
         let before = buf.filled().len();
         let r = Pin::new(&mut this.io).poll_read(cx, buf);
         if r.is_ready() {
@@ -450,6 +465,38 @@ mod tests {
         // Dropping an evicted connection's handle leaves the others alone.
         drop(b);
         assert_eq!(table.len(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_not_yet_read_goes_only_when_no_other_idle_one_is_left() {
+        let table = Table::new(limits(3, 3));
+        // `a` is the oldest, but its task has not read its socket yet.
+        let (a, _) = table.admit(ip(1)).unwrap();
+        tokio::time::advance(Duration::from_millis(10)).await;
+        let (b, _) = table.admit(ip(2)).unwrap();
+        let (c, _) = table.admit(ip(3)).unwrap();
+        b.state.seen.store(true, Ordering::Relaxed);
+        c.state.seen.store(true, Ordering::Relaxed);
+        let (d, _) = table.admit(ip(4)).unwrap();
+        assert_eq!(
+            b.state.deadline(table.limits()).unwrap().1,
+            Expired::Evicted
+        );
+        let (_e, _) = table.admit(ip(5)).unwrap();
+        assert_eq!(
+            c.state.deadline(table.limits()).unwrap().1,
+            Expired::Evicted
+        );
+        // Only unseen ones are left: the oldest of them goes.
+        let (_f, _) = table.admit(ip(6)).unwrap();
+        assert_eq!(
+            a.state.deadline(table.limits()).unwrap().1,
+            Expired::Evicted
+        );
+        assert_ne!(
+            d.state.deadline(table.limits()).unwrap().1,
+            Expired::Evicted
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -389,7 +389,13 @@ impl HttpServer {
         let thread = std::thread::Builder::new()
             .name("twig-http".into())
             .spawn(move || {
-                rt.block_on(serve(listener, shared, stop_rx));
+                // The accept loop is a task on the worker, not this
+                // thread's `block_on`: sharing the worker with the
+                // connection tasks, it cannot take in a flood of
+                // connects faster than their heads are read (a fresh
+                // client would be evicted before it was read).
+                let accept = rt.spawn(serve(listener, shared, stop_rx));
+                let _ = rt.block_on(accept);
                 // Connections past the grace period are cut; guests still
                 // running finish on their own (their writes then fail).
                 rt.shutdown_timeout(Duration::from_millis(100));
@@ -500,6 +506,10 @@ async fn serve(
             let _live = live;
             connection(shared, builder, stream, peer, local, admitted, limits, stop).await;
         });
+        // Let the new connection's task (and any woken by the I/O driver)
+        // run before the next accept, so connects are taken in no faster
+        // than connections are served.
+        tokio::task::yield_now().await;
     }
     drop(listener);
     let _ = tokio::time::timeout(STOP_GRACE, live_rx.wait_for(|n| *n == 0)).await;

@@ -1796,27 +1796,12 @@ impl State {
             }
         }
         drop(old_segments);
-        let mut out_bytes = 0;
-        for o in &outputs {
-            out_bytes += o.len;
-        }
         let Some(last) = outputs.last().map(|o| (o.id, o.path.clone())) else {
             return Err(Error::ReadOnly {
                 reason: "internal error: compaction produced no segment".into(),
             });
         };
-        for o in outputs {
-            self.segments.insert(
-                o.id,
-                Segment {
-                    handle: Arc::new(SegFile {
-                        path: o.path,
-                        file: o.read,
-                    }),
-                    len: o.len,
-                },
-            );
-        }
+        let out_bytes = self.add_outputs(outputs);
         let Some(file) = writer else {
             return Err(Error::ReadOnly {
                 reason: "internal error: compaction lost its last segment".into(),
@@ -1923,6 +1908,21 @@ impl State {
         })
     }
 
+    /// Puts a compaction's published outputs among the store's segments;
+    /// returns the bytes they hold.
+    fn add_outputs(&mut self, outputs: Vec<Output>) -> u64 {
+        let mut bytes = 0;
+        for o in outputs {
+            bytes += o.len;
+            let handle = Arc::new(SegFile {
+                path: o.path,
+                file: o.read,
+            });
+            self.segments.insert(o.id, Segment { handle, len: o.len });
+        }
+        bytes
+    }
+
     /// The second, locked step of a background compaction: points every
     /// entry not overwritten or deleted since the snapshot at its copy,
     /// adds the outputs and takes the sealed segments out of the store
@@ -1954,20 +1954,7 @@ impl State {
                 retired.push((*id, s));
             }
         }
-        let mut out_bytes = 0;
-        for o in outputs {
-            out_bytes += o.len;
-            self.segments.insert(
-                o.id,
-                Segment {
-                    handle: Arc::new(SegFile {
-                        path: o.path,
-                        file: o.read,
-                    }),
-                    len: o.len,
-                },
-            );
-        }
+        let out_bytes = self.add_outputs(outputs);
         self.total_bytes = self.segments.values().map(|s| s.len).sum();
         self.counters.compactions += 1;
         self.counters.bytes_written += out_bytes;

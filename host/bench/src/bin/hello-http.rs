@@ -51,7 +51,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use twig_bench::http_load::{clock_ticks, free_port, load, pct, peak_rss_kb, rss_kb, ProcUsage};
+use twig_bench::flags::Flags;
+use twig_bench::http_load::{clock_ticks, free_port, load, pct, peak_rss_kb, rss_kb, ProcWatch};
 
 /// What the component answers.
 const HELLO: &str = "hello from wasmcloud-component";
@@ -228,24 +229,16 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    let flag = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1).cloned())
-    };
-    let seconds: u64 = flag("--seconds").map_or(Ok(8), |s| s.parse())?;
-    let runs: usize = flag("--runs").map_or(Ok(3), |s| s.parse())?;
-    let conns: Vec<usize> = flag("--connections")
-        .unwrap_or_else(|| "1,8,32".into())
-        .split(',')
-        .map(|s| s.trim().parse())
-        .collect::<Result<_, _>>()?;
-    let instances: u32 = flag("--instances").map_or(Ok(8), |s| s.parse())?;
+    let flags = Flags::from_env();
+    let seconds: u64 = flags.value("--seconds", 8)?;
+    let runs: usize = flags.value("--runs", 3)?;
+    let conns: Vec<usize> = flags.list("--connections", "1,8,32")?;
+    let instances: u32 = flags.value("--instances", 8)?;
     if instances == 0 || runs == 0 || conns.is_empty() || conns.contains(&0) {
         bail!("--instances, --runs and each of --connections must be at least 1");
     }
-    let wasm = flag("--component")
+    let wasm = flags
+        .get("--component")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo().join("tests/guests/out/wasmcloud-http.wasm"));
     let twig_bin = std::env::var_os("TWIG_BIN")
@@ -357,14 +350,14 @@ fn main() -> Result<()> {
                 h.proc.alive()?;
                 let pid = h.proc.pid();
                 let nats_pid = nats.as_ref().map(Proc::pid);
-                let before = ProcUsage::read(pid, ticks)?;
-                let nats_before = nats_pid.map(|p| ProcUsage::read(p, ticks)).transpose()?;
+                let watch = ProcWatch::start(pid, ticks)?;
+                let nats_watch = nats_pid.map(|p| ProcWatch::start(p, ticks)).transpose()?;
                 let (done, errors, lat) = load(h.port, c, Duration::from_secs(seconds))?;
-                let used = ProcUsage::read(pid, ticks)?.since(&before);
+                let used = watch.finish()?;
                 let per_10k = |cpu: f64| cpu / done.max(1) as f64 * 10_000.0;
-                let nats_cpu = match (nats_pid, nats_before) {
-                    (Some(p), Some(b)) => Some(per_10k(ProcUsage::read(p, ticks)?.since(&b).cpu_s)),
-                    _ => None,
+                let nats_cpu = match nats_watch {
+                    Some(w) => Some(per_10k(w.finish()?.cpu_s)),
+                    None => None,
                 };
                 let s = Sample {
                     rps: done as f64 / seconds as f64,

@@ -32,6 +32,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use twig_bench::flags::Flags;
 use twig_bench::http_load::{free_port, load, pct, peak_rss_kb, ANSWER};
 use twig_integration_tests::slow_http::{peer, probe, quantile, IdleClients, Slowloris};
 
@@ -79,26 +80,13 @@ fn start(bin: &Path, data: &Path, app: &Path, port: u16) -> Result<Child> {
 }
 
 fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    let flag = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1).cloned())
-    };
-    let seconds: u64 = flag("--seconds").map_or(Ok(10), |s| s.parse())?;
-    let slowloris: usize = flag("--slowloris").map_or(Ok(0), |s| s.parse())?;
-    let idle: usize = flag("--idle").map_or(Ok(0), |s| s.parse())?;
-    let fsyncs: Vec<String> = flag("--fsync")
-        .unwrap_or_else(|| "always,batched".into())
-        .split(',')
-        .map(|s| s.trim().to_string())
-        .collect();
+    let flags = Flags::from_env();
+    let seconds: u64 = flags.value("--seconds", 10)?;
+    let slowloris: usize = flags.value("--slowloris", 0)?;
+    let idle: usize = flags.value("--idle", 0)?;
+    let fsyncs: Vec<String> = flags.list("--fsync", "always,batched")?;
     let slow = slowloris > 0 || idle > 0;
-    let conns: Vec<usize> = flag("--connections")
-        .unwrap_or_else(|| "1,4,16".into())
-        .split(',')
-        .map(|s| s.trim().parse())
-        .collect::<Result<_, _>>()?;
+    let conns: Vec<usize> = flags.list("--connections", "1,4,16")?;
     let bin = std::env::var_os("TWIG_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo().join("target/release/twig"));
