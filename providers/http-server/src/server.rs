@@ -75,6 +75,14 @@ const MAX_BUF: usize = 64 * 1024;
 const STOP_GRACE: Duration = Duration::from_secs(2);
 /// How long a request waits for a free slot before it gets 503.
 const SLOT_WAIT: Duration = Duration::from_millis(100);
+/// How long a request with a body waits for the body's first bytes before
+/// its guest starts anyway. A guest's non-blocking `read` returns what has
+/// arrived; a guest that stops at the first empty read (there are such,
+/// and `wasmtime serve` gives them the data: hyper has usually read the
+/// first bytes with the head) must not race bytes still on their way from
+/// the socket. Bounded, so a client that sends a head and holds its body
+/// back only delays its own guest.
+const FIRST_BODY_WAIT: Duration = Duration::from_secs(1);
 /// After answering 413, the rest of the body is read and dropped (this
 /// much, this long at most) so the client reads the answer instead of a
 /// connection reset.
@@ -711,6 +719,43 @@ async fn respond(
     {
         return too_large();
     }
+    let (parts, incoming) = req.into_parts();
+    let is_head = parts.method == hyper::http::Method::HEAD;
+    let has_body = !incoming.is_end_stream();
+    let pipe = Pipe::new();
+    let request = IncomingRequest::new(&parts, authority, pipe.clone());
+    let (out, mut outcome_rx) = ResponseOutparam::new();
+    // Set by the pump before it fails the body, so before the guest can
+    // see the failure: an answer the guest gives after that is still 413.
+    let too_large_seen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // The body is pumped from this task (no task of its own, so no
+    // wake-up of another thread) while the guest runs; a request with no
+    // body needs no pump at all.
+    let (first_tx, first_rx) = tokio::sync::oneshot::channel();
+    let mut pump = Box::pin(pump_body(
+        incoming,
+        pipe,
+        cfg.max_request_body,
+        too_large_seen.clone(),
+        first_tx,
+    ));
+    // Before the guest starts, its body's first bytes are in the pipe (or
+    // the body has ended, or FIRST_BODY_WAIT passed): see FIRST_BODY_WAIT.
+    let mut pumping = true;
+    if has_body {
+        tokio::select! {
+            biased;
+            end = &mut pump => {
+                pumping = false;
+                if end == PumpEnd::TooLarge {
+                    return too_large();
+                }
+            }
+            _ = first_rx => {}
+            _ = tokio::time::sleep(FIRST_BODY_WAIT) => {}
+        }
+    }
+
     // A slot frees a moment after its client got the last byte (the guest
     // call still has to return), so a client sending its next request at
     // once would be refused spuriously: wait a little before saying 503.
@@ -724,24 +769,6 @@ async fn respond(
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         return r;
     };
-
-    let (parts, incoming) = req.into_parts();
-    let is_head = parts.method == hyper::http::Method::HEAD;
-    let pipe = Pipe::new();
-    let request = IncomingRequest::new(&parts, authority, pipe.clone());
-    let (out, mut outcome_rx) = ResponseOutparam::new();
-    // Set by the pump before it fails the body, so before the guest can
-    // see the failure: an answer the guest gives after that is still 413.
-    let too_large_seen = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    // The body is pumped from this task (no task of its own, so no
-    // wake-up of another thread) while the guest runs; a request with no
-    // body needs no pump at all.
-    let mut pump = Box::pin(pump_body(
-        incoming,
-        pipe,
-        cfg.max_request_body,
-        too_large_seen.clone(),
-    ));
 
     let dispatch = shared.dispatch.clone();
     let target = shared.target.clone();
@@ -784,7 +811,6 @@ async fn respond(
 
     let timeout = tokio::time::sleep(cfg.request_timeout);
     tokio::pin!(timeout);
-    let mut pumping = true;
     let waited = loop {
         tokio::select! {
             biased;
@@ -950,7 +976,11 @@ async fn pump_body(
     pipe: Arc<Pipe>,
     max: u64,
     too_large_seen: Arc<std::sync::atomic::AtomicBool>,
+    first: tokio::sync::oneshot::Sender<()>,
 ) -> PumpEnd {
+    // Fired by the first bytes in the pipe; dropped (which also wakes the
+    // waiter) when the pump ends without any.
+    let mut first = Some(first);
     let mut total: u64 = 0;
     loop {
         if !pipe.wait_room().await {
@@ -979,8 +1009,12 @@ async fn pump_body(
                     tokio::spawn(drain(body));
                     return PumpEnd::TooLarge;
                 }
+                let some = !data.is_empty();
                 if pipe.push(data).is_err() {
                     return PumpEnd::ReaderGone;
+                }
+                if let Some(first) = first.take_if(|_| some) {
+                    let _ = first.send(());
                 }
             }
         }

@@ -8,6 +8,7 @@
 //! | anything else | 200 (`/status/NNN`: NNN), body = the request body streamed back (splice), `x-echo-*` request headers copied back, `x-method`, `x-path`, `x-authority` |
 //! | `/raw-echo` | the body echoed with non-blocking reads/writes and pollables |
 //! | `/consume` | reads the whole body first, then `read N bytes` (or `error: ...`) |
+//! | `/first-read` | non-blocking `read`s until the first empty chunk (as a careless guest would), then `read N bytes` |
 //! | `/big/N` | N bytes of `0123456789` repeated, streamed (`?sleep=MS`: sleeps first) |
 //! | `/sleep/MS` | sleeps MS ms (wasi clocks), then `slept` |
 //! | `/header-errors` | one line per refused header operation |
@@ -152,6 +153,25 @@ fn consume(req: IncomingRequest, out: ResponseOutparam) {
     reply(out, 200, &text);
 }
 
+/// Reads the body with non-blocking `read` and stops at the first empty
+/// chunk: the guest the body race was seen with. It gets the
+/// whole body only if the host has it ready; it must never get nothing
+/// while a body is on its way.
+fn first_read(req: IncomingRequest, out: ResponseOutparam) {
+    let body = req.consume().expect("consume");
+    let input = body.stream().expect("stream");
+    let mut n = 0usize;
+    loop {
+        match input.read(65536) {
+            Ok(chunk) if chunk.is_empty() => break,
+            Ok(chunk) => n += chunk.len(),
+            Err(_) => break,
+        }
+    }
+    drop(input);
+    reply(out, 200, &format!("read {n} bytes"));
+}
+
 fn big(n: usize, out: ResponseOutparam) {
     let (body, mut stream) = start(out, 200, &[]);
     let pattern = b"0123456789".repeat(1638); // 16380 bytes
@@ -290,6 +310,7 @@ impl Guest for Router {
         match path.as_str() {
             "/raw-echo" => raw_echo(req, out),
             "/consume" => consume(req, out),
+            "/first-read" => first_read(req, out),
             "/header-errors" => header_errors(req, out),
             "/request-trailers" => request_trailers(req, out),
             "/outgoing" => outgoing(out),
