@@ -248,6 +248,16 @@ impl Component {
         self.inner.live_instances.load(Ordering::Relaxed)
     }
 
+    /// Every import `linker` cannot answer, as `(name, reason)`: exactly
+    /// what [`crate::Instance::new`] would refuse, found without
+    /// instantiating (for a dry run such as `twig validate`).
+    pub fn unresolved_imports<T: 'static>(
+        &self,
+        linker: &crate::Linker<T>,
+    ) -> Vec<(String, String)> {
+        crate::instance::unresolved_imports(linker, self)
+    }
+
     /// The component's imports, as written in the binary
     /// (e.g. `wasi:io/streams@0.2.6`), with the functions each one needs.
     pub fn imports(&self) -> Vec<ImportDesc> {

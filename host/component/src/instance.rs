@@ -159,6 +159,79 @@ fn options_cx<'a, T>(
     }
 }
 
+/// A component's imports resolved against a linker: the host resource
+/// types of its imported resources and the host function of each lowered
+/// import, or for each import the linker cannot answer its name and why.
+struct Resolved<T> {
+    resource_types: Vec<ResourceType>,
+    lowered: Vec<Option<(HostFunc<T>, Arc<str>)>>,
+    missing: Vec<(String, String)>,
+}
+
+fn resolve_imports<T: 'static>(
+    linker: &Linker<T>,
+    info: &wasmtime_environ::component::Component,
+) -> Resolved<T> {
+    let import_name = |idx: wasmtime_environ::component::RuntimeImportIndex| {
+        let (import, path) = &info.imports[idx];
+        (info.import_types[*import].0.clone(), path.clone())
+    };
+    let mut missing = Vec::new();
+    let mut resource_types = Vec::with_capacity(info.num_resources as usize);
+    for (_, import) in info.imported_resources.iter() {
+        let (iface, path) = import_name(*import);
+        match path.as_slice() {
+            [res] => match linker.lookup_resource(&iface, res) {
+                Ok(id) => resource_types.push(ResourceType::Host(id)),
+                Err(why) => {
+                    missing.push((format!("{iface}#{res}"), why));
+                    resource_types.push(ResourceType::Host(u32::MAX));
+                }
+            },
+            _ => missing.push((iface, "nested instance imports are not supported".into())),
+        }
+    }
+    let mut lowered: Vec<Option<(HostFunc<T>, Arc<str>)>> = vec![None; info.num_lowerings as usize];
+    for init in &info.initializers {
+        if let GlobalInitializer::LowerImport { index, import } = init {
+            let (iface, path) = import_name(*import);
+            let found = match path.as_slice() {
+                [] => linker
+                    .lookup_func("", &iface)
+                    .map(|h| (h, Arc::from(iface.as_str())))
+                    .map_err(|w| (iface.clone(), w)),
+                [f] => linker
+                    .lookup_func(&iface, f)
+                    .map(|h| (h, Arc::from(format!("{iface}#{f}"))))
+                    .map_err(|w| (format!("{iface}#{f}"), w)),
+                _ => Err((
+                    iface.clone(),
+                    "nested instance imports are not supported".into(),
+                )),
+            };
+            match found {
+                Ok(f) => lowered[index.as_u32() as usize] = Some(f),
+                Err(m) => missing.push(m),
+            }
+        }
+    }
+    Resolved {
+        resource_types,
+        lowered,
+        missing,
+    }
+}
+
+/// Every import of `component` that `linker` cannot answer, by name
+/// (`iface#func`, `iface#resource`), with the reason: what instantiating
+/// it would refuse, without instantiating it.
+pub(crate) fn unresolved_imports<T: 'static>(
+    linker: &Linker<T>,
+    component: &Component,
+) -> Vec<(String, String)> {
+    resolve_imports(linker, &component.inner.info).missing
+}
+
 impl<T: 'static> Instance<T> {
     /// Instantiates `component` with imports from `linker`; `data` is the
     /// embedder's state, reachable from host functions.
@@ -198,56 +271,17 @@ impl<T: 'static> Instance<T> {
 
         // Resolve every import first so that all missing ones are reported
         // together, by name.
-        let import_name = |idx: wasmtime_environ::component::RuntimeImportIndex| {
-            let (import, path) = &info.imports[idx];
-            (info.import_types[*import].0.clone(), path.clone())
-        };
-        let mut missing = Vec::new();
-        let mut resource_types = Vec::with_capacity(info.num_resources as usize);
-        for (_, import) in info.imported_resources.iter() {
-            let (iface, path) = import_name(*import);
-            match path.as_slice() {
-                [res] => match linker.lookup_resource(&iface, res) {
-                    Ok(id) => resource_types.push(ResourceType::Host(id)),
-                    Err(why) => {
-                        missing.push((format!("{iface}#{res}"), why));
-                        resource_types.push(ResourceType::Host(u32::MAX));
-                    }
-                },
-                _ => missing.push((iface, "nested instance imports are not supported".into())),
-            }
-        }
+        let Resolved {
+            mut resource_types,
+            lowered,
+            missing,
+        } = resolve_imports(linker, info);
         let uid = NEXT_UID.fetch_add(1, Ordering::Relaxed);
         for i in 0..(info.num_resources as usize - info.imported_resources.len()) {
             resource_types.push(ResourceType::Guest {
                 instance: uid,
                 index: i as u32,
             });
-        }
-        let mut lowered: Vec<Option<(HostFunc<T>, Arc<str>)>> =
-            vec![None; info.num_lowerings as usize];
-        for init in &info.initializers {
-            if let GlobalInitializer::LowerImport { index, import } = init {
-                let (iface, path) = import_name(*import);
-                let found = match path.as_slice() {
-                    [] => linker
-                        .lookup_func("", &iface)
-                        .map(|h| (h, Arc::from(iface.as_str())))
-                        .map_err(|w| (iface.clone(), w)),
-                    [f] => linker
-                        .lookup_func(&iface, f)
-                        .map(|h| (h, Arc::from(format!("{iface}#{f}"))))
-                        .map_err(|w| (format!("{iface}#{f}"), w)),
-                    _ => Err((
-                        iface.clone(),
-                        "nested instance imports are not supported".into(),
-                    )),
-                };
-                match found {
-                    Ok(f) => lowered[index.as_u32() as usize] = Some(f),
-                    Err(m) => missing.push(m),
-                }
-            }
         }
         if let Some((first, why)) = missing.first() {
             let mut reason = why.clone();

@@ -269,10 +269,17 @@ impl<T: 'static> Linker<T> {
         let i = self
             .find(iface)
             .ok_or_else(|| "the host provides no compatible interface".to_string())?;
-        i.resources
-            .get(name)
-            .copied()
-            .ok_or_else(|| format!("the host's `{}` has no resource `{name}`", i.name))
+        match i.resources.get(name) {
+            Some(id) => Ok(*id),
+            // An interface the embedder only forwards (a fallback and no
+            // resources of its own): the host does not have it at all.
+            None if i.fallback.is_some() && i.resources.is_empty() => Err(format!(
+                "the host does not provide `{}`; calls to it can be forwarded over a link, \
+                 but its resources cannot",
+                i.name
+            )),
+            None => Err(format!("the host's `{}` has no resource `{name}`", i.name)),
+        }
     }
 
     pub(crate) fn dtors(&self) -> Vec<(u32, HostResourceDtor<T>)> {

@@ -418,11 +418,27 @@ fn run(cli: Cli, started: Instant) -> anyhow::Result<ExitCode> {
             for w in out["warnings"].as_array().into_iter().flatten() {
                 eprintln!("warning: {}", w.as_str().unwrap_or_default());
             }
+            let name = out["name"].as_str().unwrap_or_default();
+            let failed: Vec<&str> = out["failed"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|f| f.as_str())
+                .collect();
+            if !failed.is_empty() {
+                anyhow::bail!(
+                    "applied {name}, but not all of it started (it stays deployed: fix it and \
+                     apply again, or `twig delete {name}`):\n  - {}",
+                    failed.join("\n  - ")
+                );
+            }
             println!(
-                "applied {} {} ({} components)",
-                out["name"].as_str().unwrap_or_default(),
+                "applied {name} {} ({})",
                 out["version"].as_str().unwrap_or(""),
-                out["components"].as_array().map_or(0, |c| c.len())
+                plural(
+                    out["components"].as_array().map_or(0, |c| c.len()),
+                    "component"
+                )
             );
         }
         Command::Delete { data_dir: dir, app } => {
@@ -464,24 +480,31 @@ fn validate_manifest(path: &Path, image_cap: u64) -> anyhow::Result<()> {
     for w in &parsed.warnings {
         eprintln!("warning: {}: {w}", path.display());
     }
-    twig::host::load_images(
-        &twig_component::Engine::default(),
+    let engine = twig_component::Engine::default();
+    let file = path.display().to_string();
+    let blobs = twig::host::load_images(
+        &engine,
         &parsed.manifest,
-        &path.display().to_string(),
+        &file,
         &Default::default(),
         image_cap,
     )
     .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let warnings = twig::host::check_manifest_imports(&engine, &parsed.manifest, &file, &blobs)
+        .map_err(anyhow::Error::msg)?;
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
     let m = &parsed.manifest;
     println!(
-        "{}: valid app `{}`{} with {} components: {}",
+        "{}: valid app `{}`{} with {}: {}",
         path.display(),
         m.name,
         m.version
             .as_deref()
             .map(|v| format!(" {v}"))
             .unwrap_or_default(),
-        m.components.len(),
+        plural(m.components.len(), "component"),
         m.components
             .iter()
             .map(|c| c.id.as_str())
@@ -489,6 +512,15 @@ fn validate_manifest(path: &Path, image_cap: u64) -> anyhow::Result<()> {
             .join(", ")
     );
     Ok(())
+}
+
+/// `1 component`, `2 components`.
+fn plural(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
 
 fn inspect(path: &Path) -> anyhow::Result<()> {

@@ -156,3 +156,35 @@ fn set_link_name_switches_between_two_stores() {
         (200, "Counter /n: 4".into())
     );
 }
+
+/// `twig apply` of an app whose HTTP listener cannot bind (its port is
+/// taken) exits non-zero with the address and the cause, where it used to
+/// print `applied` and exit 0; the app stays deployed and shows the
+/// provider failed.
+#[test]
+fn apply_fails_when_the_listener_cannot_bind() {
+    let tmp = TempDir::new("counter-bind");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let app = counter_app(tmp.path(), port, false);
+    let t = Twig::up(&tmp.path().join("d"), &[]);
+    let o = t.cli(&["apply", &app]);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(!o.status.success(), "apply should fail: {err}");
+    assert!(
+        err.contains("not all of it started")
+            && err.contains(&format!("127.0.0.1:{port}"))
+            && err.contains("in use"),
+        "{err}"
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).trim().is_empty());
+    let s = t.status();
+    let failed: Vec<&serde_json::Value> = s["apps"][0]["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["state"] == "failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{s}");
+    drop(taken);
+}

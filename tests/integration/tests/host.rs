@@ -377,6 +377,69 @@ fn bad_manifests_are_refused_with_file_and_path() {
     );
 }
 
+/// `twig validate` resolves every import as placing the component would:
+/// an import only a missing link would answer is a warning (a link can
+/// still be put from the lattice), one linked to a provider that does not
+/// export it is an error naming the import and the link's target.
+#[test]
+fn validate_resolves_imports_and_names_the_unanswered_ones() {
+    let tmp = TempDir::new("validate-imports");
+    let demo = demo_text_with_abs_images();
+    let link_at = demo
+        .find("        - type: link")
+        .expect("the demo links frontend to greeter");
+    let unlinked = write_manifest(&tmp, "unlinked.yaml", &demo[..link_at]);
+    let o = twig(&["validate", &unlinked]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("warning:")
+            && err.contains("spec.components[1] (frontend)")
+            && err.contains("`twig:demo/greeter@0.1.0`")
+            && err.contains("no link of this manifest names it"),
+        "{err}"
+    );
+
+    let to_provider = format!(
+        "{}        - type: link
+          properties:
+            namespace: twig
+            package: demo
+            interfaces: [greeter]
+            target:
+              name: kv
+    - name: kv
+      type: capability
+      properties:
+        image: twig:keyvalue
+",
+        &demo[..link_at]
+    );
+    let to_provider = write_manifest(&tmp, "to-provider.yaml", &to_provider);
+    let o = twig(&["validate", &to_provider]);
+    assert!(!o.status.success(), "validate should refuse {to_provider}");
+    let err = stderr(&o);
+    assert!(
+        err.contains("to-provider.yaml: spec.components[1] (frontend)")
+            && err.contains("`twig:demo/greeter@0.1.0`")
+            && err.contains("its link goes to `kv`, a capability provider"),
+        "{err}"
+    );
+    assert!(
+        stdout(&o).is_empty(),
+        "nothing called valid: {}",
+        stdout(&o)
+    );
+
+    // The demo, fully linked, has nothing to say.
+    let o = twig(&["validate", &demo_manifest()]);
+    assert!(
+        o.status.success() && stderr(&o).is_empty(),
+        "{}",
+        stderr(&o)
+    );
+}
+
 #[test]
 fn apps_come_back_after_kill_9_and_corrupt_cache_is_refused() {
     let tmp = TempDir::new("k9");

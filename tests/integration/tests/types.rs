@@ -514,3 +514,39 @@ fn wrong_argument_shapes_are_refused_without_poisoning() {
     assert!(!i.is_poisoned());
     echo(&mut i, "echo-u8", Val::U8(1));
 }
+
+/// An interface the embedder only forwards (a fallback, no resources of
+/// its own) whose resource a component imports: instantiation and the dry
+/// run (`Component::unresolved_imports`, behind `twig validate`) both say
+/// the host does not provide the interface, not that the host's copy of it
+/// lacks a resource.
+#[test]
+fn a_forwarded_interface_cannot_carry_resources_and_the_error_says_so() {
+    let engine = Engine::default();
+    let c = load(&engine, "types");
+    let mut linker = wasi_linker();
+    for iface in ["twig:types/values", "twig:types/host-echo"] {
+        linker
+            .interface(iface)
+            .fallback(|_, _, _, _| Err(twig_component::HostError::new("not called")));
+    }
+    let want = "the host does not provide `twig:types/values`; calls to it can be forwarded over a link, but its resources cannot";
+    let dry = c.unresolved_imports(&linker);
+    assert!(
+        dry.iter()
+            .any(|(name, why)| name == "twig:types/values#blob" && why == want),
+        "{dry:?}"
+    );
+    let err = match Instance::new(&linker, &c, TestState::default()) {
+        Ok(_) => panic!("instantiated without the blob resource"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("twig:types/values#blob") && err.contains(want),
+        "{err}"
+    );
+    // With the resource defined, nothing is left unresolved.
+    let mut full = wasi_linker();
+    add_types_host(&mut full);
+    assert_eq!(c.unresolved_imports(&full), Vec::new());
+}

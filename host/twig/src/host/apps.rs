@@ -45,6 +45,12 @@ pub struct ApplyOutcome {
     pub version: Option<String>,
     pub warnings: Vec<String>,
     pub components: Vec<String>,
+    /// Components and providers of the app that failed to start (a
+    /// listener that cannot bind, an image that cannot be instantiated):
+    /// `` `id`: reason ``. The app is deployed all the same (the desired
+    /// state has it, and the next boot or apply tries again); the CLI
+    /// exits non-zero so that a script does not take it for running.
+    pub failed: Vec<String>,
 }
 
 /// Proof that the caller holds the host's `changes` lock: the only way to
@@ -115,6 +121,47 @@ pub fn load_images(
         blobs.push((spec.name.clone(), bytes));
     }
     Ok(blobs)
+}
+
+/// For `twig validate`: resolves every component's imports the way placing
+/// it would (built-in interfaces, then the manifest's links) and refuses
+/// the manifest, naming each import nothing can answer. `blobs` are
+/// [`load_images`]'s. Returns warnings: imports only a link that this
+/// manifest lacks would answer (a link can still be put from the lattice).
+pub fn check_manifest_imports(
+    engine: &Engine,
+    m: &Manifest,
+    file: &str,
+    blobs: &[(String, Vec<u8>)],
+) -> Result<Vec<String>, String> {
+    let mut warnings = Vec::new();
+    let mut errors = Vec::new();
+    let components = m
+        .components
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.kind != ComponentKind::Capability);
+    for ((i, spec), (_, bytes)) in components.zip(blobs) {
+        let at = format!("{file}: spec.components[{i}] ({})", spec.name);
+        let component = Component::new(engine, &spec.id, bytes)
+            .map_err(|e| format!("{at}: image is not a usable component: {e}"))?;
+        let check =
+            super::rpc::check_imports(m, spec, &component).map_err(|e| format!("{at}: {e}"))?;
+        for u in check.unlinked {
+            warnings.push(format!("{at}: {u}; calls to it fail until a link is put"));
+        }
+        if !check.unsatisfied.is_empty() {
+            errors.push(format!(
+                "{at}: imports nothing on twig can answer:\n  - {}",
+                check.unsatisfied.join("\n  - ")
+            ));
+        }
+    }
+    if errors.is_empty() {
+        Ok(warnings)
+    } else {
+        Err(errors.join("\n"))
+    }
 }
 
 /// Whether `spec` has a link for package `ns:pkg` whose target, in the
@@ -591,11 +638,28 @@ impl Host {
             tracing::warn!("{w}");
         }
         tracing::info!(app = %m.name, version = m.version.as_deref().unwrap_or("-"), "deployed");
+        let failed = read(&self.inner.apps)
+            .get(&m.name)
+            .map(|a| {
+                a.components
+                    .iter()
+                    .filter_map(|p| match p.state() {
+                        (State::Failed, why) => Some(format!(
+                            "`{}`: {}",
+                            p.id,
+                            why.unwrap_or_else(|| "failed".into())
+                        )),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         Ok(ApplyOutcome {
             name: m.name.clone(),
             version: m.version.clone(),
             warnings,
             components: m.components.iter().map(|c| c.id.clone()).collect(),
+            failed,
         })
     }
 

@@ -64,7 +64,7 @@ pub mod pool;
 pub mod rpc;
 pub mod status;
 
-pub use apps::{load_images, read_image, ApplyOutcome, ApplyRequest};
+pub use apps::{check_manifest_imports, load_images, read_image, ApplyOutcome, ApplyRequest};
 pub use pool::split_interface;
 pub use rpc::{RemoteCall, RemoteCalls, RemoteError};
 pub use status::{AppStatus, ComponentStatus, HostStatus, InstanceCounts, Status};

@@ -72,6 +72,141 @@ impl RemoteError {
     }
 }
 
+/// The host's own part of a component's linker: WASI, config, the lattice
+/// bus, and the interfaces of the built-in providers it imports.
+fn builtin_linker(
+    component: &Component,
+) -> Result<(Linker<InstanceData>, Option<http::HttpTypes>), String> {
+    let mut linker = Linker::new();
+    let wasi_types = twig_wasi::add_to_linker(&mut linker);
+    capabilities::add_config(&mut linker);
+    capabilities::add_lattice(&mut linker);
+    let imports = component.imports();
+    if imports.iter().any(|i| i.name.starts_with("wasi:keyvalue/")) {
+        twig_keyvalue::component::add_to_linker(&mut linker);
+    }
+    if imports
+        .iter()
+        .any(|i| i.name.starts_with("wasmcloud:messaging/consumer@"))
+    {
+        twig_messaging::add_to_linker(&mut linker);
+    }
+    if imports.iter().any(|i| i.name.starts_with("twig:sensors/")) {
+        twig_sensors::add_to_linker(&mut linker);
+    }
+    let http_types = if imports.iter().any(|i| i.name.starts_with("wasi:http/")) {
+        Some(http::add_to_linker(&mut linker, wasi_types)?)
+    } else {
+        None
+    };
+    Ok((linker, http_types))
+}
+
+/// An import the host does not answer itself: each of its calls is
+/// forwarded to the component its link names.
+struct Forwarded {
+    /// `ns:pkg/iface@version`, as imported.
+    iface: String,
+    /// Without `@version`.
+    unversioned: String,
+    ns: String,
+    pkg: String,
+    name: String,
+}
+
+/// The instance imports of `component` that `linker` (the host's own part)
+/// does not answer and that can be forwarded over a link.
+fn forwarded_imports(
+    m: &Manifest,
+    spec: &ComponentSpec,
+    linker: &Linker<InstanceData>,
+    component: &Component,
+) -> Vec<Forwarded> {
+    let provided: Vec<&str> = linker.interface_names().collect();
+    let mut out = Vec::new();
+    for import in component.imports() {
+        if import.kind != "instance"
+            || provided
+                .iter()
+                .any(|p| twig_component::names::compatible(&import.name, p))
+        {
+            continue;
+        }
+        let iface = import.name.clone();
+        let unversioned = iface.split('@').next().unwrap_or(&iface).to_string();
+        let Some((ns, pkg, name)) = split_interface(&unversioned) else {
+            tracing::debug!(app = %m.name, component = %spec.id, "import `{iface}` is not an interface name");
+            continue;
+        };
+        out.push(Forwarded {
+            iface,
+            unversioned,
+            ns,
+            pkg,
+            name,
+        });
+    }
+    out
+}
+
+/// What a dry run of placing one component found wrong with its imports
+/// ([`check_imports`]).
+#[derive(Debug, Default)]
+pub struct ImportCheck {
+    /// Imports nothing can answer: the component cannot be placed. Each is
+    /// `` `name`: why ``.
+    pub unsatisfied: Vec<String>,
+    /// Imports forwarded over a link that this manifest does not define:
+    /// the component runs, but calls to them fail until a link is put.
+    pub unlinked: Vec<String>,
+}
+
+/// Resolves every import of `component` (placed as `spec` of `m`) the way
+/// placing it would, without a host: against the built-in interfaces, then
+/// the manifest's links. For `twig validate`.
+pub fn check_imports(
+    m: &Manifest,
+    spec: &ComponentSpec,
+    component: &Component,
+) -> Result<ImportCheck, String> {
+    let (mut linker, _) = builtin_linker(component)?;
+    let mut check = ImportCheck::default();
+    for f in forwarded_imports(m, spec, &linker, component) {
+        // Links to a capability go to one of twig's built-in providers, and
+        // those export only what the built-in part of the linker has.
+        let link = spec
+            .links
+            .iter()
+            .find(|l| l.namespace == f.ns && l.package == f.pkg && l.interfaces.contains(&f.name));
+        let to_provider = link.and_then(|l| {
+            m.components
+                .iter()
+                .find(|c| c.id == l.target_id && c.kind == twig_manifest::ComponentKind::Capability)
+        });
+        match (link, to_provider) {
+            (Some(l), Some(_)) => check.unsatisfied.push(format!(
+                "`{}`: its link goes to `{}`, a capability provider, and twig's built-in \
+                 providers do not export it",
+                f.iface, l.target
+            )),
+            (None, _) => check.unlinked.push(format!(
+                "`{}`: twig does not provide it and no link of this manifest names it",
+                f.iface
+            )),
+            (Some(_), None) => {}
+        }
+        linker
+            .interface(&f.iface)
+            .fallback(|_, _, _, _| Err(HostError::new("a dry run makes no calls".to_string())));
+    }
+    // What is left: what even a link cannot answer (resources, which are
+    // not forwarded, and functions outside any interface).
+    for (name, why) in component.unresolved_imports(&linker) {
+        check.unsatisfied.push(format!("`{name}`: {why}"));
+    }
+    Ok(check)
+}
+
 impl Host {
     /// The linker of one component: WASI, config, the lattice bus, the
     /// providers' interfaces, and for every other import a forwarder to the
@@ -83,43 +218,15 @@ impl Host {
         spec: &ComponentSpec,
         component: &Component,
     ) -> Result<(Linker<InstanceData>, Option<http::HttpTypes>), String> {
-        let mut linker = Linker::new();
-        let wasi_types = twig_wasi::add_to_linker(&mut linker);
-        capabilities::add_config(&mut linker);
-        capabilities::add_lattice(&mut linker);
-        let imports = component.imports();
-        if imports.iter().any(|i| i.name.starts_with("wasi:keyvalue/")) {
-            twig_keyvalue::component::add_to_linker(&mut linker);
-        }
-        if imports
-            .iter()
-            .any(|i| i.name.starts_with("wasmcloud:messaging/consumer@"))
+        let (mut linker, http_types) = builtin_linker(component)?;
+        for Forwarded {
+            iface,
+            unversioned,
+            ns,
+            pkg,
+            name,
+        } in forwarded_imports(m, spec, &linker, component)
         {
-            twig_messaging::add_to_linker(&mut linker);
-        }
-        if imports.iter().any(|i| i.name.starts_with("twig:sensors/")) {
-            twig_sensors::add_to_linker(&mut linker);
-        }
-        let http_types = if imports.iter().any(|i| i.name.starts_with("wasi:http/")) {
-            Some(http::add_to_linker(&mut linker, wasi_types)?)
-        } else {
-            None
-        };
-        let provided: Vec<String> = linker.interface_names().map(str::to_string).collect();
-        for import in component.imports() {
-            if import.kind != "instance"
-                || provided
-                    .iter()
-                    .any(|p| twig_component::names::compatible(&import.name, p))
-            {
-                continue;
-            }
-            let iface = import.name.clone();
-            let unversioned = iface.split('@').next().unwrap_or(&iface).to_string();
-            let Some((ns, pkg, name)) = split_interface(&unversioned) else {
-                tracing::debug!(app = %m.name, component = %spec.id, "import `{iface}` is not an interface name");
-                continue;
-            };
             let host = Arc::downgrade(&self.inner);
             let source = spec.id.clone();
             linker
