@@ -603,8 +603,23 @@ impl<T: 'static> Instance<T> {
 
     /// Finds an export by exact name, by a semver-compatible interface
     /// version (`wasi:cli/run@0.2.0#run` finds `wasi:cli/run@0.2.6#run`),
-    /// or by its bare function name when that is unambiguous.
+    /// by wash's `ns:pkg/iface.func` spelling, or by its bare function name
+    /// when that is unambiguous.
     fn find_export(&self, name: &str) -> Option<&ExportFunc> {
+        if let Some(e) = self.exports.get(name) {
+            return Some(e);
+        }
+        // `wasmcloud:example/invoke.call` (wash call): the function follows
+        // the last `.` after the interface's `/` (a version's dots come
+        // before it: `ns:pkg/iface@0.2.0.func`).
+        let dotted = match name.split_once('/') {
+            Some((_, after)) if !name.contains('#') => after
+                .rfind('.')
+                .map(|i| name.len() - after.len() + i)
+                .map(|i| format!("{}#{}", &name[..i], &name[i + 1..])),
+            _ => None,
+        };
+        let name = dotted.as_deref().unwrap_or(name);
         if let Some(e) = self.exports.get(name) {
             return Some(e);
         }
@@ -618,9 +633,14 @@ impl<T: 'static> Instance<T> {
             let first = found.next().map(|(_, v)| v);
             return if found.next().is_none() { first } else { None };
         };
+        // An interface named without a version (`twig:demo/greeter#greet`,
+        // as wash lets one write it) finds the exported one of any version.
+        let unversioned = !iface.contains('@');
         self.exports.iter().find_map(|(k, v)| {
             let (kiface, kfunc) = k.split_once('#')?;
-            (kfunc == func && crate::names::compatible(iface, kiface)).then_some(v)
+            let same = crate::names::compatible(iface, kiface)
+                || (unversioned && kiface.split('@').next() == Some(iface));
+            (kfunc == func && same).then_some(v)
         })
     }
 

@@ -92,6 +92,10 @@ pub enum Request {
         function: String,
         #[serde(default)]
         args: Vec<String>,
+        /// A result that is a `string` comes back as its text, not as a
+        /// WAVE literal (what the CLI prints without `--wave`).
+        #[serde(default)]
+        plain: bool,
     },
     /// A manifest's text, the file it came from (for messages and relative
     /// images) and the bytes of its file images, base64, by absolute path.
@@ -379,8 +383,9 @@ fn execute(host: &Host, req: Request) -> Result<serde_json::Value, String> {
             component,
             function,
             args,
+            plain,
         } => host
-            .invoke(&component, &function, &args)
+            .invoke(&component, &function, &args, plain)
             .map(|r| serde_json::json!(r)),
         Request::Apply {
             file,

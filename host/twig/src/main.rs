@@ -223,10 +223,16 @@ enum Command {
         data_dir: Option<PathBuf>,
         /// Component id (or its name in the manifest, if unique).
         component: String,
-        /// `function` or `namespace:package/interface#function`.
+        /// `function`, `namespace:package/interface#function` or wash's
+        /// `namespace:package/interface.function`.
         function: String,
-        /// Arguments in WAVE, e.g. '"Ada"' 42 '[1, 2]'.
+        /// Arguments in WAVE, e.g. '"Ada"' 42 '[1, 2]' -7.
+        #[arg(allow_negative_numbers = true)]
         args: Vec<String>,
+        /// Print every result in WAVE; by default a string result prints
+        /// as its text.
+        #[arg(long)]
+        wave: bool,
     },
     /// Deploy (or replace) an app on the running host.
     Apply {
@@ -396,6 +402,7 @@ fn run(cli: Cli, started: Instant) -> anyhow::Result<ExitCode> {
             component,
             function,
             args,
+            wave,
         } => {
             let result = admin::request(
                 &data_dir(dir),
@@ -403,6 +410,7 @@ fn run(cli: Cli, started: Instant) -> anyhow::Result<ExitCode> {
                     component,
                     function,
                     args,
+                    plain: !wave,
                 },
             )?;
             for v in result.as_array().into_iter().flatten() {

@@ -239,7 +239,10 @@ pub fn add_to_linker<T: KeyValueView + 'static>(linker: &mut Linker<T>) {
         let (s, b) = bucket_arg(cx, args, 0)?;
         let kv = cx.data_mut().keyvalue();
         let after = match cursor {
-            None => None,
+            // wasmCloud's keyvalue-nats and keyvalue-redis take `some(0)` as
+            // the start too (Redis's SCAN begins at 0); twig's own cursors
+            // start at 1.
+            None | Some(0) => None,
             Some(c) => match kv.cursors.iter().find(|(id, r, _)| *id == c && *r == rep) {
                 Some((_, _, key)) => Some(key.clone()),
                 None => {

@@ -340,8 +340,10 @@ impl Twig {
         panic!("no component {id} in status {status}");
     }
 
+    /// `twig invoke --wave`: results as WAVE, so a test compares them
+    /// exactly (a string comes back quoted and escaped).
     pub fn invoke(&self, component: &str, function: &str, args: &[&str]) -> Output {
-        let mut a = vec!["invoke", component, function];
+        let mut a = vec!["invoke", "--wave", component, function];
         a.extend_from_slice(args);
         self.cli(&a)
     }

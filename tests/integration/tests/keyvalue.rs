@@ -102,6 +102,10 @@ fn keyvalue_provider_serves_store_atomics_and_batch() {
     let listed = call(&t, "list-keys", &[&d]);
     let n = listed.matches('"').count() / 2;
     assert_eq!(n, 1202, "k1, hits and 1,200 batch keys: {listed:.200}");
+    // Cursor 0 is the start, as wasmCloud's providers take it.
+    assert_eq!(call(&t, "list-keys-from", &[&d, "0"]), listed);
+    let e = call(&t, "list-keys-from", &[&d, "99999"]);
+    assert!(e.contains("unknown list-keys cursor 99999"), "{e}");
 
     // Bad input: clear errors to the component, nothing stored.
     let e = call(&t, "put", &[&wave("../etc"), &wave("k"), &wave("v")]);

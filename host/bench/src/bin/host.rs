@@ -172,6 +172,7 @@ fn main() {
         component: "twig_demo-frontend".into(),
         function: "welcome".into(),
         args: vec!["\"Ada\"".into()],
+        plain: false,
     };
     let invoke = median(
         (0..SAMPLES)

@@ -264,12 +264,14 @@ impl Host {
     }
 
     /// Runs an export of a component with WAVE-encoded arguments and returns
-    /// the results in WAVE.
+    /// the results in WAVE; with `plain`, a result that is a `string` is
+    /// its text instead (so a drawing prints as lines, not one `\n` line).
     pub fn invoke(
         &self,
         component: &str,
         function: &str,
         args: &[String],
+        plain: bool,
     ) -> Result<Vec<String>, String> {
         let placed = self.find_component(component)?;
         let (state, reason) = placed.state();
@@ -298,7 +300,13 @@ impl Host {
                 .parse(&refs)
                 .map_err(|e| CallError::Refused(format!("arguments for `{function}`: {e}")))?;
             let results = inst.call(function, &vals)?;
-            Ok(results.iter().map(twig_component::wave::to_wave).collect())
+            Ok(results
+                .iter()
+                .map(|v| match v {
+                    Val::String(s) if plain => s.to_string(),
+                    v => twig_component::wave::to_wave(v),
+                })
+                .collect())
         })
         .map_err(|e| e.to_string())
     }

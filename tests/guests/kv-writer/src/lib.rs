@@ -55,25 +55,32 @@ impl Guest for KvWriter {
     }
 
     fn list_keys(bucket: String) -> Result<Vec<String>, String> {
-        let b = open(&bucket)?;
-        let mut keys = Vec::new();
-        let mut cursor = None;
-        loop {
-            let page = b
-                .list_keys(cursor)
-                .map_err(|e| format!("list-keys: {e:?}"))?;
-            keys.extend(page.keys);
-            match page.cursor {
-                Some(c) => cursor = Some(c),
-                None => return Ok(keys),
-            }
-        }
+        list_from(&bucket, None)
+    }
+
+    fn list_keys_from(bucket: String, start: u64) -> Result<Vec<String>, String> {
+        list_from(&bucket, Some(start))
     }
 
     fn put_big(bucket: String, key: String, len: u32) -> Result<(), String> {
         open(&bucket)?
             .set(&key, &vec![b'x'; len as usize])
             .map_err(|e| format!("set {key:?}: {e:?}"))
+    }
+}
+
+fn list_from(bucket: &str, mut cursor: Option<u64>) -> Result<Vec<String>, String> {
+    let b = open(bucket)?;
+    let mut keys = Vec::new();
+    loop {
+        let page = b
+            .list_keys(cursor)
+            .map_err(|e| format!("list-keys: {e:?}"))?;
+        keys.extend(page.keys);
+        match page.cursor {
+            Some(c) => cursor = Some(c),
+            None => return Ok(keys),
+        }
     }
 }
 
