@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use wasmtime_environ::component::{
-    ComponentTypes, ComponentTypesBuilder, Export, GlobalInitializer, InstantiateModule,
-    Trampoline, TrampolineIndex, Translator, TypeDef,
+    ComponentTypes, ComponentTypesBuilder, Export, ExportIndex, GlobalInitializer,
+    InstantiateModule, Trampoline, TrampolineIndex, Translator, TypeDef, TypeResourceTable,
 };
 use wasmtime_environ::{EntityIndex, PrimaryMap, ScopeVec, StaticModuleIndex, Tunables};
 
@@ -303,8 +303,49 @@ impl Component {
                 _ => {}
             }
         }
+        let names = self.resource_names();
+        for (_, sig) in &mut out {
+            for (_, ty) in &mut sig.params {
+                *ty = types::name_resources(ty, &names);
+            }
+            for ty in &mut sig.results {
+                *ty = types::name_resources(ty, &names);
+            }
+        }
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
+    }
+
+    /// The names of the component's resource types, by resource index:
+    /// imported ones by their name in the import, exported ones by their
+    /// name in the export. (The binary's flattened type information keeps
+    /// only indices.)
+    fn resource_names(&self) -> HashMap<u32, String> {
+        let info = &self.inner.info;
+        let mut names = HashMap::new();
+        for (res, import) in info.imported_resources.iter() {
+            if let Some(name) = info.imports[*import].1.last() {
+                names.insert(res.as_u32(), name.clone());
+            }
+        }
+        let mut note = |name: &str, idx: ExportIndex| {
+            if let Export::Type(TypeDef::Resource(t)) = &info.export_items[idx] {
+                if let TypeResourceTable::Concrete { ty, .. } = &self.inner.types[*t] {
+                    names.entry(ty.as_u32()).or_insert_with(|| name.to_string());
+                }
+            }
+        };
+        for (name, (idx, _)) in info.exports.raw_iter() {
+            match &info.export_items[*idx] {
+                Export::Instance { exports, .. } => {
+                    for (tname, (tidx, _)) in exports.raw_iter() {
+                        note(tname, *tidx);
+                    }
+                }
+                _ => note(name, *idx),
+            }
+        }
+        names
     }
 }
 

@@ -145,3 +145,52 @@ fn resource_name(
         TypeResourceTable::Abstract(a) => format!("resource#abstract{}", a.as_u32()),
     }
 }
+
+/// `own<resource#7>` → `own<counter>`: each `resource#N` in a rendered
+/// type whose index has a name in `names` (unnamed ones stay as they are).
+pub(crate) fn name_resources(ty: &str, names: &std::collections::HashMap<u32, String>) -> String {
+    const TAG: &str = "resource#";
+    let mut out = String::with_capacity(ty.len());
+    let mut rest = ty;
+    while let Some(at) = rest.find(TAG) {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + TAG.len()..];
+        let digits = after.len() - after.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        match after[..digits]
+            .parse::<u32>()
+            .ok()
+            .and_then(|n| names.get(&n))
+        {
+            Some(name) => out.push_str(name),
+            None => out.push_str(&rest[at..at + TAG.len() + digits]),
+        }
+        rest = &after[digits..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod resource_name_tests {
+    use super::name_resources;
+
+    #[test]
+    fn indices_with_names_are_replaced_and_others_kept() {
+        let names = [(7, "counter".to_string()), (1, "blob".to_string())]
+            .into_iter()
+            .collect();
+        assert_eq!(
+            name_resources("result<own<resource#7>, borrow<resource#1>>", &names),
+            "result<own<counter>, borrow<blob>>"
+        );
+        // resource#70 is not resource#7.
+        assert_eq!(
+            name_resources("own<resource#70>", &names),
+            "own<resource#70>"
+        );
+        assert_eq!(
+            name_resources("resource#abstract3", &names),
+            "resource#abstract3"
+        );
+    }
+}

@@ -627,10 +627,9 @@ fn print_status(status: &serde_json::Value) {
         println!("no apps deployed");
         return;
     }
-    println!(
-        "{:<20} {:<10} {:<32} {:<11} {:>9}  DETAIL",
-        "APP", "VERSION", "COMPONENT", "STATE", "INSTANCES"
-    );
+    // Rows first: each column is as wide as its longest cell, so long app
+    // and component ids do not push the columns out of line.
+    let mut rows: Vec<[String; 6]> = Vec::new();
     for app in &apps {
         for c in app["components"].as_array().into_iter().flatten() {
             let inst = &c["instances"];
@@ -645,19 +644,88 @@ fn print_status(status: &serde_json::Value) {
                     .map(|_| "last call failed (see --json)"))
                 .or(provider.as_deref())
                 .unwrap_or("");
-            println!(
-                "{:<20} {:<10} {:<32} {:<11} {:>9}  {}",
-                app["name"].as_str().unwrap_or(""),
-                app["version"].as_str().unwrap_or("-"),
-                c["id"].as_str().unwrap_or(""),
-                c["state"].as_str().unwrap_or(""),
+            rows.push([
+                app["name"].as_str().unwrap_or("").to_string(),
+                app["version"].as_str().unwrap_or("-").to_string(),
+                c["id"].as_str().unwrap_or("").to_string(),
+                c["state"].as_str().unwrap_or("").to_string(),
                 if provider.is_some() {
                     "-".to_string()
                 } else {
                     format!("{}/{}", inst["live"], inst["max"])
                 },
-                detail
-            );
+                detail.to_string(),
+            ]);
         }
+    }
+    print!("{}", status_table(&rows));
+}
+
+/// The component table of `twig status`: left-aligned columns as wide as
+/// their widest cell (the instance counts right-aligned), the detail last.
+fn status_table(rows: &[[String; 6]]) -> String {
+    const HEAD: [&str; 6] = [
+        "APP",
+        "VERSION",
+        "COMPONENT",
+        "STATE",
+        "INSTANCES",
+        "DETAIL",
+    ];
+    let mut w = HEAD.map(|h| h.chars().count());
+    for r in rows {
+        for (i, cell) in r.iter().enumerate() {
+            w[i] = w[i].max(cell.chars().count());
+        }
+    }
+    let line = |r: [&str; 6]| {
+        format!(
+            "{:<a$}  {:<b$}  {:<c$}  {:<d$}  {:>e$}  {}\n",
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            r[4],
+            r[5],
+            a = w[0],
+            b = w[1],
+            c = w[2],
+            d = w[3],
+            e = w[4]
+        )
+        .trim_end()
+        .to_string()
+            + "\n"
+    };
+    let mut out = line(HEAD);
+    for r in rows {
+        out.push_str(&line([&r[0], &r[1], &r[2], &r[3], &r[4], &r[5]]));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_columns_fit_the_longest_cell() {
+        let row = |a: &str, c: &str| [a, "v1", c, "running", "1/4", "ok"].map(String::from);
+        let t = status_table(&[
+            row("a", "a-short"),
+            row(
+                "a-very-long-application-name",
+                "a_very_long_application_name-component-with-a-long-name",
+            ),
+        ]);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 3, "{t}");
+        // Every column starts at the same place on every line.
+        let col = |l: &str, what: &str| l.find(what).unwrap();
+        assert_eq!(col(lines[0], "VERSION"), col(lines[1], "v1"));
+        assert_eq!(col(lines[1], "v1"), col(lines[2], "v1"));
+        assert_eq!(col(lines[0], "STATE"), col(lines[2], "running"));
+        assert_eq!(col(lines[1], "running"), col(lines[2], "running"));
+        assert!(lines.iter().all(|l| !l.ends_with(' ')), "{t}");
     }
 }

@@ -572,6 +572,22 @@ fn cli_inspect_version_and_board_validation() {
         text.contains("twig:demo/frontend@0.1.0#welcome: func(name: string) -> string"),
         "{text}"
     );
+    // Resources go by their names, imported and exported.
+    let o = twig(&["inspect", guest_path("http-echo").to_str().unwrap()]);
+    let text = stdout(&o);
+    assert!(
+        text.contains(
+            "#handle: func(request: own<incoming-request>, response-out: own<response-outparam>)"
+        ),
+        "{text}"
+    );
+    let o = twig(&["inspect", guest_path("types").to_str().unwrap()]);
+    let text = stdout(&o);
+    assert!(
+        text.contains("#[static]counter.zero: func() -> own<counter>")
+            && !text.contains("resource#"),
+        "{text}"
+    );
 
     let tmp = TempDir::new("board");
     let good = repo_root().join("boards/sim/board.toml");
