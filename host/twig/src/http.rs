@@ -32,7 +32,7 @@ mod enabled {
 
     pub use twig_http_server::{
         call_handler, Dispatch, HttpCtx, HttpServer, HttpTypes, HttpView, IncomingRequest,
-        ResponseOutparam,
+        ResponseOutparam, Routing,
     };
 
     /// Adds `wasi:http` (types and outgoing-handler) for a component that
@@ -54,6 +54,22 @@ mod enabled {
         let cfg = twig_http_server::ServerConfig::from_link_config(config)
             .map_err(|e| format!("link to `{target}`: source config: {e}"))?;
         HttpServer::start(cfg, target, dispatch)
+    }
+
+    /// Starts one listener, configured from the provider's own config,
+    /// whose requests go to `routes` (`(target, path or host, dispatch)`)
+    /// by `routing` (path or host).
+    pub fn start_routed(
+        provider: &str,
+        config: &BTreeMap<String, String>,
+        routing: Routing,
+        routes: Vec<(String, String, Arc<dyn Dispatch>)>,
+    ) -> Result<HttpServer, String> {
+        let cfg = twig_http_server::ServerConfig::from_link_config(config)
+            .map_err(|e| format!("provider `{provider}` config: {e}"))?;
+        let router = twig_http_server::Router::new(routing, routes)
+            .map_err(|e| format!("provider `{provider}`: {e}"))?;
+        HttpServer::start(cfg, provider, Arc::new(router))
     }
 }
 
@@ -126,6 +142,37 @@ mod disabled {
         _target: &str,
         _config: &BTreeMap<String, String>,
         _dispatch: Arc<dyn Dispatch>,
+    ) -> Result<HttpServer, String> {
+        Err(format!("cannot serve HTTP: {NOT_BUILT}"))
+    }
+
+    /// The routing modes' names exist, so that the provider reads its
+    /// config the same way; nothing is ever served.
+    pub enum Routing {
+        Address,
+        Path,
+        Host,
+    }
+
+    impl Routing {
+        pub fn from_provider_config(_config: &BTreeMap<String, String>) -> Result<Routing, String> {
+            Err(format!("cannot serve HTTP: {NOT_BUILT}"))
+        }
+
+        pub fn link_key(&self) -> Option<&'static str> {
+            match self {
+                Routing::Address => None,
+                Routing::Path => Some("path"),
+                Routing::Host => Some("host"),
+            }
+        }
+    }
+
+    pub fn start_routed(
+        _provider: &str,
+        _config: &BTreeMap<String, String>,
+        _routing: Routing,
+        _routes: Vec<(String, String, Arc<dyn Dispatch>)>,
     ) -> Result<HttpServer, String> {
         Err(format!("cannot serve HTTP: {NOT_BUILT}"))
     }

@@ -47,6 +47,7 @@ mod body;
 mod conn;
 mod fields;
 mod request;
+pub mod routing;
 pub mod server;
 pub mod types;
 
@@ -54,6 +55,7 @@ use twig_component::{Instance, Resource, Val};
 use twig_wasi::WasiView;
 
 pub use request::{IncomingRequest, ResponseOutparam};
+pub use routing::{Router, Routing};
 pub use server::{Dispatch, HttpServer, ServerConfig, DEFAULT_ADDRESS};
 pub use types::{add_to_linker, HttpCtx, HttpTypes, HttpView, WASI_HTTP_VERSION};
 

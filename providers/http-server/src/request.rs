@@ -56,6 +56,16 @@ impl IncomingRequest {
     pub fn path_with_query(&self) -> Option<&str> {
         self.path_with_query.as_deref()
     }
+
+    /// The first value of header `name` (ASCII case-insensitive), as
+    /// received: for routing by header.
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .entries()
+            .iter()
+            .find(|(n, _)| n.as_str().eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_bytes())
+    }
 }
 
 impl std::fmt::Debug for IncomingRequest {

@@ -156,12 +156,11 @@ const WASMCLOUD_UNSUPPORTED: &[&str] = &[
     "tls_priv_key_file",
     "config_b64",
     "config_json",
-    "routing_mode",
-    "default_address",
-    "path",
-    "host",
-    "header",
 ];
+
+/// Keys of wasmCloud's routing modes, read by [`crate::Routing`] and the
+/// host (a link's `path` or `host`), not by the listener's settings.
+const ROUTING_KEYS: &[&str] = &["routing_mode", "path", "host", "header"];
 
 impl ServerConfig {
     /// Reads a link's configuration, with wasmCloud's key names: `address`
@@ -174,6 +173,7 @@ impl ServerConfig {
     pub fn from_link_config(cfg: &BTreeMap<String, String>) -> Result<ServerConfig, String> {
         let mut c = ServerConfig::default();
         let mut address = None;
+        let mut default_address = None;
         let mut port = None;
         for (key, value) in cfg {
             let k = key.to_ascii_lowercase();
@@ -188,6 +188,15 @@ impl ServerConfig {
                             .map_err(|_| bad("expected a socket address such as 0.0.0.0:8000"))?,
                     )
                 }
+                // The provider config's fallback for links without an
+                // `address` (wasmCloud's `default_address`).
+                "default_address" => {
+                    default_address = Some(
+                        v.parse::<SocketAddr>()
+                            .map_err(|_| bad("expected a socket address such as 0.0.0.0:8000"))?,
+                    )
+                }
+                k if ROUTING_KEYS.contains(&k) => {}
                 "port" => {
                     port = Some(
                         v.parse::<u16>()
@@ -239,6 +248,8 @@ impl ServerConfig {
             c.address = a;
         } else if let Some(p) = port {
             c.address = SocketAddr::from((Ipv4Addr::LOCALHOST, p));
+        } else if let Some(a) = default_address {
+            c.address = a;
         }
         Ok(c)
     }

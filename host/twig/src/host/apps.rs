@@ -361,10 +361,12 @@ impl Host {
         provider: &dyn Provider,
     ) -> Result<(), String> {
         let links = self.provider_links(spec);
+        let config = crate::providers::merged_properties(&spec.config);
         provider.start_links(&LinkContext {
             app: &m.name,
             provider: &spec.id,
             links: &links,
+            config: &config,
             host: self.directory(),
         })
     }

@@ -23,21 +23,59 @@ impl Provider for HttpProvider {
     }
 
     fn start_links(&self, cx: &LinkContext<'_>) -> Result<(), String> {
-        let links = cx.links.iter().filter(|l| {
-            l.namespace == "wasi"
-                && l.package == "http"
-                && l.interfaces.iter().any(|i| i == "incoming-handler")
-        });
-        for link in links {
-            let config = merged_properties(&link.source_config);
-            let dispatch = Arc::new(HttpDispatch {
+        let links: Vec<_> = cx
+            .links
+            .iter()
+            .filter(|l| {
+                l.namespace == "wasi"
+                    && l.package == "http"
+                    && l.interfaces.iter().any(|i| i == "incoming-handler")
+            })
+            .collect();
+        let dispatch = |link: &twig_manifest::Link| -> Arc<dyn http::Dispatch> {
+            Arc::new(HttpDispatch {
                 target: link.target_id.clone(),
                 host: cx.host.clone(),
-            });
-            let server = http::start_server(&link.target_id, &config, dispatch)?;
-            tracing::info!(app = %cx.app, provider = %cx.provider, target = %link.target_id, address = %server.local_addr(), "serving HTTP");
-            lock(&self.listeners).push(server);
+            })
+        };
+        let routing = http::Routing::from_provider_config(cx.config)
+            .map_err(|e| format!("provider `{}` config: {e}", cx.provider))?;
+        let Some(key) = routing.link_key() else {
+            // Address mode: a listener per link, at its `address`, else the
+            // provider's `default_address`, else 0.0.0.0:8000.
+            for link in links {
+                let mut config = merged_properties(&link.source_config);
+                if let Some(d) = cx.config.get("default_address") {
+                    config
+                        .entry("default_address".into())
+                        .or_insert_with(|| d.clone());
+                }
+                let server = http::start_server(&link.target_id, &config, dispatch(link))?;
+                tracing::info!(app = %cx.app, provider = %cx.provider, target = %link.target_id, address = %server.local_addr(), "serving HTTP");
+                lock(&self.listeners).push(server);
+            }
+            return Ok(());
+        };
+        // Path or host mode: one listener, set up by the provider's own
+        // config, each link naming its route in its source config.
+        let mut routes = Vec::new();
+        for link in &links {
+            let config = merged_properties(&link.source_config);
+            let Some(route) = config.get(key) else {
+                return Err(format!(
+                    "{key} not found in link config, cannot register {key} for component {}",
+                    link.target_id
+                ));
+            };
+            routes.push((link.target_id.clone(), route.clone(), dispatch(link)));
         }
+        let described: Vec<String> = routes
+            .iter()
+            .map(|(t, r, _)| format!("{r} -> {t}"))
+            .collect();
+        let server = http::start_routed(cx.provider, cx.config, routing, routes)?;
+        tracing::info!(app = %cx.app, provider = %cx.provider, address = %server.local_addr(), routes = %described.join(", "), "serving HTTP ({key} routing)");
+        lock(&self.listeners).push(server);
         Ok(())
     }
 

@@ -157,6 +157,10 @@ pub struct LinkContext<'a> {
     pub provider: &'a str,
     /// Its links: the manifest's, then the lattice's with it as source.
     pub links: &'a [twig_manifest::Link],
+    /// Its own config (the capability's `properties.config`, merged):
+    /// settings for all its links, such as the HTTP server's
+    /// `routing_mode`.
+    pub config: &'a BTreeMap<String, String>,
     /// The way to the components it calls.
     pub host: Weak<dyn Directory>,
 }
