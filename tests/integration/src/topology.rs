@@ -475,6 +475,20 @@ impl Topology {
         self.node(server).log_tail()
     }
 
+    /// Waits up to 10 s for `server`'s log to contain `what`, and returns
+    /// the log: nats-server writes its line about a refused client after
+    /// the client has already seen the refusal.
+    pub fn wait_for_log(&self, server: Server, what: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.log_tail(server);
+            if log.contains(what) || Instant::now() > deadline {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     fn node(&self, server: Server) -> &Node {
         match server {
             Server::Core => &self.core,

@@ -213,7 +213,7 @@ async fn leaf_refuses_wrong_credentials_ca_and_missing_client_cert() {
         .expect_err("a client without a certificate must be refused");
     // With TLS 1.3 the client learns of it from the server's alert.
     assert!(format!("{err}").contains("CertificateRequired"), "{err}");
-    let log = t.log_tail(Server::Leaf);
+    let log = t.wait_for_log(Server::Leaf, "didn't provide a certificate");
     assert!(
         log.contains("didn't provide a certificate"),
         "leaf log:\n{log}"
