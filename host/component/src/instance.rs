@@ -610,16 +610,23 @@ impl<T: 'static> Instance<T> {
             return Some(e);
         }
         // `wasmcloud:example/invoke.call` (wash call): the function follows
-        // the last `.` after the interface's `/` (a version's dots come
-        // before it: `ns:pkg/iface@0.2.0.func`).
-        let dotted = match name.split_once('/') {
-            Some((_, after)) if !name.contains('#') => after
-                .rfind('.')
-                .map(|i| name.len() - after.len() + i)
-                .map(|i| format!("{}#{}", &name[..i], &name[i + 1..])),
-            _ => None,
-        };
-        let name = dotted.as_deref().unwrap_or(name);
+        // a `.` after the interface's `/` (a version's dots come before it:
+        // `ns:pkg/iface@0.2.0.func`). Which `.` is not known from the name
+        // alone: a resource method has one in its own name
+        // (`iface.[method]counter.get`), so each is tried, last first.
+        if let Some((_, after)) = name.split_once('/').filter(|_| !name.contains('#')) {
+            let base = name.len() - after.len();
+            return after.rmatch_indices('.').find_map(|(i, _)| {
+                let at = base + i;
+                self.find_hashed(&format!("{}#{}", &name[..at], &name[at + 1..]))
+            });
+        }
+        self.find_hashed(name)
+    }
+
+    /// [`Self::find_export`] for a name in `iface#func` form or a bare
+    /// function name.
+    fn find_hashed(&self, name: &str) -> Option<&ExportFunc> {
         if let Some(e) = self.exports.get(name) {
             return Some(e);
         }

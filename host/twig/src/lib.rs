@@ -33,6 +33,9 @@
 //!   background, never needed to boot or run): the control interface, the
 //!   buckets, events, wRPC, the outbox's drain. [`uplink`] — its options,
 //!   status and the host's identity, as plain data.
+//! * [`bridge`] — the messaging bridge: what the message bus sends to the
+//!   lattice's NATS (through the outbox classes or live) and the handler
+//!   links' subscriptions upstream.
 //! * [`outbox`] — what leaves the device: the board's `[outbox]` classes
 //!   and the durable on-disk queue (`twig-outbox`) that messages wait in
 //!   while the uplink is down.
@@ -56,13 +59,16 @@
 //! trigger (admin invoke, HTTP request) --> Pool --> guest --import--> WASI | config
 //!                                                   | link --> other Pool | provider (KV store)
 //! publish (messaging) --> Bus --> local subscribers
-//!                          \--exported subject--> outbox (disk) --drain--> NATS / JetStream
+//!                          \--bridge--> outbox class? outbox (disk) --drain--> NATS / JetStream
+//!                                     \--else, uplink up--> NATS (live)
+//! NATS message on a handler link's subject --bridge--> Bus (that subscription) --> component
 //! ```
 
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod board;
+pub mod bridge;
 pub mod capabilities;
 pub mod control;
 pub mod exec;

@@ -172,9 +172,9 @@ impl Upstream {
 impl twig_messaging::Uplink for Upstream {
     /// Called by the bus on the publisher's thread: appends durably, so the
     /// component's `publish` returns only once its message is safe.
-    fn publish(&self, msg: &twig_messaging::Message) -> Result<(), String> {
+    fn publish(&self, msg: &twig_messaging::Message) -> Result<bool, String> {
         let Some(class) = self.class_for(&msg.subject) else {
-            return Ok(());
+            return Ok(false);
         };
         if msg.reply_to.is_some() {
             // A request cannot wait in a queue for hours; its answer would
@@ -186,7 +186,7 @@ impl twig_messaging::Uplink for Upstream {
         }
         self.outbox
             .append(class, &msg.subject, &[], &msg.body)
-            .map(|_| ())
+            .map(|_| true)
             .map_err(|e| format!("outbox: {e}"))
     }
 }

@@ -35,12 +35,20 @@ impl Routing {
         match config.get("routing_mode").map(String::as_str) {
             None | Some("address") => Ok(Routing::Address),
             Some("path") => Ok(Routing::Path),
-            Some("host") => Ok(Routing::Host {
-                header: config
+            Some("host") => {
+                let header = config
                     .get("header")
                     .map(|h| h.to_ascii_lowercase())
-                    .unwrap_or_else(|| "host".into()),
-            }),
+                    .unwrap_or_else(|| "host".into());
+                // A name no request can carry would route nothing: say so
+                // when the provider starts, not with a 400 on every request.
+                if hyper::http::HeaderName::from_bytes(header.as_bytes()).is_err() {
+                    return Err(format!(
+                        "routing header `{header}` (provider config `header`) is not a valid HTTP header name"
+                    ));
+                }
+                Ok(Routing::Host { header })
+            }
             Some(other) => Err(format!(
                 "unknown routing_mode: {other} (expected address, path or host)"
             )),
@@ -92,39 +100,43 @@ impl Router {
     }
 }
 
-impl Dispatch for Router {
-    fn dispatch(&self, req: IncomingRequest, out: ResponseOutparam) -> Result<(), String> {
+impl Router {
+    /// The component a request goes to, or the status and reason wasmCloud's
+    /// provider answers when there is none (404 no route, 400 a missing or
+    /// non-text routing header).
+    fn route(&self, req: &IncomingRequest) -> Result<&Arc<dyn Dispatch>, (u16, &'static str)> {
         let key = match &self.routing {
             Routing::Path => {
                 let p = req.path_with_query().unwrap_or("/");
-                p.split('?').next().unwrap_or(p).to_string()
+                p.split('?').next().unwrap_or(p)
             }
             Routing::Host { header } => match req.header(header).map(std::str::from_utf8) {
-                None => {
-                    out.reject(400, "missing host header");
-                    return Ok(());
-                }
-                Some(Err(_)) => {
-                    out.reject(400, "invalid host header");
-                    return Ok(());
-                }
-                Some(Ok(h)) => h.to_string(),
+                None => return Err((400, "missing host header")),
+                Some(Err(_)) => return Err((400, "invalid host header")),
+                Some(Ok(h)) => h,
             },
-            Routing::Address => String::new(),
+            Routing::Address => "",
         };
-        match self.routes.get(&key) {
-            Some(d) => d.dispatch(req, out),
-            None => {
-                out.reject(
-                    404,
-                    match self.routing {
-                        Routing::Host { .. } => "host not found",
-                        _ => "path not found",
-                    },
-                );
+        self.routes.get(key).ok_or(match self.routing {
+            Routing::Host { .. } => (404, "host not found"),
+            _ => (404, "path not found"),
+        })
+    }
+}
+
+impl Dispatch for Router {
+    fn dispatch(&self, req: IncomingRequest, out: ResponseOutparam) -> Result<(), String> {
+        match self.route(&req) {
+            Ok(d) => d.dispatch(req, out),
+            Err((status, reason)) => {
+                out.reject(status, reason);
                 Ok(())
             }
         }
+    }
+
+    fn refuse(&self, req: &IncomingRequest) -> Option<(u16, &'static str)> {
+        self.route(req).err()
     }
 }
 
@@ -157,6 +169,13 @@ mod tests {
         );
         let e = Routing::from_provider_config(&cfg(&[("routing_mode", "Path")])).unwrap_err();
         assert!(e.starts_with("unknown routing_mode: Path"), "{e}");
+        let e =
+            Routing::from_provider_config(&cfg(&[("routing_mode", "host"), ("header", "x site")]))
+                .unwrap_err();
+        assert!(
+            e.contains("`x site`") && e.contains("not a valid HTTP header name"),
+            "{e}"
+        );
     }
 
     struct Nobody;

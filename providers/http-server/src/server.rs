@@ -272,6 +272,14 @@ pub trait Dispatch: Send + Sync + 'static {
     /// with [`crate::call_handler`]). An `Err` is logged with the
     /// component's name; if no response was set the client gets 500.
     fn dispatch(&self, req: IncomingRequest, out: ResponseOutparam) -> Result<(), String>;
+
+    /// Called on the connection's task as soon as the request's head is
+    /// read, before the server waits for its body or a slot: a status and
+    /// reason here answers the request at once, without a guest (a router
+    /// with no route for it). The default refuses nothing.
+    fn refuse(&self, _req: &IncomingRequest) -> Option<(u16, &'static str)> {
+        None
+    }
 }
 
 /// What every connection of a server shares.
@@ -414,7 +422,10 @@ impl HttpServer {
                 // connects faster than their heads are read (a fresh
                 // client would be evicted before it was read).
                 let accept = rt.spawn(serve(listener, shared, stop_rx));
-                let _ = rt.block_on(accept);
+                if let Err(e) = rt.block_on(accept) {
+                    // The accept loop panicked: the listener is gone.
+                    tracing::error!(target: "twig::http", "HTTP accept loop ended abnormally: {e}");
+                }
                 // Connections past the grace period are cut; guests still
                 // running finish on their own (their writes then fail).
                 rt.shutdown_timeout(Duration::from_millis(100));
@@ -508,6 +519,9 @@ async fn serve(
                 // Best effort, never waiting: the answer fits the socket
                 // buffer of a new connection.
                 let _ = stream.try_write(REFUSED_RESPONSE);
+                // As after an admitted connect: a flood of refused
+                // connects must not keep the worker from the others.
+                tokio::task::yield_now().await;
                 continue;
             }
         };
@@ -735,6 +749,14 @@ async fn respond(
     let has_body = !incoming.is_end_stream();
     let pipe = Pipe::new();
     let request = IncomingRequest::new(&parts, authority, pipe.clone());
+    // A request nobody will take (no route) is answered now: it must not
+    // hold a slot, or wait up to FIRST_BODY_WAIT for a body no guest reads.
+    if let Some((status, reason)) = shared.dispatch.refuse(&request) {
+        return text(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            reason,
+        );
+    }
     let (out, mut outcome_rx) = ResponseOutparam::new();
     // Set by the pump before it fails the body, so before the guest can
     // see the failure: an answer the guest gives after that is still 413.

@@ -107,7 +107,28 @@ pub trait Subscriber: Send + Sync {
 /// by a device component, the reply subject (an `_INBOX.…` subject) must be
 /// exported too, e.g. with `_INBOX.>` in `export`.
 pub trait Uplink: Send + Sync {
-    fn publish(&self, msg: &Message) -> Result<(), String>;
+    /// A message a device component published whose subject
+    /// [`BusConfig::export`] matches, on the publisher's thread: it must not
+    /// wait on the network. `Ok(true)`: it went upstream, or is stored to
+    /// go; `Ok(false)`: it is not for the uplink; `Err`: it was for the
+    /// uplink but could not go (the bus counts it, and fails the publish
+    /// if nothing on the device took the message either).
+    fn publish(&self, msg: &Message) -> Result<bool, String>;
+
+    /// A request that nothing on the device subscribes to, made on the
+    /// requester's thread (the bus wraps it in a blocking section); it
+    /// waits for the first reply up to `timeout`. `None`: this uplink does
+    /// not carry requests, and the request fails with
+    /// [`BusError::NoResponders`]. The error text is what the component
+    /// sees.
+    fn request(
+        &self,
+        _subject: &str,
+        _body: &[u8],
+        _timeout: Duration,
+    ) -> Option<Result<Message, String>> {
+        None
+    }
 }
 
 /// Settings of a [`Bus`].
@@ -195,6 +216,10 @@ pub enum BusError {
     },
     #[error("invalid bus config: {0}")]
     InvalidConfig(String),
+    /// The uplink could not take a message or answer a request (its own
+    /// words: the lattice is unreachable, a NATS error, a timeout).
+    #[error("{0}")]
+    Uplink(String),
 }
 
 /// Counters of one subscription.
@@ -520,6 +545,29 @@ impl Bus {
         self.publish_inner(msg, false)
     }
 
+    /// Queues a message from the uplink for one subscription only (the
+    /// lattice chose it: its subscription upstream matched). Never waits:
+    /// `Ok(false)` if the subscription is gone or its queue is full (a
+    /// drop, counted as one).
+    pub fn deliver_to(&self, id: SubscriptionId, msg: Message) -> Result<bool, BusError> {
+        self.check_message(&msg.subject, msg.body.len())?;
+        if let Some(reply_to) = &msg.reply_to {
+            validate_subject(reply_to)?;
+        }
+        self.counters.published.fetch_add(1, Ordering::Relaxed);
+        let state = lock(&self.state);
+        let Some(sub) = state.subs.get(&id.0) else {
+            return Ok(false);
+        };
+        match self.offer(sub, msg) {
+            Ok(()) => Ok(true),
+            Err(m) => {
+                self.note_drop(sub, &m.subject);
+                Ok(false)
+            }
+        }
+    }
+
     fn check_message(&self, subject: &str, body_len: usize) -> Result<(), BusError> {
         validate_subject(subject)?;
         if body_len > self.config.max_payload {
@@ -541,7 +589,14 @@ impl Bus {
         }
         self.counters.published.fetch_add(1, Ordering::Relaxed);
 
-        let uplink = if export && self.exports.iter().any(|p| p.matches(&msg.subject)) {
+        // A reply to one of this bus's own requests is for the requester
+        // here, never for the lattice.
+        let own_inbox = msg
+            .subject
+            .strip_prefix("_INBOX.")
+            .is_some_and(|rest| rest.starts_with(&self.inbox_prefix));
+        let uplink = if export && !own_inbox && self.exports.iter().any(|p| p.matches(&msg.subject))
+        {
             lock(&self.uplink).clone()
         } else {
             None
@@ -556,12 +611,22 @@ impl Bus {
 
         if let Some((uplink, msg)) = for_uplink {
             // Outside the state lock: the uplink may publish into the bus.
-            self.counters.exported.fetch_add(1, Ordering::Relaxed);
-            report.exported = true;
-            if let Err(e) = uplink.publish(&msg) {
-                let n = self.counters.uplink_errors.fetch_add(1, Ordering::Relaxed) + 1;
-                if worth_logging(n) {
-                    tracing::warn!(subject = %msg.subject, error = %e, uplink_errors = n, "uplink refused a message");
+            match uplink.publish(&msg) {
+                Ok(true) => {
+                    self.counters.exported.fetch_add(1, Ordering::Relaxed);
+                    report.exported = true;
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    let n = self.counters.uplink_errors.fetch_add(1, Ordering::Relaxed) + 1;
+                    if worth_logging(n) {
+                        tracing::warn!(subject = %msg.subject, error = %e, uplink_errors = n, "uplink refused a message");
+                    }
+                    // Taken by nothing on the device and refused upstream:
+                    // the publisher must hear it was not sent.
+                    if report.delivered_to == 0 && report.dropped == 0 {
+                        return Err(BusError::Uplink(e));
+                    }
                 }
             }
         }
@@ -703,8 +768,9 @@ impl Bus {
     ///
     /// As a NATS client does, it subscribes a fresh `_INBOX.<random>`
     /// subject, publishes with `reply_to` set to it, and waits. If nothing
-    /// subscribes to `subject` (and it is not exported to the uplink) it
-    /// fails at once with [`BusError::NoResponders`].
+    /// on the device subscribes to `subject`, an exported subject goes to
+    /// [`Uplink::request`] (its error is [`BusError::Uplink`]); otherwise
+    /// it fails at once with [`BusError::NoResponders`].
     pub fn request(
         &self,
         subject: &str,
@@ -745,8 +811,31 @@ impl Bus {
             body,
             reply_to: Some(inbox),
         };
-        let report = self.publish(msg)?;
-        if report.delivered_to == 0 && !report.exported {
+        // Local subscribers first (a request is never queued upstream: its
+        // answer would come to an inbox long gone); the uplink answers
+        // only what nothing on the device subscribes to.
+        let uplink = if self.exports.iter().any(|p| p.matches(subject)) {
+            lock(&self.uplink).clone()
+        } else {
+            None
+        };
+        self.counters.published.fetch_add(1, Ordering::Relaxed);
+        let body_for_uplink = uplink.as_ref().map(|_| msg.body.clone());
+        let report = self.fan_out(msg);
+        if report.delivered_to == 0 && report.dropped == 0 && !self.is_closed() {
+            if let (Some(u), Some(body)) = (uplink, body_for_uplink) {
+                let answer =
+                    twig_component::blocking::section(|| u.request(subject, &body, timeout));
+                if let Some(answer) = answer {
+                    self.counters.exported.fetch_add(1, Ordering::Relaxed);
+                    return answer.map_err(|e| {
+                        self.counters.uplink_errors.fetch_add(1, Ordering::Relaxed);
+                        BusError::Uplink(e)
+                    });
+                }
+            }
+        }
+        if report.delivered_to == 0 {
             return Err(if self.is_closed() {
                 // `close` emptied the table between our checks and the
                 // fan-out; "no responders" would be misleading.

@@ -838,24 +838,35 @@ fn request_from_inside_deliver() {
 }
 
 /// A pretend lattice: records exported messages and answers requests on
-/// `remote.>` by feeding a reply back in with `publish_from_uplink`.
+/// `remote.>` (and fails `remote.fail`).
 struct FakeLattice {
-    bus: OnceLock<Arc<Bus>>,
     seen: Mutex<Vec<Message>>,
 }
 
 impl Uplink for FakeLattice {
-    fn publish(&self, msg: &Message) -> Result<(), String> {
+    fn publish(&self, msg: &Message) -> Result<bool, String> {
         self.seen.lock().unwrap().push(msg.clone());
-        if msg.subject == "remote.fail" {
+        if msg.subject.starts_with("remote.fail") {
             return Err("lattice down".into());
         }
-        if let (Some(reply_to), true) = (&msg.reply_to, msg.subject.starts_with("remote.")) {
-            let bus = self.bus.get().unwrap();
-            bus.publish_from_uplink(Message::new(reply_to.clone(), b"from lattice".to_vec()))
-                .map_err(|e| e.to_string())?;
-        }
-        Ok(())
+        Ok(true)
+    }
+
+    fn request(
+        &self,
+        subject: &str,
+        _body: &[u8],
+        _timeout: Duration,
+    ) -> Option<Result<Message, String>> {
+        self.seen
+            .lock()
+            .unwrap()
+            .push(Message::new(subject, vec![]));
+        Some(if subject == "remote.fail" {
+            Err("lattice down".into())
+        } else {
+            Ok(Message::new("remote.reply", b"from lattice".to_vec()))
+        })
     }
 }
 
@@ -866,13 +877,11 @@ fn uplink_gets_exported_subjects_only() {
         ..BusConfig::default()
     });
     let lattice = Arc::new(FakeLattice {
-        bus: OnceLock::new(),
         seen: Mutex::new(Vec::new()),
     });
-    lattice.bus.set(bus.clone()).ok();
     bus.set_uplink(lattice.clone());
     let (local, local_rx) = collector("local");
-    bus.subscribe(">", None, local).unwrap();
+    let watch = bus.subscribe("sensors.>", None, local).unwrap();
 
     let r = bus
         .publish(Message::new("sensors.t", b"1".to_vec()))
@@ -887,12 +896,25 @@ fn uplink_gets_exported_subjects_only() {
         .unwrap();
     assert!(!r.exported);
 
-    // No local responder, but the subject is exported: the lattice answers.
+    // Nothing on the device answers, the subject is exported: the lattice
+    // answers; its error is the request's.
     let reply = bus.request("remote.svc", b"q".to_vec(), WAIT).unwrap();
     assert_eq!(reply.body, b"from lattice");
+    let e = bus.request("remote.fail", vec![], WAIT).unwrap_err();
+    assert_eq!(e.to_string(), "lattice down");
+    // Not exported: no responders, the uplink is not asked.
+    let e = bus.request("local.svc", vec![], WAIT).unwrap_err();
+    assert!(matches!(e, BusError::NoResponders { .. }), "{e}");
 
-    // An uplink error is counted; the local publish still succeeds.
-    assert!(bus.publish(Message::new("remote.fail", vec![])).is_ok());
+    // Refused upstream and taken by nothing here: the publish fails.
+    let e = bus
+        .publish(Message::new("remote.fail", vec![]))
+        .unwrap_err();
+    assert_eq!(e.to_string(), "lattice down");
+    // Refused upstream but delivered on the device: it succeeds.
+    bus.subscribe("remote.fail.*", None, collector("late").0)
+        .unwrap();
+    assert!(bus.publish(Message::new("remote.fail.x", vec![])).is_ok());
 
     let seen: Vec<String> = lattice
         .seen
@@ -901,17 +923,29 @@ fn uplink_gets_exported_subjects_only() {
         .iter()
         .map(|m| m.subject.clone())
         .collect();
-    assert_eq!(seen, ["sensors.t", "remote.svc", "remote.fail"]);
-    let s = bus.stats();
-    assert_eq!((s.exported, s.uplink_errors), (3, 1));
-    let local_subjects = subjects(&local_rx, 6);
     assert_eq!(
-        local_subjects[..3],
-        ["sensors.t", "local.only", "sensors.remote"]
+        seen,
+        [
+            "sensors.t",
+            "remote.svc",
+            "remote.fail",
+            "remote.fail",
+            "remote.fail.x"
+        ]
     );
-    // The `>` subscriber also saw the request and its reply, as on NATS.
-    assert_eq!(local_subjects[3], "remote.svc");
-    assert!(local_subjects[4].starts_with("_INBOX."));
+    let s = bus.stats();
+    assert_eq!((s.exported, s.uplink_errors), (3, 3));
+    assert_eq!(subjects(&local_rx, 2), ["sensors.t", "sensors.remote"]);
+
+    // A message for one subscription only, as the lattice side hands it.
+    assert!(bus
+        .deliver_to(watch, Message::new("sensors.picked", vec![]))
+        .unwrap());
+    assert_eq!(subjects(&local_rx, 1), ["sensors.picked"]);
+    assert!(bus.unsubscribe(watch));
+    assert!(!bus
+        .deliver_to(watch, Message::new("sensors.gone", vec![]))
+        .unwrap());
 
     bus.clear_uplink();
     assert!(
@@ -919,6 +953,40 @@ fn uplink_gets_exported_subjects_only() {
             .unwrap()
             .exported
     );
+    bus.close(WAIT);
+}
+
+/// With every subject exported (as the host's bridge has it), a device
+/// request answered on the device goes nowhere near the uplink: neither
+/// the request nor the reply to the bus's own inbox.
+#[test]
+fn a_request_answered_on_the_device_stays_on_it() {
+    let bus = bus_with(BusConfig {
+        export: vec![">".into()],
+        ..BusConfig::default()
+    });
+    let lattice = Arc::new(FakeLattice {
+        seen: Mutex::new(Vec::new()),
+    });
+    bus.set_uplink(lattice.clone());
+    let responder = Arc::new(Responder {
+        bus: bus.clone(),
+        prefix: "here",
+    });
+    bus.subscribe("svc.local", None, responder).unwrap();
+    let reply = bus.request("svc.local", b"q".to_vec(), WAIT).unwrap();
+    assert_eq!(reply.body, b"here:q");
+    // A reply to someone else's inbox (a lattice requester's) does go.
+    bus.publish(Message::new("_INBOX.elsewhere.1", b"a".to_vec()))
+        .unwrap();
+    let seen: Vec<String> = lattice
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|m| m.subject.clone())
+        .collect();
+    assert_eq!(seen, ["_INBOX.elsewhere.1"]);
     bus.close(WAIT);
 }
 

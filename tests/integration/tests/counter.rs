@@ -188,3 +188,48 @@ fn apply_fails_when_the_listener_cannot_bind() {
     assert_eq!(failed.len(), 1, "{s}");
     drop(taken);
 }
+
+/// A provider whose image twig has no stand-in for is a failure `apply`
+/// reports (non-zero, naming the image), not a placement decision: where
+/// it used to leave the provider `not placed` and exit 0.
+#[test]
+fn apply_fails_when_a_provider_has_no_stand_in() {
+    let tmp = TempDir::new("counter-no-stand-in");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let app = counter_app(tmp.path(), port, false);
+    let text = std::fs::read_to_string(&app).unwrap().replace(
+        "ghcr.io/wasmcloud/keyvalue-redis:0.30.0",
+        "ghcr.io/example/keyvalue-elsewhere:0.1.0",
+    );
+    assert!(text.contains("keyvalue-elsewhere"));
+    std::fs::write(&app, text).unwrap();
+    let t = Twig::up(&tmp.path().join("d"), &[]);
+    let o = t.cli(&["apply", &app]);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(!o.status.success(), "apply should fail: {err}");
+    assert!(
+        err.contains("ghcr.io/example/keyvalue-elsewhere:0.1.0")
+            && err.contains("no built-in stand-in"),
+        "{err}"
+    );
+    let s = t.status();
+    let states: Vec<(String, String)> = s["apps"][0]["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["id"].as_str().unwrap_or_default().to_string(),
+                c["state"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        states.iter().any(|(_, st)| st == "failed"),
+        "the provider should be failed: {states:?}"
+    );
+}

@@ -130,6 +130,24 @@ fn path_mode_routes_by_exact_path_on_one_listener() {
             "{miss}"
         );
     }
+    // A request with no route is answered from its head: the server does
+    // not wait for a body no component will read (it waits up to 1 s for
+    // a routed request's first bytes).
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let began = std::time::Instant::now();
+    write!(
+        s,
+        "POST /nowhere HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n"
+    )
+    .unwrap();
+    let (status, body) = read_response(&mut BufReader::new(s)).expect("response");
+    let took = began.elapsed();
+    assert_eq!(
+        (status, String::from_utf8_lossy(&body).into_owned()),
+        (404, "path not found\n".into())
+    );
+    assert!(took < Duration::from_millis(900), "404 took {took:?}");
     let log = t.log_text();
     assert!(log.contains("path routing"), "{log}");
 }

@@ -411,6 +411,12 @@ fn guest_resources_live_and_die_by_handle() {
             .unwrap(),
         vec![Val::U32(11)]
     );
+    // wash's `iface.func` spelling, where the method's own name has a `.`.
+    assert_eq!(
+        i.call("twig:types/echo.[method]counter.get", &[borrow(a)])
+            .unwrap(),
+        vec![Val::U32(11)]
+    );
     let z = match i
         .call(&format!("{E}[static]counter.zero"), &[])
         .unwrap()

@@ -233,6 +233,7 @@ impl Host {
                 apps: Default::default(),
                 kv_stores: Default::default(),
                 bus: OnceLock::new(),
+                bridge: Arc::default(),
                 upstream: OnceLock::new(),
                 sensors,
                 uplink: OnceLock::new(),
@@ -302,12 +303,16 @@ impl Host {
                 continue;
             }
             if spec.kind == ComponentKind::Capability {
-                match self
-                    .place(m, spec)
-                    .and_then(|_| self.start_builtin_provider(m, spec, p))
-                {
-                    Ok(()) => p.set(State::Running, None),
+                // Not placed here is a placement decision (another host may
+                // run it); a provider that was placed but cannot start (no
+                // stand-in for its image, a store that will not open) is a
+                // failure `apply` must report.
+                match self.place(m, spec) {
                     Err(reason) => p.set(State::NotPlaced, Some(reason)),
+                    Ok(_) => match self.start_builtin_provider(m, spec, p) {
+                        Ok(()) => p.set(State::Running, None),
+                        Err(reason) => p.set(State::Failed, Some(reason)),
+                    },
                 }
                 continue;
             }
@@ -431,22 +436,21 @@ impl Host {
         }
     }
 
-    /// The host's message bus, made on first use.
+    /// The host's message bus, made on first use. Every subject is
+    /// offered to the bridge (`crate::bridge`): the outbox classes and, with
+    /// an uplink, NATS decide what leaves the device.
     fn bus(&self) -> Result<Arc<twig_messaging::Bus>, String> {
         if let Some(b) = self.inner.bus.get() {
             return Ok(b.clone());
         }
-        let upstream = self.inner.upstream.get().cloned();
         let config = twig_messaging::BusConfig {
-            export: upstream.as_ref().map(|u| u.exports()).unwrap_or_default(),
+            export: vec![">".into()],
             ..twig_messaging::BusConfig::default()
         };
         let bus = twig_messaging::Bus::new(config)
             .map_err(|e| format!("cannot start the message bus: {e}"))?;
         let bus = self.inner.bus.get_or_init(|| Arc::new(bus)).clone();
-        if let Some(u) = upstream {
-            bus.set_uplink(u);
-        }
+        bus.set_uplink(self.inner.bridge.clone());
         Ok(bus)
     }
 
@@ -467,7 +471,10 @@ impl Host {
                 Arc::new(self.inner.kv_stores.open(spec, &self.inner.data_dir)?)
             }
             ProviderKind::HttpServer => Arc::new(HttpProvider::default()),
-            ProviderKind::Messaging => Arc::new(MessagingProvider::new(self.bus()?)),
+            ProviderKind::Messaging => Arc::new(MessagingProvider::new(
+                self.bus()?,
+                self.inner.bridge.clone(),
+            )),
             ProviderKind::Sensors => Arc::new(SensorsProvider::new(self.inner.sensors.clone()?)),
         };
         *write(&p.provider) = Some(provider);

@@ -194,6 +194,8 @@ struct HostInner {
     kv_stores: crate::providers::keyvalue::OpenStores,
     /// The in-process message bus, made when a messaging provider starts.
     bus: OnceLock<Arc<twig_messaging::Bus>>,
+    /// The bus's uplink: outbox classes and NATS (`crate::bridge`).
+    bridge: Arc<crate::bridge::Bridge>,
     /// The durable outbox of what leaves the device, once `twig up` has
     /// opened it (before any app starts).
     upstream: OnceLock<Arc<crate::outbox::Upstream>>,
@@ -351,7 +353,9 @@ impl Host {
             &self.inner.data_dir,
             heartbeat,
         )?;
-        Ok(self.inner.upstream.get_or_init(|| Arc::new(u)).clone())
+        let u = self.inner.upstream.get_or_init(|| Arc::new(u)).clone();
+        self.inner.bridge.set_outbox(u.clone());
+        Ok(u)
     }
 
     /// The outbox, once [`Host::open_upstream`] has opened it.
@@ -362,6 +366,12 @@ impl Host {
     /// Shows the uplink's state in [`Host::status`]; set once.
     pub fn set_uplink(&self, status: crate::uplink::SharedStatus) {
         let _ = self.inner.uplink.set(status);
+    }
+
+    /// Lets the message bus reach the lattice's NATS (the messaging
+    /// bridge, `crate::bridge`); set once, when the uplink starts.
+    pub fn set_messaging(&self, nats: Arc<dyn crate::bridge::LatticeMessaging>) {
+        self.inner.bridge.set_nats(nats);
     }
 
     /// Lets calls to link targets that are not local go over the lattice.

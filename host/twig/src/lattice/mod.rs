@@ -23,6 +23,8 @@
 //! * `buckets`: the `LATTICEDATA`/`CONFIGDATA` buckets and their watcher;
 //! * `wrpc`: calls to link targets elsewhere in the lattice and serving
 //!   this host's components, over one reply inbox per connection;
+//! * `messaging`: the NATS side of the messaging bridge
+//!   ([`crate::bridge`]), on a connection of its own made on first use;
 //! * `probe`: one TLS handshake of its own, to name why the server's
 //!   certificate or ours was refused;
 //! * `drain`: link supervision (pings of the upstream past a leaf node,
@@ -47,6 +49,8 @@ mod drain;
 #[cfg(feature = "lattice")]
 mod events;
 pub mod jwt;
+#[cfg(feature = "lattice")]
+mod messaging;
 #[cfg(feature = "lattice")]
 mod ordered;
 #[cfg(feature = "lattice")]
@@ -109,10 +113,13 @@ pub fn start(
         status: status.clone(),
         agent: cell.clone(),
     };
+    // From now on the message bus reaches NATS while the uplink is up
+    // (and fails requests at once while it is down).
+    host.set_messaging(messaging::NatsMessaging::new(&opts));
     tokio::spawn(async move {
         let (connects_tx, connects) = tokio::sync::watch::channel(0u64);
         let epochs = Arc::new(connects_tx);
-        match connect(&opts, status.clone(), epochs.clone()).await {
+        match connect(&opts, status.clone(), epochs.clone(), Role::Uplink).await {
             Ok(client) => {
                 // Link supervision and the outbox drain run with or
                 // without a lattice identity.
@@ -150,7 +157,7 @@ pub fn start(
                         let ctl_status = Arc::new(Mutex::new(UplinkStatus::new(&c)));
                         update(&status, |s| s.control_link = Some(ctl_status.clone()));
                         let (tx, rx) = tokio::sync::watch::channel(0u64);
-                        match connect(&c, ctl_status.clone(), Arc::new(tx)).await {
+                        match connect(&c, ctl_status.clone(), Arc::new(tx), Role::Uplink).await {
                             Ok(ctl_client) => agent::CtlLink {
                                 client: ctl_client,
                                 status: ctl_status,
@@ -219,11 +226,33 @@ pub fn start(
     }
 }
 
+/// What a connection is for: how its log lines name it, and whether the
+/// server echoes its own publishes to it.
+#[cfg(feature = "lattice")]
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// The uplink (and a separate control connection).
+    Uplink,
+    /// The messaging bridge's (`messaging`): no echo.
+    Messaging,
+}
+
+#[cfg(feature = "lattice")]
+impl Role {
+    fn label(self) -> &'static str {
+        match self {
+            Role::Uplink => "uplink",
+            Role::Messaging => "messaging link",
+        }
+    }
+}
+
 #[cfg(feature = "lattice")]
 async fn connect(
     opts: &UplinkOptions,
     status: SharedStatus,
     connects: Arc<tokio::sync::watch::Sender<u64>>,
+    role: Role,
 ) -> Result<async_nats::Client, String> {
     use async_nats::{ConnectOptions, Event};
 
@@ -231,7 +260,7 @@ async fn connect(
     // refuses it; twig still connects, in case this device's clock is
     // what is wrong.
     if let Some(why) = opts.creds.as_deref().and_then(jwt::check_creds_file) {
-        tracing::error!(url = %opts.url, "uplink: {why}");
+        tracing::error!(url = %opts.url, "{}: {why}", role.label());
         update(&status, |s| s.last_error = Some(why));
     }
     let mut o = match &opts.creds {
@@ -283,6 +312,10 @@ async fn connect(
     let st = status.clone();
     let seen: Arc<Mutex<std::collections::HashSet<String>>> = Arc::default();
     let probe_opts = Arc::new(opts.clone());
+    if role == Role::Messaging {
+        o = o.no_echo();
+    }
+    let label = role.label();
     o = o
         .name(opts.name.clone())
         // Never give up: a device may be offline for days.
@@ -301,7 +334,7 @@ async fn connect(
                 match event {
                     Event::Connected => {
                         seen.lock().unwrap_or_else(|e| e.into_inner()).clear();
-                        tracing::info!(%url, "uplink connected");
+                        tracing::info!(%url, "{label} connected");
                         update(&st, |s| {
                             s.state = LinkState::Connected;
                             s.connects += 1;
@@ -309,7 +342,7 @@ async fn connect(
                         connects.send_modify(|n| *n += 1);
                     }
                     Event::Disconnected => {
-                        tracing::warn!(%url, "uplink lost; reconnecting in the background");
+                        tracing::warn!(%url, "{label} lost; reconnecting in the background");
                         update(&st, |s| {
                             s.state = LinkState::Disconnected;
                             s.upstream = UpstreamState::Unknown;
@@ -338,7 +371,7 @@ async fn connect(
                         } else {
                             raw
                         };
-                        tracing::warn!(%url, "uplink: {why}");
+                        tracing::warn!(%url, "{label}: {why}");
                         update(&st, |s| s.last_error = Some(why));
                     }
                 }

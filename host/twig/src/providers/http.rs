@@ -67,6 +67,12 @@ impl Provider for HttpProvider {
                     link.target_id
                 ));
             };
+            // wasmCloud matches the raw value exactly; clients send host
+            // names in lower case, so a capital letter is likely a route
+            // that never matches.
+            if key == "host" && route.chars().any(|c| c.is_ascii_uppercase()) {
+                tracing::warn!(app = %cx.app, provider = %cx.provider, target = %link.target_id, "host route `{route}` has capital letters; it is matched exactly, and clients usually send host names in lower case");
+            }
             routes.push((link.target_id.clone(), route.clone(), dispatch(link)));
         }
         let described: Vec<String> = routes

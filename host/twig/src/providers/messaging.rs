@@ -4,11 +4,14 @@
 //! subscribes the link's target to the subjects in the link's source
 //! config `subscriptions` (as wasmCloud's NATS messaging provider reads
 //! it: `a.b,c.>,d|queue-group`) and delivers to its `handle-message`.
+//! With an uplink, the same subscriptions are made on the lattice's NATS
+//! and publishes and requests reach it (`crate::bridge`).
 
 use std::any::Any;
 use std::sync::{Arc, Mutex, Weak};
 
 use super::{handler_links, merged_properties, LinkContext, Provider, ProviderKind};
+use crate::bridge::Bridge;
 use crate::host::pool::{CallError, Directory};
 use crate::sync::lock;
 
@@ -16,13 +19,17 @@ use crate::sync::lock;
 /// subscriptions for its handler links.
 pub struct MessagingProvider {
     bus: Arc<twig_messaging::Bus>,
+    /// Makes each subscription on the lattice's NATS too, as wasmCloud's
+    /// messaging-nats provider does (`crate::bridge`).
+    bridge: Arc<Bridge>,
     subscriptions: Mutex<Vec<twig_messaging::SubscriptionId>>,
 }
 
 impl MessagingProvider {
-    pub fn new(bus: Arc<twig_messaging::Bus>) -> MessagingProvider {
+    pub fn new(bus: Arc<twig_messaging::Bus>, bridge: Arc<Bridge>) -> MessagingProvider {
         MessagingProvider {
             bus,
+            bridge,
             subscriptions: Mutex::new(Vec::new()),
         }
     }
@@ -55,7 +62,9 @@ impl Provider for MessagingProvider {
                     .bus
                     .subscribe(&s.pattern, s.queue_group.clone(), subscriber.clone())
                     .map_err(|e| format!("link to `{}`: {e}", link.target))?;
-                tracing::info!(provider = %cx.provider, target = %link.target_id, subject = %s.pattern, "subscribed");
+                self.bridge
+                    .add_subscription(&self.bus, id, &s.pattern, s.queue_group.as_deref());
+                tracing::info!(provider = %cx.provider, target = %link.target_id, subject = %s.pattern, queue_group = ?s.queue_group, lattice = self.bridge.has_nats(), "subscribed");
                 lock(&self.subscriptions).push(id);
             }
         }
@@ -64,6 +73,7 @@ impl Provider for MessagingProvider {
 
     fn stop_links(&self) {
         for sub in lock(&self.subscriptions).drain(..) {
+            self.bridge.remove_subscription(sub);
             self.bus.unsubscribe(sub);
         }
     }

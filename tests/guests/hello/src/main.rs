@@ -28,5 +28,8 @@ fn main() {
         acc = acc.wrapping_add(std::hint::black_box(i));
     }
     let elapsed = start.elapsed();
-    println!("monotonic clock: {} ns for a 1000-step loop (acc={acc})", elapsed.as_nanos());
+    println!(
+        "monotonic clock: {} ns for a 1000-step loop (acc={acc})",
+        elapsed.as_nanos()
+    );
 }

@@ -36,7 +36,10 @@ impl Handler for Telemetry {
         let reading = std::str::from_utf8(&msg.body)
             .map_err(|_| format!("reading of {sensor} is not UTF-8"))?;
         let bucket = bucket()?;
-        if bucket.exists(PAUSED).map_err(|e| format!("exists {PAUSED}: {e:?}"))? {
+        if bucket
+            .exists(PAUSED)
+            .map_err(|e| format!("exists {PAUSED}: {e:?}"))?
+        {
             return Ok(());
         }
         let seq = atomics::increment(&bucket, &format!("seq/{sensor}"), 1)

@@ -161,16 +161,46 @@ impl Guest for Types {
     fn roundtrip_via_host_many_u32(x: Vec<u32>) -> Vec<u32> {
         let a = |i: usize| x.get(i).copied().unwrap_or(0);
         host_echo::echo_many_u32(
-            a(0), a(1), a(2), a(3), a(4), a(5), a(6), a(7), a(8), a(9), a(10), a(11), a(12),
-            a(13), a(14), a(15), a(16),
+            a(0),
+            a(1),
+            a(2),
+            a(3),
+            a(4),
+            a(5),
+            a(6),
+            a(7),
+            a(8),
+            a(9),
+            a(10),
+            a(11),
+            a(12),
+            a(13),
+            a(14),
+            a(15),
+            a(16),
         )
     }
 
     // ------------------------------------------------------------ many parameters
 
     fn many_u32(
-        a0: u32, a1: u32, a2: u32, a3: u32, a4: u32, a5: u32, a6: u32, a7: u32, a8: u32,
-        a9: u32, a10: u32, a11: u32, a12: u32, a13: u32, a14: u32, a15: u32, a16: u32,
+        a0: u32,
+        a1: u32,
+        a2: u32,
+        a3: u32,
+        a4: u32,
+        a5: u32,
+        a6: u32,
+        a7: u32,
+        a8: u32,
+        a9: u32,
+        a10: u32,
+        a11: u32,
+        a12: u32,
+        a13: u32,
+        a14: u32,
+        a15: u32,
+        a16: u32,
     ) -> Vec<u32> {
         vec![
             a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15, a16,
@@ -182,10 +212,40 @@ impl Guest for Types {
     }
 
     fn many_mixed(
-        a: u8, b: i8, c: u16, d: i16, e: u32, f: i32, g: u64, h: i64, i: f32, j: f64, k: char,
-        l: bool, m: String, n: Vec<u8>, o: Color, p: SmallFlags,
-    ) -> (u8, i8, u16, i16, u32, i32, u64, i64, f32, f64, char, bool, String, Vec<u8>, Color, SmallFlags)
-    {
+        a: u8,
+        b: i8,
+        c: u16,
+        d: i16,
+        e: u32,
+        f: i32,
+        g: u64,
+        h: i64,
+        i: f32,
+        j: f64,
+        k: char,
+        l: bool,
+        m: String,
+        n: Vec<u8>,
+        o: Color,
+        p: SmallFlags,
+    ) -> (
+        u8,
+        i8,
+        u16,
+        i16,
+        u32,
+        i32,
+        u64,
+        i64,
+        f32,
+        f64,
+        char,
+        bool,
+        String,
+        Vec<u8>,
+        Color,
+        SmallFlags,
+    ) {
         (a, b, c, d, e, f, g, h, i, j, k, l, m, n, o, p)
     }
 
@@ -202,7 +262,9 @@ impl Guest for Types {
     }
 
     fn make_counters(n: u32) -> Vec<Counter> {
-        (0..n).map(|i| Counter::new(MyCounter::with_value(i))).collect()
+        (0..n)
+            .map(|i| Counter::new(MyCounter::with_value(i)))
+            .collect()
     }
 
     fn live_counters() -> u32 {

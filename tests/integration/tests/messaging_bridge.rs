@@ -1,0 +1,278 @@
+//! The messaging bridge (issue 17): a component behind twig's stand-in for
+//! `ghcr.io/wasmcloud/messaging-nats`, driven by plain NATS clients through
+//! a real edge-to-core topology (twig on the leaf over mutual TLS, the
+//! clients on the core), as a wasmCloud user's manifest has it: the
+//! provider's `handler` link subscribes the component to
+//! `wasmcloud.echo` and a queue-grouped `jobs.>`, the component's
+//! `consumer` link lets it publish and request.
+//!
+//! The component (`echo-messaging`) answers every message that has a
+//! reply subject with its body, as wasmCloud's echo-messaging example
+//! does; the provider never answers for it.
+#![forbid(unsafe_code)]
+
+use std::time::{Duration, Instant};
+
+use async_nats_039 as nats;
+use futures::StreamExt as _;
+use twig_integration_tests::guest_path;
+use twig_integration_tests::topology::Topology;
+use twig_integration_tests::twig::{stderr, stdout, uplink_args, TempDir, Twig};
+
+/// wasmCloud's echo-messaging manifest, with the image a local file.
+fn manifest(dir: &std::path::Path) -> String {
+    let text = format!(
+        "apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata:
+  name: echo-messaging
+  annotations:
+    version: v0.0.1
+spec:
+  components:
+    - name: echo
+      type: component
+      properties:
+        image: {image}
+        id: echo
+      traits:
+        # Two: the last check has the component request a subject it
+        # answers itself, which needs a second instance.
+        - type: spreadscaler
+          properties:
+            instances: 2
+        - type: link
+          properties:
+            namespace: wasmcloud
+            package: messaging
+            interfaces: [consumer]
+            target:
+              name: nats
+              config:
+                - name: provider-tgt
+                  properties:
+                    subscriptions: wasmcloud.echo
+    - name: nats
+      type: capability
+      properties:
+        image: ghcr.io/wasmcloud/messaging-nats:0.27.0
+      traits:
+        - type: link
+          properties:
+            namespace: wasmcloud
+            package: messaging
+            interfaces: [handler]
+            target:
+              name: echo
+            source:
+              config:
+                - name: provider-src
+                  properties:
+                    subscriptions: wasmcloud.echo,jobs.>|workers
+",
+        image = guest_path("echo-messaging").display()
+    );
+    let path = dir.join("echo-messaging.yaml");
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A request from the core until twig's subscription upstream answers
+/// (it is made in the background once the uplink is up); the reply.
+async fn request_until_answered(
+    client: &nats::Client,
+    subject: &str,
+    body: &'static [u8],
+    twig: &Twig,
+) -> nats::Message {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = tokio::time::timeout(
+            Duration::from_secs(2),
+            client.request(subject.to_string(), body.into()),
+        )
+        .await;
+        match r {
+            Ok(Ok(m)) => return m,
+            other => assert!(
+                Instant::now() < deadline,
+                "no answer on {subject}: {other:?}\n{}",
+                twig.log_text()
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[test]
+fn nats_clients_reach_the_component_and_it_reaches_them() {
+    let tmp = TempDir::new("msg-bridge");
+    let topo = Topology::start();
+    let app = manifest(tmp.path());
+    let mut args = uplink_args(&topo);
+    args.extend(["--app".to_string(), app]);
+    let twig = Twig::up_in(&tmp, "d", &args);
+    twig.wait_connected();
+    let rt = runtime();
+    // Subscriptions unsubscribe on drop, which needs the runtime.
+    let _in_runtime = rt.enter();
+    let core = rt.block_on(topo.core_client()).unwrap();
+
+    // A request from the core is answered by the component on the device.
+    let reply = rt.block_on(request_until_answered(
+        &core,
+        "wasmcloud.echo",
+        b"hello",
+        &twig,
+    ));
+    assert_eq!(&reply.payload[..], b"hello");
+    // The queue-grouped subscription answers too.
+    let reply = rt.block_on(request_until_answered(
+        &core,
+        "jobs.resize",
+        b"img-7",
+        &twig,
+    ));
+    assert_eq!(&reply.payload[..], b"img-7");
+
+    // A plain publish from the core is delivered (the component logs that
+    // it has no reply subject), and once only.
+    rt.block_on(async {
+        core.publish("wasmcloud.echo", "no-reply".into())
+            .await
+            .unwrap();
+        core.flush().await.unwrap();
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !twig
+        .log_text()
+        .contains("message on wasmcloud.echo has no reply subject")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "not delivered:\n{}",
+            twig.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // The component's publish reaches a subscriber on the core, once.
+    let mut out = rt.block_on(async {
+        let s = core.subscribe("device.out.>").await.unwrap();
+        core.flush().await.unwrap();
+        s
+    });
+    let o = twig.invoke(
+        "echo",
+        "publish",
+        &[r#""device.out.a""#, r#""from the device""#],
+    );
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let got = rt
+        .block_on(async { tokio::time::timeout(Duration::from_secs(10), out.next()).await })
+        .expect("the publish reached the core")
+        .unwrap();
+    assert_eq!(got.subject.as_str(), "device.out.a");
+    assert_eq!(&got.payload[..], b"from the device");
+    let again =
+        rt.block_on(async { tokio::time::timeout(Duration::from_millis(500), out.next()).await });
+    assert!(again.is_err(), "delivered twice: {again:?}");
+
+    // The component's request is answered by a responder on the core.
+    let mut svc = rt.block_on(async {
+        let s = core.subscribe("svc.time").await.unwrap();
+        core.flush().await.unwrap();
+        s
+    });
+    let responder = {
+        let core = core.clone();
+        rt.spawn(async move {
+            while let Some(m) = svc.next().await {
+                if let Some(reply) = m.reply {
+                    let mut body = b"pong: ".to_vec();
+                    body.extend_from_slice(&m.payload);
+                    core.publish(reply, body.into()).await.unwrap();
+                    core.flush().await.unwrap();
+                }
+            }
+        })
+    };
+    // The responder task runs while the runtime is driven: invoke from a
+    // thread, drive the runtime here.
+    let asked = {
+        let data_dir = twig.data_dir.clone();
+        std::thread::spawn(move || {
+            twig_integration_tests::twig::admin_call(
+                &data_dir,
+                "echo",
+                "request",
+                &[r#""svc.time""#, r#""ping""#, "5000"],
+            )
+        })
+    };
+    let answer = rt.block_on(async {
+        while !asked.is_finished() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        asked.join().unwrap()
+    });
+    assert_eq!(
+        answer,
+        Ok(vec![r#"ok("pong: ping")"#.to_string()]),
+        "{}",
+        twig.log_text()
+    );
+    responder.abort();
+
+    // Nothing on the lattice answers: wasmCloud's provider's words, at once.
+    let began = Instant::now();
+    let o = twig.invoke("echo", "request", &[r#""svc.nobody""#, r#""?""#, "5000"]);
+    let text = stdout(&o);
+    assert!(text.contains("no responders"), "{text}{}", stderr(&o));
+    assert!(
+        began.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        began.elapsed()
+    );
+
+    // Offline: a request fails at once, naming the cause; a publish that
+    // nothing on the device takes fails too, rather than vanish.
+    drop(core);
+    drop(topo);
+    twig.wait_disconnected();
+    let began = Instant::now();
+    let o = twig.invoke("echo", "request", &[r#""svc.time""#, r#""ping""#, "5000"]);
+    let text = stdout(&o);
+    assert!(
+        text.contains("not connected to the lattice (the uplink is down)"),
+        "{text}{}",
+        stderr(&o)
+    );
+    assert!(
+        began.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        began.elapsed()
+    );
+    let o = twig.invoke("echo", "publish", &[r#""device.out.b""#, r#""lost?""#]);
+    let text = stdout(&o);
+    assert!(
+        text.contains("not connected to the lattice") && text.contains("device.out.b"),
+        "{text}{}",
+        stderr(&o)
+    );
+    // A device-local subject still works offline: the component's own
+    // subscription answers its request on the bus.
+    let o = twig.invoke(
+        "echo",
+        "request",
+        &[r#""wasmcloud.echo""#, r#""local""#, "2000"],
+    );
+    assert_eq!(stdout(&o).trim(), r#"ok("local")"#, "{}", stderr(&o));
+}
