@@ -32,6 +32,9 @@ pub const NOT_LINKED: &str = "no messaging provider linked";
 /// component without a link to the messaging provider gets `None`).
 pub trait MessagingView {
     fn messaging(&self) -> Option<&Arc<Bus>>;
+    /// The instance's `wasmcloud:messaging@0.3.0` handles
+    /// ([`crate::v0_3`]).
+    fn messages(&mut self) -> &mut crate::v0_3::MessagesCtx;
 }
 
 /// Registers `wasmcloud:messaging/consumer@0.2.0` (`publish`, `request`).
@@ -334,10 +337,13 @@ mod tests {
 
     #[test]
     fn registers_consumer_only() {
-        struct Data(Option<Arc<Bus>>);
+        struct Data(Option<Arc<Bus>>, crate::v0_3::MessagesCtx);
         impl MessagingView for Data {
             fn messaging(&self) -> Option<&Arc<Bus>> {
                 self.0.as_ref()
+            }
+            fn messages(&mut self) -> &mut crate::v0_3::MessagesCtx {
+                &mut self.1
             }
         }
         let mut linker: Linker<Data> = Linker::new();

@@ -18,6 +18,8 @@
 //!               subscription
 //! component.rs  wasmcloud:messaging/consumer@0.2.0 host functions on a
 //!               twig_component::Linker; Message <-> broker-message Val
+//! v0_3.rs       wasmcloud:messaging@0.3.0: the client/message/request-options
+//!               resources, producer.send, request-reply, handle's result
 //! link.rs       the `subscriptions` link config of wasmCloud's provider
 //! ```
 //!
@@ -58,10 +60,14 @@
 //! // The host's per-instance state says which bus serves the instance.
 //! struct InstanceData {
 //!     bus: Option<Arc<Bus>>,
+//!     messages: twig_messaging::v0_3::MessagesCtx,
 //! }
 //! impl MessagingView for InstanceData {
 //!     fn messaging(&self) -> Option<&Arc<Bus>> {
 //!         self.bus.as_ref()
+//!     }
+//!     fn messages(&mut self) -> &mut twig_messaging::v0_3::MessagesCtx {
+//!         &mut self.messages
 //!     }
 //! }
 //!
@@ -101,6 +107,7 @@ pub mod bus;
 pub mod component;
 pub mod link;
 pub mod subject;
+pub mod v0_3;
 
 pub use bus::{
     Bus, BusConfig, BusError, BusStats, CloseReport, Message, PublishReport, Subscriber,

@@ -55,6 +55,8 @@ pub struct TestState {
     pub kv_store: Option<Arc<twig_keyvalue::Store>>,
     /// The bus `wasmcloud:messaging` publishes on (none: "not linked").
     pub bus: Option<Arc<Bus>>,
+    /// `wasmcloud:messaging@0.3.0` handles.
+    pub messages: twig_messaging::v0_3::MessagesCtx,
 }
 
 impl TestState {
@@ -87,6 +89,9 @@ impl KeyValueView for TestState {
 impl MessagingView for TestState {
     fn messaging(&self) -> Option<&Arc<Bus>> {
         self.bus.as_ref()
+    }
+    fn messages(&mut self) -> &mut twig_messaging::v0_3::MessagesCtx {
+        &mut self.messages
     }
 }
 

@@ -77,11 +77,40 @@ spec:
     path.display().to_string()
 }
 
+/// A runtime whose spawned tasks (the responders) run while the test
+/// thread invokes the component.
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()
         .unwrap()
+}
+
+/// Answers every request on `subject` with `pong: {body}` (or never, when
+/// `answer` is false), from the core, until aborted.
+fn responder(
+    rt: &tokio::runtime::Runtime,
+    core: &nats::Client,
+    subject: &'static str,
+    answer: bool,
+) -> tokio::task::JoinHandle<()> {
+    let mut sub = rt.block_on(async {
+        let s = core.subscribe(subject).await.unwrap();
+        core.flush().await.unwrap();
+        s
+    });
+    let core = core.clone();
+    rt.spawn(async move {
+        while let Some(m) = sub.next().await {
+            if let (Some(reply), true) = (m.reply, answer) {
+                let mut body = b"pong: ".to_vec();
+                body.extend_from_slice(&m.payload);
+                core.publish(reply, body.into()).await.unwrap();
+                core.flush().await.unwrap();
+            }
+        }
+    })
 }
 
 /// A request from the core until twig's subscription upstream answers
@@ -186,50 +215,16 @@ fn nats_clients_reach_the_component_and_it_reaches_them() {
     assert!(again.is_err(), "delivered twice: {again:?}");
 
     // The component's request is answered by a responder on the core.
-    let mut svc = rt.block_on(async {
-        let s = core.subscribe("svc.time").await.unwrap();
-        core.flush().await.unwrap();
-        s
-    });
-    let responder = {
-        let core = core.clone();
-        rt.spawn(async move {
-            while let Some(m) = svc.next().await {
-                if let Some(reply) = m.reply {
-                    let mut body = b"pong: ".to_vec();
-                    body.extend_from_slice(&m.payload);
-                    core.publish(reply, body.into()).await.unwrap();
-                    core.flush().await.unwrap();
-                }
-            }
-        })
-    };
-    // The responder task runs while the runtime is driven: invoke from a
-    // thread, drive the runtime here.
-    let asked = {
-        let data_dir = twig.data_dir.clone();
-        std::thread::spawn(move || {
-            twig_integration_tests::twig::admin_call(
-                &data_dir,
-                "echo",
-                "request",
-                &[r#""svc.time""#, r#""ping""#, "5000"],
-            )
-        })
-    };
-    let answer = rt.block_on(async {
-        while !asked.is_finished() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        asked.join().unwrap()
-    });
+    let svc = responder(&rt, &core, "svc.time", true);
+    let o = twig.invoke("echo", "request", &[r#""svc.time""#, r#""ping""#, "5000"]);
     assert_eq!(
-        answer,
-        Ok(vec![r#"ok("pong: ping")"#.to_string()]),
-        "{}",
+        stdout(&o).trim(),
+        r#"ok("pong: ping")"#,
+        "{}{}",
+        stderr(&o),
         twig.log_text()
     );
-    responder.abort();
+    svc.abort();
 
     // Nothing on the lattice answers: wasmCloud's provider's words, at once.
     let began = Instant::now();
@@ -275,4 +270,134 @@ fn nats_clients_reach_the_component_and_it_reaches_them() {
         &[r#""wasmcloud.echo""#, r#""local""#, "2000"],
     );
     assert_eq!(stdout(&o).trim(), r#"ok("local")"#, "{}", stderr(&o));
+}
+
+/// wasmCloud's 0.3.0 echo manifest: the component links `consumer` as the
+/// 0.2.0 one does, and imports `producer` and `request-reply`@0.3.0.
+fn manifest_v3(dir: &std::path::Path) -> String {
+    let text = format!(
+        "apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata:
+  name: echo-v3
+spec:
+  components:
+    - name: echo3
+      type: component
+      properties:
+        image: {image}
+      traits:
+        - type: spreadscaler
+          properties:
+            instances: 1
+        - type: link
+          properties:
+            target:
+              name: nats
+            namespace: wasmcloud
+            package: messaging
+            interfaces: [consumer]
+    - name: nats
+      type: capability
+      properties:
+        image: ghcr.io/wasmcloud/messaging-nats:0.27.0
+      traits:
+        - type: link
+          properties:
+            target:
+              name: echo3
+            namespace: wasmcloud
+            package: messaging
+            interfaces: [handler]
+            source:
+              config:
+                - name: simple-subscription
+                  properties:
+                    subscriptions: wasmcloud.echo3
+",
+        image = guest_path("echo-messaging-v3").display()
+    );
+    let path = dir.join("echo-v3.yaml");
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn a_messaging_0_3_component_is_reached_and_reaches_out() {
+    let tmp = TempDir::new("msg-bridge-v3");
+    let topo = Topology::start();
+    let mut args = uplink_args(&topo);
+    args.extend(["--app".to_string(), manifest_v3(tmp.path())]);
+    let twig = Twig::up_in(&tmp, "d", &args);
+    twig.wait_connected();
+    let rt = runtime();
+    let _in_runtime = rt.enter();
+    let core = rt.block_on(topo.core_client()).unwrap();
+
+    // `handle` gets the message as a resource and answers with `reply`.
+    let reply = rt.block_on(request_until_answered(
+        &core,
+        "wasmcloud.echo3",
+        b"v3?",
+        &twig,
+    ));
+    assert_eq!(&reply.payload[..], b"v3?");
+
+    // `producer.send` reaches the core.
+    let mut out = rt.block_on(async {
+        let s = core.subscribe("device.v3").await.unwrap();
+        core.flush().await.unwrap();
+        s
+    });
+    let o = twig.invoke("echo3", "send", &[r#""device.v3""#, r#""sent""#]);
+    assert_eq!(stdout(&o).trim(), "ok", "{}", stderr(&o));
+    let got = rt
+        .block_on(async { tokio::time::timeout(Duration::from_secs(10), out.next()).await })
+        .expect("send reached the core")
+        .unwrap();
+    assert_eq!(&got.payload[..], b"sent");
+    // With metadata: refused, as wasmCloud refuses it on the way to its
+    // messaging-nats provider.
+    let o = twig.invoke(
+        "echo3",
+        "send-with-metadata",
+        &[r#""device.v3""#, r#""meta""#],
+    );
+    assert_eq!(
+        stdout(&o).trim(),
+        r#"err("other: `metadata` not currently supported by wRPC targets")"#,
+        "{}",
+        stderr(&o)
+    );
+
+    // `request-reply.request` waits for the reply (wasmCloud 1.9 only
+    // publishes here); the reply's topic is the requester's inbox.
+    let svc = responder(&rt, &core, "svc.v3", true);
+    let o = twig.invoke("echo3", "request", &[r#""svc.v3""#, r#""ping""#, "5000"]);
+    let text = stdout(&o);
+    assert!(
+        text.starts_with("ok(\"_INBOX.") && text.trim().ends_with(": pong: ping\")"),
+        "{text}{}",
+        stderr(&o)
+    );
+    svc.abort();
+    // A responder that never answers: the `timeout` case, after the
+    // request's own timeout.
+    let silent = responder(&rt, &core, "svc.silent", false);
+    let began = Instant::now();
+    let o = twig.invoke("echo3", "request", &[r#""svc.silent""#, r#""?""#, "300"]);
+    assert_eq!(stdout(&o).trim(), r#"err("timeout")"#, "{}", stderr(&o));
+    assert!(
+        began.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        began.elapsed()
+    );
+    silent.abort();
+    // Nobody: the provider's error text in `other`.
+    let o = twig.invoke("echo3", "request", &[r#""svc.none""#, r#""?""#, "2000"]);
+    let text = stdout(&o);
+    assert!(
+        text.contains("other: nats send error") && text.contains("no responders"),
+        "{text}"
+    );
 }

@@ -501,7 +501,7 @@ impl Host {
         let component = Component::with_limits(&self.inner.engine, &spec.id, &bytes, limits)
             .map_err(|e| e.to_string())?;
         let config = Arc::new(super::config::LiveConfig::new(spec, &self.inner.lattice()));
-        let (linker, http_types) = self.linker_for(m, spec, &component)?;
+        let (linker, types) = self.linker_for(m, spec, &component)?;
         let board = &self.inner.board;
         let messaging = if links_to_provider(
             m,
@@ -528,7 +528,8 @@ impl Host {
             links: Arc::new(Links::new(&spec.id, spec.links.clone(), self.directory())),
             messaging,
             sensors,
-            http_types,
+            http_types: types.http,
+            messaging_types: types.messaging,
             max: instances,
         })
     }

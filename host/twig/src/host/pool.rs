@@ -107,6 +107,8 @@ pub struct InstanceData {
     /// The bus, when the component links `wasmcloud:messaging` to a
     /// messaging provider.
     pub messaging: Option<Arc<twig_messaging::Bus>>,
+    /// `wasmcloud:messaging@0.3.0` messages, clients and request options.
+    pub messages: twig_messaging::v0_3::MessagesCtx,
     /// The board's sensors, when the component links `twig:sensors` to the
     /// sensors provider.
     pub sensors: Option<Arc<twig_sensors::Sensors>>,
@@ -139,6 +141,9 @@ impl http::HttpView for InstanceData {
 impl twig_messaging::MessagingView for InstanceData {
     fn messaging(&self) -> Option<&Arc<twig_messaging::Bus>> {
         self.messaging.as_ref()
+    }
+    fn messages(&mut self) -> &mut twig_messaging::v0_3::MessagesCtx {
+        &mut self.messages
     }
 }
 
@@ -229,6 +234,8 @@ pub struct PoolParts {
     pub sensors: Option<Arc<twig_sensors::Sensors>>,
     /// Set when the component imports `wasi:http` (an HTTP handler).
     pub http_types: Option<http::HttpTypes>,
+    /// Set when the component imports `wasmcloud:messaging@0.3.0`.
+    pub messaging_types: Option<twig_messaging::v0_3::MessagingTypes>,
     /// How many instances may run at once.
     pub max: usize,
 }
@@ -287,6 +294,12 @@ impl Pool {
         self.parts.http_types
     }
 
+    /// Set when the component imports `wasmcloud:messaging@0.3.0` (it can
+    /// be handed a 0.3.0 message).
+    pub fn messaging_types(&self) -> Option<twig_messaging::v0_3::MessagingTypes> {
+        self.parts.messaging_types
+    }
+
     /// The component's live config.
     pub fn config(&self) -> &LiveConfig {
         &self.parts.config
@@ -312,6 +325,7 @@ impl Pool {
             link_names: BTreeMap::new(),
             call_targets: HashMap::new(),
             keyvalue: KeyValueCtx::default(),
+            messages: Default::default(),
             messaging: p.messaging.clone(),
             sensors: p.sensors.clone(),
             http: http::HttpCtx::new(),

@@ -72,11 +72,17 @@ impl RemoteError {
     }
 }
 
+/// The host resource types a pool needs to hand resources to its
+/// component's exports (an HTTP request, a 0.3.0 message).
+#[derive(Default)]
+pub(super) struct ExportTypes {
+    pub http: Option<http::HttpTypes>,
+    pub messaging: Option<twig_messaging::v0_3::MessagingTypes>,
+}
+
 /// The host's own part of a component's linker: WASI, config, the lattice
 /// bus, and the interfaces of the built-in providers it imports.
-fn builtin_linker(
-    component: &Component,
-) -> Result<(Linker<InstanceData>, Option<http::HttpTypes>), String> {
+fn builtin_linker(component: &Component) -> Result<(Linker<InstanceData>, ExportTypes), String> {
     let mut linker = Linker::new();
     let wasi_types = twig_wasi::add_to_linker(&mut linker);
     capabilities::add_config(&mut linker);
@@ -91,6 +97,14 @@ fn builtin_linker(
     {
         twig_messaging::add_to_linker(&mut linker);
     }
+    let messaging = if imports
+        .iter()
+        .any(|i| i.name.starts_with("wasmcloud:messaging/") && i.name.ends_with("@0.3.0"))
+    {
+        Some(twig_messaging::v0_3::add_to_linker(&mut linker))
+    } else {
+        None
+    };
     if imports.iter().any(|i| i.name.starts_with("twig:sensors/")) {
         twig_sensors::add_to_linker(&mut linker);
     }
@@ -99,7 +113,13 @@ fn builtin_linker(
     } else {
         None
     };
-    Ok((linker, http_types))
+    Ok((
+        linker,
+        ExportTypes {
+            http: http_types,
+            messaging,
+        },
+    ))
 }
 
 /// An import the host does not answer itself: each of its calls is
@@ -217,8 +237,8 @@ impl Host {
         m: &Manifest,
         spec: &ComponentSpec,
         component: &Component,
-    ) -> Result<(Linker<InstanceData>, Option<http::HttpTypes>), String> {
-        let (mut linker, http_types) = builtin_linker(component)?;
+    ) -> Result<(Linker<InstanceData>, ExportTypes), String> {
+        let (mut linker, types) = builtin_linker(component)?;
         for Forwarded {
             iface,
             unversioned,
@@ -260,7 +280,7 @@ impl Host {
                     )
                 });
         }
-        Ok((linker, http_types))
+        Ok((linker, types))
     }
 
     /// Runs an export of a component with WAVE-encoded arguments and returns

@@ -105,24 +105,43 @@ pub fn deliver_message(
         .upgrade()
         .ok_or_else(|| "the host is shutting down".to_string())?;
     let pool = host.running_pool(target_id)?;
-    let arg = twig_messaging::message_to_val(msg);
     let (_trace, trace_id) = crate::trace::enter(None);
     let _span = tracing::info_span!("call", trace = %trace_id, component = %target_id, export = "wasmcloud:messaging/handler#handle-message", trigger = "message", subject = %msg.subject).entered();
+    let v3 = pool.messaging_types();
     pool.with_instance(host.call_wait(), |inst| {
-        let export = inst
-            .export_names()
-            .into_iter()
-            .find(|n| {
-                n.starts_with("wasmcloud:messaging/handler@0.2") && n.ends_with("#handle-message")
-            })
-            .map(str::to_string)
-            .ok_or_else(|| {
-                CallError::Refused(format!(
-                    "`{target_id}` does not export wasmcloud:messaging/handler.handle-message"
-                ))
-            })?;
-        let results = inst.call(&export, &[arg])?;
-        twig_messaging::handler_result(&results).map_err(CallError::Failed)
+        let names = inst.export_names();
+        let v2 = names.iter().find(|n| {
+            n.starts_with("wasmcloud:messaging/handler@0.2") && n.ends_with("#handle-message")
+        });
+        if let Some(export) = v2.map(|s| s.to_string()) {
+            let results = inst.call(&export, &[twig_messaging::message_to_val(msg)])?;
+            return twig_messaging::handler_result(&results).map_err(CallError::Failed);
+        }
+        // wasmcloud:messaging@0.3.0: the message is a resource the host
+        // puts in the instance's table for the call (the guest may drop it,
+        // or keep it until the call ends).
+        let v3_export = names
+            .contains(&twig_messaging::v0_3::HANDLE)
+            .then_some(v3)
+            .flatten();
+        let Some(types) = v3_export else {
+            return Err(CallError::Refused(format!(
+                "`{target_id}` does not export wasmcloud:messaging/handler.handle-message (0.2.0) or incoming-handler.handle (0.3.0)"
+            )));
+        };
+        use twig_messaging::MessagingView as _;
+        let rep = inst
+            .data_mut()
+            .messages()
+            .deliver(msg)
+            .map_err(|e| CallError::Failed(e.to_string()))?;
+        let arg = twig_component::Val::Resource(twig_component::Resource::host_own(
+            types.message,
+            rep,
+        ));
+        let results = inst.call(twig_messaging::v0_3::HANDLE, &[arg]);
+        inst.data_mut().messages().forget(rep);
+        twig_messaging::v0_3::handle_result(&results?).map_err(CallError::Failed)
     })
     .map_err(|e| e.to_string())
 }
