@@ -162,6 +162,11 @@ fn nats_clients_reach_the_component_and_it_reaches_them() {
         &twig,
     ));
     assert_eq!(&reply.payload[..], b"hello");
+    let human = stdout(&twig.cli(&["status"]));
+    assert!(
+        human.contains("2 subscriptions, on the device and the lattice"),
+        "{human}"
+    );
     // The queue-grouped subscription answers too.
     let reply = rt.block_on(request_until_answered(
         &core,

@@ -80,7 +80,12 @@ impl Provider for MessagingProvider {
 
     fn status(&self) -> Option<String> {
         let n = lock(&self.subscriptions).len();
-        (n > 0).then(|| format!("{n} subscription{}", if n == 1 { "" } else { "s" }))
+        let where_ = if self.bridge.has_nats() {
+            ", on the device and the lattice"
+        } else {
+            ""
+        };
+        (n > 0).then(|| format!("{n} subscription{}{where_}", if n == 1 { "" } else { "s" }))
     }
 
     fn as_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
