@@ -64,6 +64,41 @@ impl KeyValueCtx {
     pub fn open_buckets(&self) -> usize {
         self.buckets.len()
     }
+
+    /// Opens bucket `name` of `store` for a call the host makes (a
+    /// watcher's `on-set`/`on-delete` gets it as `own<bucket>`); the rep
+    /// to hand the guest with the type [`add_to_linker`] returned.
+    pub fn hand_bucket(&mut self, store: Arc<Store>, name: &str) -> Result<u32, String> {
+        if self.buckets.len() >= MAX_OPEN_BUCKETS {
+            return Err(format!(
+                "too many open buckets (limit {MAX_OPEN_BUCKETS}); drop some"
+            ));
+        }
+        let rep = self.new_rep();
+        self.buckets.insert(
+            rep,
+            OpenBucket {
+                store,
+                name: name.to_string(),
+            },
+        );
+        Ok(rep)
+    }
+
+    /// Forgets a bucket handed in for a call once the call is over (a
+    /// guest that dropped it already has).
+    pub fn forget_bucket(&mut self, rep: u32) {
+        self.buckets.remove(&rep);
+        self.cursors.retain(|(_, b, _)| *b != rep);
+    }
+
+    fn new_rep(&mut self) -> u32 {
+        self.next_rep = self.next_rep.wrapping_add(1).max(1);
+        while self.buckets.contains_key(&self.next_rep) {
+            self.next_rep = self.next_rep.wrapping_add(1).max(1);
+        }
+        self.next_rep
+    }
 }
 
 /// How the keyvalue functions reach the embedder's per-instance state.
@@ -157,8 +192,13 @@ fn answer<R>(
     Ok(())
 }
 
-/// Registers `wasi:keyvalue/{store,atomics,batch}@0.2.0-draft`.
-pub fn add_to_linker<T: KeyValueView + 'static>(linker: &mut Linker<T>) {
+/// The export a watching component answers a set with, and a delete.
+pub const ON_SET: &str = "wasi:keyvalue/watcher@0.2.0-draft#on-set";
+pub const ON_DELETE: &str = "wasi:keyvalue/watcher@0.2.0-draft#on-delete";
+
+/// Registers `wasi:keyvalue/{store,atomics,batch}@0.2.0-draft`; returns the
+/// `bucket` resource type (to hand a watcher its bucket).
+pub fn add_to_linker<T: KeyValueView + 'static>(linker: &mut Linker<T>) -> u32 {
     let bucket_ty = linker.resource(STORE_INTERFACE, "bucket", |t: &mut T, rep| {
         let kv = t.keyvalue();
         kv.buckets.remove(&rep);
@@ -190,11 +230,7 @@ pub fn add_to_linker<T: KeyValueView + 'static>(linker: &mut Linker<T>) {
             )));
             return Ok(());
         }
-        kv.next_rep = kv.next_rep.wrapping_add(1).max(1);
-        while kv.buckets.contains_key(&kv.next_rep) {
-            kv.next_rep = kv.next_rep.wrapping_add(1).max(1);
-        }
-        let rep = kv.next_rep;
+        let rep = kv.new_rep();
         kv.buckets.insert(rep, OpenBucket { store, name });
         out.push(Val::ok(Some(Val::Resource(Resource::host_own(
             bucket_ty, rep,
@@ -347,6 +383,7 @@ pub fn add_to_linker<T: KeyValueView + 'static>(linker: &mut Linker<T>) {
         let r = write(&s, || s.delete_many(&b, &keys));
         answer(out, r, |()| None)
     });
+    bucket_ty
 }
 
 #[cfg(test)]

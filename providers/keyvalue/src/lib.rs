@@ -169,6 +169,7 @@ mod fair;
 pub mod format;
 mod io;
 mod store;
+pub mod watch;
 
 pub use config::{CompactionPolicy, Config, FsyncPolicy, MAX_BUCKET_NAME_BYTES};
 pub use error::{Error, Result};

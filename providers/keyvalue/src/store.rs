@@ -368,6 +368,8 @@ struct Shared {
     /// The background compactor, joined on drop so that it never touches
     /// the directory after the directory lock is released.
     compactor: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Who hears of changes (`watch.rs`).
+    watchers: crate::watch::Watchers,
     _lock: DirLock,
 }
 
@@ -536,6 +538,21 @@ fn read_value(seg: &SegFile, e: &Entry) -> Result<Vec<u8>> {
 }
 
 /// A counter value: decimal ASCII digits only.
+fn set_event(bucket: &str, key: &str, value: &[u8]) -> crate::watch::Event {
+    crate::watch::Event::Set {
+        bucket: bucket.to_string(),
+        key: key.to_string(),
+        value: value.to_vec(),
+    }
+}
+
+fn delete_event(bucket: &str, key: &str) -> crate::watch::Event {
+    crate::watch::Event::Delete {
+        bucket: bucket.to_string(),
+        key: key.to_string(),
+    }
+}
+
 fn parse_counter(v: &[u8]) -> Option<u64> {
     if v.is_empty() || v.len() > 20 || !v.iter().all(u8::is_ascii_digit) {
         return None;
@@ -761,6 +778,7 @@ impl Store {
             signal: signal.clone(),
             compact_signal: compact_signal.clone(),
             compactor: Mutex::new(None),
+            watchers: Default::default(),
             _lock: lock,
         });
         if let (Some(sig), FsyncPolicy::Batched { max_delay_ms, .. }) = (signal, config.fsync) {
@@ -875,18 +893,43 @@ impl Store {
     /// Sets `key` to `value`; durable on return under
     /// [`FsyncPolicy::Always`].
     pub fn set(&self, bucket: &str, key: &str, value: &[u8]) -> Result<()> {
-        self.write(vec![Change::Set { bucket, key, value }])
+        self.write(vec![Change::Set { bucket, key, value }])?;
+        self.announce(|| vec![set_event(bucket, key, value)]);
+        Ok(())
     }
 
     /// Deletes `key`; deleting a missing key succeeds (and writes nothing).
     pub fn delete(&self, bucket: &str, key: &str) -> Result<()> {
         let mut st = self.lock_write();
-        let r = if st.index.get(bucket, key).is_none() {
+        let existed = st.index.get(bucket, key).is_some();
+        let r = if !existed {
             Ok(())
         } else {
             st.commit(vec![Change::Delete { bucket, key }])
         };
-        self.finish(st, r)
+        self.finish(st, r)?;
+        if existed {
+            self.announce(|| vec![delete_event(bucket, key)]);
+        }
+        Ok(())
+    }
+
+    /// Registers `w` to hear of every change from now on (`watch.rs`).
+    pub fn watch(&self, w: Arc<dyn crate::watch::Watcher>) -> crate::watch::WatchId {
+        self.shared.watchers.add(w)
+    }
+
+    /// Ends a registration; returns whether it was there.
+    pub fn unwatch(&self, id: crate::watch::WatchId) -> bool {
+        self.shared.watchers.remove(id)
+    }
+
+    /// Tells the watchers, if there are any (the events are built only
+    /// then). Called after the write's lock is released.
+    fn announce(&self, events: impl FnOnce() -> Vec<crate::watch::Event>) {
+        if self.shared.watchers.any() {
+            self.shared.watchers.send(events());
+        }
     }
 
     /// Keys of `bucket` in byte order, at most `limit` (at least 1) of
@@ -961,6 +1004,7 @@ impl Store {
         new: Option<&[u8]>,
     ) -> Result<bool> {
         let mut st = self.lock_write();
+        let mut changed = false;
         let r = (|| {
             let current = match st.locate(bucket, key) {
                 None => None,
@@ -972,11 +1016,21 @@ impl Store {
             match (new, current.is_some()) {
                 (Some(value), _) => st.commit(vec![Change::Set { bucket, key, value }])?,
                 (None, true) => st.commit(vec![Change::Delete { bucket, key }])?,
-                (None, false) => {}
+                (None, false) => return Ok(true),
             }
+            changed = true;
             Ok(true)
         })();
-        self.finish(st, r)
+        let swapped = self.finish(st, r)?;
+        if changed {
+            self.announce(|| {
+                vec![match new {
+                    Some(v) => set_event(bucket, key, v),
+                    None => delete_event(bucket, key),
+                }]
+            });
+        }
+        Ok(swapped)
     }
 
     /// Values of `keys`, in order, from one consistent view of the index.
@@ -1033,20 +1087,32 @@ impl Store {
                     value: v.as_ref(),
                 })
                 .collect(),
-        )
+        )?;
+        self.announce(|| {
+            entries
+                .iter()
+                .map(|(k, v)| set_event(bucket, k.as_ref(), v.as_ref()))
+                .collect()
+        });
+        Ok(())
     }
 
     /// Deletes every key, atomically. Missing keys are ignored.
     pub fn delete_many<K: AsRef<str>>(&self, bucket: &str, keys: &[K]) -> Result<()> {
         let mut st = self.lock_write();
-        let changes: Vec<Change<'_>> = keys
+        let existing: Vec<&str> = keys
             .iter()
             .map(|k| k.as_ref())
             .filter(|k| st.index.get(bucket, k).is_some())
-            .map(|key| Change::Delete { bucket, key })
+            .collect();
+        let changes: Vec<Change<'_>> = existing
+            .iter()
+            .map(|&key| Change::Delete { bucket, key })
             .collect();
         let r = st.commit(changes);
-        self.finish(st, r)
+        self.finish(st, r)?;
+        self.announce(|| existing.iter().map(|k| delete_event(bucket, k)).collect());
+        Ok(())
     }
 
     fn write(&self, changes: Vec<Change<'_>>) -> Result<()> {

@@ -438,3 +438,59 @@ fn get_many_capped_refuses_before_reading() {
         "get_many has no cap"
     );
 }
+
+/// Watchers hear of sets and of deletes of keys that existed, in order,
+/// after each write; counters and no-op deletes are not announced; an
+/// ended registration hears nothing more.
+#[test]
+fn watchers_hear_sets_and_deletes_but_not_counters() {
+    use std::sync::Mutex;
+    use twig_keyvalue::watch::{Event, Watcher};
+
+    struct Log(Mutex<Vec<Event>>);
+    impl Watcher for Log {
+        fn notify(&self, event: Event) {
+            self.0.lock().unwrap().push(event);
+        }
+    }
+    let dir = TempDir::new("watch");
+    let s = open(&dir);
+    let log = Arc::new(Log(Mutex::new(Vec::new())));
+    let id = s.watch(log.clone());
+    s.set("b", "k", b"1").unwrap();
+    s.delete("b", "missing").unwrap();
+    s.increment("b", "n", 1).unwrap();
+    s.set_many("b", &[("x", b"2".as_slice()), ("y", b"3".as_slice())])
+        .unwrap();
+    s.delete_many("b", &["x", "nope"]).unwrap();
+    assert!(s
+        .compare_and_swap("b", "k", Some(b"1"), Some(b"4"))
+        .unwrap());
+    assert!(!s
+        .compare_and_swap("b", "k", Some(b"1"), Some(b"5"))
+        .unwrap());
+    s.delete("b", "k").unwrap();
+    let set = |k: &str, v: &[u8]| Event::Set {
+        bucket: "b".into(),
+        key: k.into(),
+        value: v.to_vec(),
+    };
+    let del = |k: &str| Event::Delete {
+        bucket: "b".into(),
+        key: k.into(),
+    };
+    assert_eq!(
+        *log.0.lock().unwrap(),
+        vec![
+            set("k", b"1"),
+            set("x", b"2"),
+            set("y", b"3"),
+            del("x"),
+            set("k", b"4"),
+            del("k")
+        ]
+    );
+    assert!(s.unwatch(id));
+    s.set("b", "after", b"z").unwrap();
+    assert_eq!(log.0.lock().unwrap().len(), 6);
+}

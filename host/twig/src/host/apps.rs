@@ -530,6 +530,7 @@ impl Host {
             sensors,
             http_types: types.http,
             messaging_types: types.messaging,
+            bucket_type: types.bucket,
             max: instances,
         })
     }

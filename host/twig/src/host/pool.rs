@@ -236,6 +236,8 @@ pub struct PoolParts {
     pub http_types: Option<http::HttpTypes>,
     /// Set when the component imports `wasmcloud:messaging@0.3.0`.
     pub messaging_types: Option<twig_messaging::v0_3::MessagingTypes>,
+    /// Set when the component imports `wasi:keyvalue` (its `bucket` type).
+    pub bucket_type: Option<u32>,
     /// How many instances may run at once.
     pub max: usize,
 }
@@ -298,6 +300,12 @@ impl Pool {
     /// be handed a 0.3.0 message).
     pub fn messaging_types(&self) -> Option<twig_messaging::v0_3::MessagingTypes> {
         self.parts.messaging_types
+    }
+
+    /// `wasi:keyvalue`'s `bucket` type, when the component imports it (a
+    /// watcher is handed a bucket).
+    pub fn bucket_type(&self) -> Option<u32> {
+        self.parts.bucket_type
     }
 
     /// The component's live config.

@@ -78,6 +78,8 @@ impl RemoteError {
 pub(super) struct ExportTypes {
     pub http: Option<http::HttpTypes>,
     pub messaging: Option<twig_messaging::v0_3::MessagingTypes>,
+    /// `wasi:keyvalue`'s `bucket` resource type.
+    pub bucket: Option<u32>,
 }
 
 /// The host's own part of a component's linker: WASI, config, the lattice
@@ -88,9 +90,11 @@ fn builtin_linker(component: &Component) -> Result<(Linker<InstanceData>, Export
     capabilities::add_config(&mut linker);
     capabilities::add_lattice(&mut linker);
     let imports = component.imports();
-    if imports.iter().any(|i| i.name.starts_with("wasi:keyvalue/")) {
-        twig_keyvalue::component::add_to_linker(&mut linker);
-    }
+    let bucket = if imports.iter().any(|i| i.name.starts_with("wasi:keyvalue/")) {
+        Some(twig_keyvalue::component::add_to_linker(&mut linker))
+    } else {
+        None
+    };
     if imports
         .iter()
         .any(|i| i.name.starts_with("wasmcloud:messaging/consumer@"))
@@ -118,6 +122,7 @@ fn builtin_linker(component: &Component) -> Result<(Linker<InstanceData>, Export
         ExportTypes {
             http: http_types,
             messaging,
+            bucket,
         },
     ))
 }

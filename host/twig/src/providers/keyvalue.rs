@@ -1,6 +1,15 @@
 //! `twig:keyvalue`: a crash-safe key-value store per provider
 //! (`twig-keyvalue`, under `DATA/kv/{id}`), reached by components through
-//! `wasi:keyvalue`. It calls no component, so it has no links to start.
+//! `wasi:keyvalue`. Its `watcher` links (provider → component, as
+//! wasmCloud's keyvalue-redis provider has them) call the component's
+//! `wasi:keyvalue/watcher` `on-set`/`on-delete` for the keys in the link's
+//! source config `watch` (`SET@key,DEL@key`; `*` and `?` match as in
+//! Redis's keyspace patterns).
+//!
+//! A write announces itself to a watch's bounded queue
+//! ([`WATCH_QUEUE`]) and returns; the watch's own thread makes the calls,
+//! in order, so a slow watcher only delays (and, once its queue is full,
+//! loses) its own events.
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -10,13 +19,62 @@ use std::sync::{Arc, Mutex, Weak};
 use twig_keyvalue::component::{KeyValueCtx, KeyValueView};
 use twig_manifest::ComponentSpec;
 
+use twig_component::{Resource, Val};
+
 use super::{merged_properties, LinkContext, Provider, ProviderKind};
-use crate::host::pool::{InstanceData, Lookup};
+use crate::host::pool::{CallError, Directory, InstanceData, Lookup};
 use crate::sync::lock;
 
 /// A running key-value provider.
 pub struct KeyValueProvider {
     store: Arc<twig_keyvalue::Store>,
+    /// The watches of its `watcher` links.
+    watches: Mutex<Vec<Watch>>,
+}
+
+/// Events a watch may have waiting; past it new ones are dropped (and
+/// counted).
+pub const WATCH_QUEUE: usize = 256;
+
+/// One `watcher` link's registration with the store.
+struct Watch {
+    id: twig_keyvalue::watch::WatchId,
+    target: String,
+    dropped: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// Queues the events a watch wants for its thread.
+struct Queue {
+    specs: Vec<twig_keyvalue::watch::WatchSpec>,
+    tx: std::sync::mpsc::SyncSender<twig_keyvalue::watch::Event>,
+    target: String,
+    dropped: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl twig_keyvalue::watch::Watcher for Queue {
+    fn notify(&self, event: twig_keyvalue::watch::Event) {
+        if !self.specs.iter().any(|s| s.wants(&event)) {
+            return;
+        }
+        if self.tx.try_send(event).is_err() {
+            let n = self
+                .dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                + 1;
+            if n.is_power_of_two() {
+                tracing::warn!(target = %self.target, dropped = n, capacity = WATCH_QUEUE, "key-value watcher behind: event dropped");
+            }
+        }
+    }
+}
+
+/// The `wasi:keyvalue` `watcher` links of a provider.
+fn watcher_links(links: &[twig_manifest::Link]) -> impl Iterator<Item = &twig_manifest::Link> {
+    links.iter().filter(|l| {
+        l.namespace == "wasi"
+            && l.package == "keyvalue"
+            && l.interfaces.iter().any(|i| i == "watcher")
+    })
 }
 
 impl Provider for KeyValueProvider {
@@ -24,14 +82,86 @@ impl Provider for KeyValueProvider {
         ProviderKind::KeyValue
     }
 
-    fn start_links(&self, _cx: &LinkContext<'_>) -> Result<(), String> {
+    fn start_links(&self, cx: &LinkContext<'_>) -> Result<(), String> {
+        for link in watcher_links(cx.links) {
+            // wasmCloud reads the key case-insensitively.
+            let config = merged_properties(&link.source_config);
+            let value = config
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("watch"))
+                .map(|(_, v)| v.as_str());
+            let Some(value) = value else {
+                tracing::warn!(provider = %cx.provider, target = %link.target_id, "watcher link has no `watch` in its source config; nothing is watched");
+                continue;
+            };
+            let (specs, skipped) = twig_keyvalue::watch::parse_watch(value);
+            for why in skipped {
+                tracing::warn!(provider = %cx.provider, target = %link.target_id, "{why}; skipped");
+            }
+            if specs.is_empty() {
+                continue;
+            }
+            let (tx, rx) = std::sync::mpsc::sync_channel(WATCH_QUEUE);
+            let dropped = Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let target = link.target_id.clone();
+            let (host, store) = (cx.host.clone(), self.store.clone());
+            let t = target.clone();
+            std::thread::Builder::new()
+                .name(format!("kv-watch:{target}").chars().take(15).collect())
+                .spawn(move || {
+                    // Ends when the watch is removed (its sender dropped).
+                    while let Ok(event) = rx.recv() {
+                        if let Err(e) = deliver_change(&host, &t, &store, &event) {
+                            tracing::warn!(component = %t, key = %event.key(), "key-value watcher failed: {e}");
+                        }
+                    }
+                })
+                .map_err(|e| format!("cannot start the watcher thread for `{target}`: {e}"))?;
+            let described: Vec<String> = specs
+                .iter()
+                .map(|s| format!("{:?}@{}", s.op, s.key))
+                .collect();
+            let id = self.store.watch(Arc::new(Queue {
+                specs,
+                tx,
+                target: target.clone(),
+                dropped: dropped.clone(),
+            }));
+            tracing::info!(provider = %cx.provider, target = %target, watch = %described.join(","), "watching keys");
+            lock(&self.watches).push(Watch {
+                id,
+                target,
+                dropped,
+            });
+        }
         Ok(())
     }
 
-    fn stop_links(&self) {}
+    fn stop_links(&self) {
+        for w in lock(&self.watches).drain(..) {
+            self.store.unwatch(w.id);
+        }
+    }
 
     fn status(&self) -> Option<String> {
-        None
+        let watches = lock(&self.watches);
+        if watches.is_empty() {
+            return None;
+        }
+        let dropped: u64 = watches
+            .iter()
+            .map(|w| w.dropped.load(std::sync::atomic::Ordering::Relaxed))
+            .sum();
+        let targets: Vec<&str> = watches.iter().map(|w| w.target.as_str()).collect();
+        Some(format!(
+            "watched by {}{}",
+            targets.join(", "),
+            if dropped > 0 {
+                format!(" ({dropped} events dropped)")
+            } else {
+                String::new()
+            }
+        ))
     }
 
     fn as_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
@@ -51,7 +181,10 @@ impl OpenStores {
     pub fn open(&self, spec: &ComponentSpec, data_dir: &Path) -> Result<KeyValueProvider, String> {
         let mut stores = lock(&self.0);
         if let Some(store) = stores.get(&spec.id).and_then(Weak::upgrade) {
-            return Ok(KeyValueProvider { store });
+            return Ok(KeyValueProvider {
+                store,
+                watches: Mutex::default(),
+            });
         }
         let config = keyvalue_config(spec)?;
         let dir = data_dir.join("kv").join(&spec.id);
@@ -62,7 +195,10 @@ impl OpenStores {
         let store = Arc::new(store);
         stores.retain(|_, w| w.strong_count() > 0);
         stores.insert(spec.id.clone(), Arc::downgrade(&store));
-        Ok(KeyValueProvider { store })
+        Ok(KeyValueProvider {
+            store,
+            watches: Mutex::default(),
+        })
     }
 }
 
@@ -99,6 +235,63 @@ pub fn keyvalue_config(spec: &ComponentSpec) -> Result<twig_keyvalue::Config, St
         }
     }
     Ok(c)
+}
+
+impl Drop for KeyValueProvider {
+    fn drop(&mut self) {
+        self.stop_links();
+    }
+}
+
+/// Calls a watching component's `on-set` or `on-delete` for one change,
+/// handing it the bucket as `own<bucket>` (forgotten when the call ends).
+fn deliver_change(
+    host: &Weak<dyn Directory>,
+    target_id: &str,
+    store: &Arc<twig_keyvalue::Store>,
+    event: &twig_keyvalue::watch::Event,
+) -> Result<(), String> {
+    use twig_keyvalue::component::{ON_DELETE, ON_SET};
+    use twig_keyvalue::watch::Event;
+    let host = host
+        .upgrade()
+        .ok_or_else(|| "the host is shutting down".to_string())?;
+    let pool = host.running_pool(target_id)?;
+    let (export, bucket) = match event {
+        Event::Set { bucket, .. } => (ON_SET, bucket),
+        Event::Delete { bucket, .. } => (ON_DELETE, bucket),
+    };
+    let Some(bucket_ty) = pool.bucket_type() else {
+        return Err(format!(
+            "`{target_id}` does not import wasi:keyvalue, so it cannot be a watcher"
+        ));
+    };
+    let (_trace, trace_id) = crate::trace::enter(None);
+    let _span = tracing::info_span!("call", trace = %trace_id, component = %target_id, export, trigger = "keyvalue", key = %event.key()).entered();
+    pool.with_instance(host.call_wait(), |inst| {
+        if !inst.export_names().contains(&export) {
+            return Err(CallError::Refused(format!(
+                "`{target_id}` does not export {export}"
+            )));
+        }
+        let rep = inst
+            .data_mut()
+            .keyvalue
+            .hand_bucket(store.clone(), bucket)
+            .map_err(CallError::Failed)?;
+        let handle = Val::Resource(Resource::host_own(bucket_ty, rep));
+        let args = match event {
+            Event::Set { key, value, .. } => {
+                vec![handle, Val::String(key.clone()), Val::Bytes(value.clone())]
+            }
+            Event::Delete { key, .. } => vec![handle, Val::String(key.clone())],
+        };
+        let r = inst.call(export, &args);
+        inst.data_mut().keyvalue.forget_bucket(rep);
+        r?;
+        Ok(())
+    })
+    .map_err(|e| e.to_string())
 }
 
 impl KeyValueView for InstanceData {
