@@ -8,7 +8,7 @@ target="wasm32-wasip2"
 out="$here/out"
 # Cargo crate name -> output name. Binaries keep their name; cdylibs are
 # written by cargo with '-' turned into '_'.
-guests=(hello greeter wasmcloud wasmcloud-http types misbehave compute kv-writer http-echo edge-worker telemetry echo-messaging echo-messaging-v3 kv-watcher)
+guests=(hello greeter wasmcloud wasmcloud-http types misbehave compute kv-writer http-echo edge-worker telemetry echo-messaging echo-messaging-v3 kv-watcher secret-reader)
 
 echo "==> rustup target add $target"
 rustup target add "$target"

@@ -34,8 +34,10 @@
 //!
 //! Anything twig reads past is a [`Warning`] with its path: unknown fields
 //! (wadm would reject some of them; twig keeps going), and things twig
-//! does not support but can safely ignore: secrets, policies, unknown trait
+//! does not support but can safely ignore: link secrets, unknown trait
 //! types, the shared-application annotation, deprecated link fields.
+//! Secret policies (`spec.policies`) and components' `secrets` are read
+//! and checked as wadm checks them ([`SecretPolicy`], [`SecretRef`]).
 //! Interfaces that wadm flags as unrecognized are warned about too.
 //!
 //! Hostile input is bounded: text over [`MAX_MANIFEST_BYTES`], nesting over
@@ -89,6 +91,38 @@ pub struct Manifest {
     pub labels: BTreeMap<String, String>,
     /// In manifest order; never empty.
     pub components: Vec<ComponentSpec>,
+    /// `spec.policies`: the secret policies its secrets name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<SecretPolicy>,
+}
+
+/// A `spec.policies` entry of type `policy.secret.wasmcloud.dev/v1alpha1`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretPolicy {
+    pub name: String,
+    /// `properties.backend`: which secrets backend answers.
+    pub backend: String,
+    /// Every property, `backend` included (a backend may read others).
+    pub properties: BTreeMap<String, String>,
+}
+
+/// The policy type wadm 0.21 accepts for secrets.
+pub const SECRET_POLICY_TYPE: &str = "policy.secret.wasmcloud.dev/v1alpha1";
+
+/// A component's `properties.secrets` entry: the name the component asks
+/// for (`wasmcloud:secrets/store.get`) and where the value comes from.
+/// Its `Debug` is the reference, never a value (there is none here).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretRef {
+    pub name: String,
+    /// `properties.policy`: a [`SecretPolicy`] of the manifest.
+    pub policy: String,
+    /// `properties.key`: the secret's name in the backend.
+    pub key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 impl Manifest {
@@ -122,6 +156,9 @@ pub struct ComponentSpec {
     pub scaler: Option<Scaler>,
     /// Its `link` traits, in order.
     pub links: Vec<Link>,
+    /// `properties.secrets`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<SecretRef>,
 }
 
 /// Where a component's code comes from.

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use crate::yaml::{describe, line, raw_text, view, Kind, Node, View};
 use crate::{
-    ComponentKind, ComponentSpec, ConfigRef, Image, Link, Manifest, Scaler, Spread, Warning,
+    ComponentKind, ComponentSpec, ConfigRef, Image, Link, Manifest, Scaler, SecretPolicy,
+    SecretRef, Spread, Warning, SECRET_POLICY_TYPE,
 };
 
 const API_VERSION: &str = "core.oam.dev/v1beta1";
@@ -303,14 +304,10 @@ pub(crate) fn manifest(root: &Node<'_>, base_dir: &Path) -> R<(Manifest, Vec<War
             "an application needs at least one component",
         ));
     }
-    if let Some(p) = spec.opt("policies") {
-        if !matches!(view(p), View::Seq([])) {
-            ctx.warn(
-                "spec.policies",
-                "policies are not supported by twig (ignored)",
-            );
-        }
-    }
+    let policies = match spec.opt("policies") {
+        Some(p) => policies(p, "spec.policies", &mut ctx)?,
+        None => Vec::new(),
+    };
     spec.finish(&mut ctx);
     top.finish(&mut ctx);
 
@@ -320,7 +317,15 @@ pub(crate) fn manifest(root: &Node<'_>, base_dir: &Path) -> R<(Manifest, Vec<War
     let mut link_configs: HashMap<String, String> = HashMap::new();
     for (i, item) in items.iter().enumerate() {
         let path = index("spec.components", i);
-        let d = component(item, &path, &name, base_dir, &mut ctx, &mut link_configs)?;
+        let d = component(
+            item,
+            &path,
+            &name,
+            base_dir,
+            &mut ctx,
+            &mut link_configs,
+            &policies,
+        )?;
         if let Some(&other) = by_name.get(&d.spec.name) {
             return Err(fail(
                 child(&path, "name"),
@@ -383,9 +388,108 @@ pub(crate) fn manifest(root: &Node<'_>, base_dir: &Path) -> R<(Manifest, Vec<War
             annotations,
             labels,
             components,
+            policies,
         },
         ctx.warnings,
     ))
+}
+
+/// `spec.policies`: wadm 0.21 accepts only secret policies, each with a
+/// `backend`; names are unique.
+fn policies(node: &Node<'_>, path: &str, ctx: &mut Ctx) -> R<Vec<SecretPolicy>> {
+    let mut out: Vec<SecretPolicy> = Vec::new();
+    for (i, item) in seq(node, path)?.iter().enumerate() {
+        let ipath = index(path, i);
+        let mut obj = Obj::new(item, &ipath)?;
+        let name = nonempty(obj.req("name")?, &obj.at("name"))?;
+        let ty_node = obj.req("type")?;
+        let ty = string(ty_node, &obj.at("type"))?;
+        if ty != SECRET_POLICY_TYPE {
+            return Err(fail(
+                obj.at("type"),
+                line(ty_node),
+                format!("unknown policy type `{ty}` (expected {SECRET_POLICY_TYPE})"),
+            ));
+        }
+        let props_node = obj.req("properties")?;
+        let properties = string_map(props_node, &obj.at("properties"))?;
+        let Some(backend) = properties.get("backend").filter(|b| !b.is_empty()).cloned() else {
+            return Err(fail(
+                child(&obj.at("properties"), "backend"),
+                line(props_node),
+                "a secret policy needs a `backend`",
+            ));
+        };
+        if out.iter().any(|p| p.name == name) {
+            return Err(fail(
+                obj.at("name"),
+                line(item),
+                format!("policy `{name}` is defined twice"),
+            ));
+        }
+        obj.finish(ctx);
+        out.push(SecretPolicy {
+            name,
+            backend,
+            properties,
+        });
+    }
+    Ok(out)
+}
+
+/// A component's `properties.secrets`: `{name, properties: {policy, key,
+/// field?, version?}}` entries with unique names.
+fn secret_refs(
+    node: &Node<'_>,
+    path: &str,
+    ctx: &mut Ctx,
+    policies: &[SecretPolicy],
+) -> R<Vec<SecretRef>> {
+    let mut out: Vec<SecretRef> = Vec::new();
+    for (i, item) in seq(node, path)?.iter().enumerate() {
+        let ipath = index(path, i);
+        let mut obj = Obj::new(item, &ipath)?;
+        let name_node = obj.req("name")?;
+        let name = nonempty(name_node, &obj.at("name"))?;
+        let ppath = obj.at("properties");
+        let mut props = Obj::new(obj.req("properties")?, &ppath)?;
+        let policy_node = props.req("policy")?;
+        let policy = nonempty(policy_node, &props.at("policy"))?;
+        if !policies.iter().any(|p| p.name == policy) {
+            // wadm's words.
+            return Err(fail(
+                props.at("policy"),
+                line(policy_node),
+                format!("secret '{name}' is mapped to unknown policy '{policy}'"),
+            ));
+        }
+        let key = nonempty(props.req("key")?, &props.at("key"))?;
+        let field = match props.opt("field") {
+            Some(n) => Some(string(n, &props.at("field"))?),
+            None => None,
+        };
+        let version = match props.opt("version") {
+            Some(n) => Some(string(n, &props.at("version"))?),
+            None => None,
+        };
+        props.finish(ctx);
+        if out.iter().any(|s| s.name == name) {
+            return Err(fail(
+                obj.at("name"),
+                line(name_node),
+                format!("secret `{name}` is named twice"),
+            ));
+        }
+        obj.finish(ctx);
+        out.push(SecretRef {
+            name,
+            policy,
+            key,
+            field,
+            version,
+        });
+    }
+    Ok(out)
 }
 
 /// wadm's `^[-\w]+$`, restricted to what `char` can tell without Unicode
@@ -481,6 +585,7 @@ fn component(
     base_dir: &Path,
     ctx: &mut Ctx,
     link_configs: &mut HashMap<String, String>,
+    policies: &[SecretPolicy],
 ) -> R<Draft> {
     let mut obj = Obj::new(node, path)?;
     let name_node = obj.req("name")?;
@@ -538,7 +643,10 @@ fn component(
             .collect(),
         None => Vec::new(),
     };
-    secrets(&mut props, ctx);
+    let secrets = match props.opt("secrets") {
+        Some(n) => secret_refs(n, &props.at("secrets"), ctx, policies)?,
+        None => Vec::new(),
+    };
     props.finish(ctx);
 
     let mut scaler: Option<(Scaler, String)> = None;
@@ -622,6 +730,7 @@ fn component(
             config,
             scaler: scaler.map(|(s, _)| s),
             links: Vec::new(),
+            secrets,
         },
         links,
         name_line: line(name_node),
@@ -630,13 +739,14 @@ fn component(
     })
 }
 
-/// Warns about a `secrets` field: twig has no secrets backend.
+/// Warns about a link's `secrets`: twig's providers run in-process and
+/// take no secrets.
 fn secrets(obj: &mut Obj<'_, '_>, ctx: &mut Ctx) {
     if let Some(n) = obj.opt("secrets") {
         if !matches!(view(n), View::Seq([])) {
             ctx.warn(
                 obj.at("secrets"),
-                "secrets are not supported by twig (ignored)",
+                "link secrets are not used by twig's built-in providers (ignored)",
             );
         }
     }

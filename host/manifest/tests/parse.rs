@@ -424,7 +424,7 @@ spec:
         - type: custom-scaler
           properties: {whatever: 1}
   policies:
-    - name: vault
+    - name: p
       type: policy.secret.wasmcloud.dev/v1alpha1
       properties: {backend: vault}
 "#;
@@ -432,14 +432,12 @@ spec:
     let got: Vec<String> = p.warnings.iter().map(ToString::to_string).collect();
     let want = [
         "metadata.namespace: unknown field (ignored)",
-        "spec.policies: policies are not supported by twig (ignored)",
         "extra: unknown field (ignored)",
-        "spec.components[0].properties.secrets: secrets are not supported by twig (ignored)",
         "spec.components[0].properties.imag: unknown field (ignored)",
         "spec.components[0].traits[0].properties.spread[0].wieght: unknown field (ignored)",
         "spec.components[0].traits[0].incorrect: unknown field (ignored)",
         "spec.components[0].traits[1].properties.interfaces[0]: unrecognized interface `wasi:http/incoming-handlr` (known: incoming-handler, outgoing-handler)",
-        "spec.components[0].traits[1].properties.target.secrets: secrets are not supported by twig (ignored)",
+        "spec.components[0].traits[1].properties.target.secrets: link secrets are not used by twig's built-in providers (ignored)",
         "spec.components[0].traits[1].properties.target.colour: unknown field (ignored)",
         "spec.components[0].traits[1].properties.source.config[0].propertes: unknown field (ignored)",
         "spec.components[0].traits[2].type: unknown trait type `custom-scaler` (ignored by twig)",
@@ -1146,4 +1144,90 @@ fn hostile_input_is_an_error() {
     assert_err("? [a]\n: b\n", "", "mapping key");
     assert!(parse("\u{feff}", &src()).is_err());
     assert!(parse("\0", &src()).is_err());
+}
+
+/// wadm 0.21's secrets: `spec.policies` of the secret policy type with a
+/// backend, and components' `secrets` naming one of them; wadm's checks.
+#[test]
+fn secrets_and_their_policies_are_read_and_checked() {
+    let doc = |policies: &str, secrets: &str| {
+        format!(
+            "apiVersion: core.oam.dev/v1beta1
+kind: Application
+metadata:
+  name: app
+spec:
+  policies:
+{policies}
+  components:
+    - name: c
+      type: component
+      properties:
+        image: ghcr.io/x/c:1
+        secrets:
+{secrets}
+"
+        )
+    };
+    let nats = "    - name: nats-kv\n      type: policy.secret.wasmcloud.dev/v1alpha1\n      properties: {backend: nats-kv, extra: x}";
+    let p = ok(&doc(
+        nats,
+        "          - name: api_password\n            properties: {policy: nats-kv, key: api_password, field: pw, version: \"3\"}",
+    ));
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+    let m = &p.manifest;
+    assert_eq!(m.policies.len(), 1);
+    assert_eq!(m.policies[0].name, "nats-kv");
+    assert_eq!(m.policies[0].backend, "nats-kv");
+    assert_eq!(
+        m.policies[0].properties.get("extra").map(String::as_str),
+        Some("x")
+    );
+    let s = &m.components[0].secrets[0];
+    assert_eq!(
+        (
+            s.name.as_str(),
+            s.policy.as_str(),
+            s.key.as_str(),
+            s.field.as_deref(),
+            s.version.as_deref()
+        ),
+        (
+            "api_password",
+            "nats-kv",
+            "api_password",
+            Some("pw"),
+            Some("3")
+        )
+    );
+    for (policies, secrets, want) in [
+        (
+            nats,
+            "          - name: s\n            properties: {policy: vault, key: k}",
+            "spec.components[0].properties.secrets[0].properties.policy: secret 's' is mapped to unknown policy 'vault'",
+        ),
+        (
+            "    - name: p\n      type: policy.other/v1\n      properties: {backend: b}",
+            "          - name: s\n            properties: {policy: p, key: k}",
+            "spec.policies[0].type: unknown policy type `policy.other/v1`",
+        ),
+        (
+            "    - name: p\n      type: policy.secret.wasmcloud.dev/v1alpha1\n      properties: {}",
+            "          - name: s\n            properties: {policy: p, key: k}",
+            "spec.policies[0].properties.backend: a secret policy needs a `backend`",
+        ),
+        (
+            nats,
+            "          - name: s\n            properties: {policy: nats-kv}",
+            "spec.components[0].properties.secrets[0].properties.key: missing required field",
+        ),
+        (
+            nats,
+            "          - name: s\n            properties: {policy: nats-kv, key: a}\n          - name: s\n            properties: {policy: nats-kv, key: b}",
+            "spec.components[0].properties.secrets[1].name: secret `s` is named twice",
+        ),
+    ] {
+        let e = err(&doc(policies, secrets)).to_string();
+        assert!(e.contains(want), "{e}\nwanted: {want}");
+    }
 }

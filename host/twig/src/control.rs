@@ -122,6 +122,8 @@ impl Host {
                 spread: Vec::new(),
             }),
             links: Vec::new(),
+            // The lattice's `SECRET_…` references are not fetched yet.
+            secrets: Vec::new(),
         };
         self.deploy_lattice_app(&plan.id, spec, plan.origin.clone())
     }
@@ -143,6 +145,7 @@ impl Host {
             annotations: origin.annotations.clone(),
             labels: BTreeMap::new(),
             components: vec![spec],
+            policies: Vec::new(),
         };
         let what = format!("lattice request for `{id}`");
         // Compiled before the change begins, so that other changes do not
@@ -212,6 +215,7 @@ impl Host {
             config: named_config_refs(&req.config),
             scaler: None,
             links: Vec::new(),
+            secrets: Vec::new(),
         }
     }
 

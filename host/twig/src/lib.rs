@@ -39,6 +39,8 @@
 //! * [`outbox`] — what leaves the device: the board's `[outbox]` classes
 //!   and the durable on-disk queue (`twig-outbox`) that messages wait in
 //!   while the uplink is down.
+//! * [`secrets`] — components' secrets (`wasmcloud:secrets`), fetched
+//!   from the local backend (`DATA/secrets`) when a component starts.
 //! * [`exec`] — where blocking work runs (guest calls apart from the
 //!   control plane); [`trace`] — trace ids and call spans; [`names`] —
 //!   checks of names, URLs and label keys; [`image`] — reading a component
@@ -81,6 +83,7 @@ pub mod names;
 pub mod outbox;
 pub mod policy;
 pub mod providers;
+pub mod secrets;
 pub mod state;
 mod sync;
 pub mod trace;

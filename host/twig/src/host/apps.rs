@@ -521,10 +521,16 @@ impl Host {
         } else {
             None
         };
+        let secrets = crate::secrets::fetch(m, spec, &self.inner.data_dir)?;
+        if !secrets.is_empty() {
+            let names: Vec<&str> = secrets.names().collect();
+            tracing::info!(component = %spec.id, secrets = %names.join(", "), "secrets fetched");
+        }
         Pool::new(PoolParts {
             component,
             linker,
             config,
+            secrets: Arc::new(secrets),
             links: Arc::new(Links::new(&spec.id, spec.links.clone(), self.directory())),
             messaging,
             sensors,

@@ -102,6 +102,7 @@ mod tests {
             config: Vec::new(),
             scaler,
             links: Vec::new(),
+            secrets: Vec::new(),
         }
     }
 

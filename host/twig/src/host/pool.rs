@@ -109,6 +109,8 @@ pub struct InstanceData {
     pub messaging: Option<Arc<twig_messaging::Bus>>,
     /// `wasmcloud:messaging@0.3.0` messages, clients and request options.
     pub messages: twig_messaging::v0_3::MessagesCtx,
+    /// The component's secrets and the guest's handles to them.
+    pub secrets: crate::secrets::SecretsCtx,
     /// The board's sensors, when the component links `twig:sensors` to the
     /// sensors provider.
     pub sensors: Option<Arc<twig_sensors::Sensors>>,
@@ -144,6 +146,12 @@ impl twig_messaging::MessagingView for InstanceData {
     }
     fn messages(&mut self) -> &mut twig_messaging::v0_3::MessagesCtx {
         &mut self.messages
+    }
+}
+
+impl crate::secrets::SecretsView for InstanceData {
+    fn secrets(&mut self) -> &mut crate::secrets::SecretsCtx {
+        &mut self.secrets
     }
 }
 
@@ -229,6 +237,8 @@ pub struct PoolParts {
     pub component: Component,
     pub linker: Linker<InstanceData>,
     pub config: Arc<LiveConfig>,
+    /// The component's secrets, fetched before it started.
+    pub secrets: Arc<crate::secrets::Secrets>,
     pub links: Arc<Links>,
     pub messaging: Option<Arc<twig_messaging::Bus>>,
     pub sensors: Option<Arc<twig_sensors::Sensors>>,
@@ -334,6 +344,7 @@ impl Pool {
             call_targets: HashMap::new(),
             keyvalue: KeyValueCtx::default(),
             messages: Default::default(),
+            secrets: crate::secrets::SecretsCtx::new(p.secrets.clone()),
             messaging: p.messaging.clone(),
             sensors: p.sensors.clone(),
             http: http::HttpCtx::new(),

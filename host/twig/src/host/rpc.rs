@@ -109,6 +109,12 @@ fn builtin_linker(component: &Component) -> Result<(Linker<InstanceData>, Export
     } else {
         None
     };
+    if imports
+        .iter()
+        .any(|i| i.name.starts_with("wasmcloud:secrets/"))
+    {
+        crate::secrets::add_to_linker(&mut linker);
+    }
     if imports.iter().any(|i| i.name.starts_with("twig:sensors/")) {
         twig_sensors::add_to_linker(&mut linker);
     }
