@@ -146,15 +146,20 @@ fn subscribe_upstream(
     r: &Registered,
 ) -> Box<dyn Send + Sync> {
     let bus = r.bus.clone();
+    let refused = std::sync::atomic::AtomicU64::new(0);
     let deliver: Deliver = Arc::new(move |msg: Message| {
         let Some(bus) = bus.upgrade() else {
             return;
         };
         // A full queue is a drop the bus counts and logs; a message the
         // bus cannot carry (a subject or size NATS allows and it does not)
-        // is logged here.
+        // is logged here, the 1st, 2nd, 4th, … time: anyone on the lattice
+        // can send them, and must not fill the device's log.
         if let Err(e) = bus.deliver_to(id, msg) {
-            tracing::warn!(subscription = %id, "message from the lattice not delivered: {e}");
+            let n = refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            if n.is_power_of_two() {
+                tracing::warn!(subscription = %id, refused = n, "message from the lattice not delivered: {e}");
+            }
         }
     });
     nats.subscribe(&r.pattern, r.queue.as_deref(), deliver)
