@@ -3,6 +3,7 @@
 //! WASI and the test interfaces.
 #![forbid(unsafe_code)]
 
+pub mod apps;
 pub mod arbitrary;
 pub mod netns;
 pub mod slow_http;

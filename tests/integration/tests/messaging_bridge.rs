@@ -15,67 +15,10 @@ use std::time::{Duration, Instant};
 
 use async_nats_039 as nats;
 use futures::StreamExt as _;
+use twig_integration_tests::apps::echo_messaging_manifest as manifest;
 use twig_integration_tests::guest_path;
 use twig_integration_tests::topology::Topology;
 use twig_integration_tests::twig::{stderr, stdout, uplink_args, TempDir, Twig};
-
-/// wasmCloud's echo-messaging manifest, with the image a local file.
-fn manifest(dir: &std::path::Path) -> String {
-    let text = format!(
-        "apiVersion: core.oam.dev/v1beta1
-kind: Application
-metadata:
-  name: echo-messaging
-  annotations:
-    version: v0.0.1
-spec:
-  components:
-    - name: echo
-      type: component
-      properties:
-        image: {image}
-        id: echo
-      traits:
-        # Two: the last check has the component request a subject it
-        # answers itself, which needs a second instance.
-        - type: spreadscaler
-          properties:
-            instances: 2
-        - type: link
-          properties:
-            namespace: wasmcloud
-            package: messaging
-            interfaces: [consumer]
-            target:
-              name: nats
-              config:
-                - name: provider-tgt
-                  properties:
-                    subscriptions: wasmcloud.echo
-    - name: nats
-      type: capability
-      properties:
-        image: ghcr.io/wasmcloud/messaging-nats:0.27.0
-      traits:
-        - type: link
-          properties:
-            namespace: wasmcloud
-            package: messaging
-            interfaces: [handler]
-            target:
-              name: echo
-            source:
-              config:
-                - name: provider-src
-                  properties:
-                    subscriptions: wasmcloud.echo,jobs.>|workers
-",
-        image = guest_path("echo-messaging").display()
-    );
-    let path = dir.join("echo-messaging.yaml");
-    std::fs::write(&path, text).unwrap();
-    path.display().to_string()
-}
 
 /// A runtime whose spawned tasks (the responders) run while the test
 /// thread invokes the component.
