@@ -61,4 +61,3 @@ spec:
     std::fs::write(&path, text).unwrap();
     path.display().to_string()
 }
-

@@ -118,7 +118,10 @@ async fn main() -> Result<()> {
         );
         std::env::set_var("TWIG_BIN", &p);
     }
-    println!("twig binary: {}", std::env::var("TWIG_BIN").unwrap_or_default());
+    println!(
+        "twig binary: {}",
+        std::env::var("TWIG_BIN").unwrap_or_default()
+    );
     let dir = TempDir::new("messaging-bench");
     let topo = Topology::start();
     let mut args = uplink_args(&topo);
@@ -151,12 +154,21 @@ async fn main() -> Result<()> {
         if matches!(r, Ok(Ok(_))) {
             break;
         }
-        ensure!(Instant::now() < deadline, "twig's component never answered on wasmcloud.echo");
+        ensure!(
+            Instant::now() < deadline,
+            "twig's component never answered on wasmcloud.echo"
+        );
     }
 
     let rows = [
-        ("core client → twig component (echo-messaging)", "wasmcloud.echo"),
-        ("core client → bare NATS responder on the leaf", "bench.bare"),
+        (
+            "core client → twig component (echo-messaging)",
+            "wasmcloud.echo",
+        ),
+        (
+            "core client → bare NATS responder on the leaf",
+            "bench.bare",
+        ),
     ];
     println!(
         "\nNATS request/reply through the leaf (TLS), 15-byte body, median of {} runs of {} requests after {} warm-up:",
@@ -166,7 +178,11 @@ async fn main() -> Result<()> {
     for (name, subject) in rows {
         let mut runs = Vec::new();
         for _ in 0..o.runs {
-            runs.push(run(&core, subject, &o).await.with_context(|| name.to_string())?);
+            runs.push(
+                run(&core, subject, &o)
+                    .await
+                    .with_context(|| name.to_string())?,
+            );
         }
         let m = median(runs);
         println!(
@@ -178,7 +194,10 @@ async fn main() -> Result<()> {
     println!("\nMarkdown for BENCHMARKS.md:\n");
     println!("| path | p50 µs | p99 µs | req/s, {IN_FLIGHT} in flight |\n|---|---:|---:|---:|");
     for (name, m) in &out {
-        println!("| {name} | {:.0} | {:.0} | {:.0} |", m.p50, m.p99, m.per_sec);
+        println!(
+            "| {name} | {:.0} | {:.0} | {:.0} |",
+            m.p50, m.p99, m.per_sec
+        );
     }
     drop(twig);
     Ok(())
