@@ -27,7 +27,28 @@ fn engine() -> &'static Engine {
     })
 }
 
+/// The native stack a guest runs on here. cargo-fuzz builds with debug
+/// assertions, which keep wasmi's handler calls from becoming sibling
+/// calls, so a deeply recursing guest uses native stack per wasm frame
+/// (the workspace turns them off for wasmi in dev builds for the same
+/// reason). On libFuzzer's own 8 MiB thread such an input overflows the
+/// stack, a SIGSEGV libFuzzer cannot report; on a thread with room it
+/// traps at the engine's recursion limit, as in a release build.
+const GUEST_STACK: usize = 512 << 20;
+
 fuzz_target!(|data: &[u8]| {
+    let data = data.to_vec();
+    let run = std::thread::Builder::new()
+        .stack_size(GUEST_STACK)
+        .spawn(move || load_and_call(&data))
+        .expect("spawn the guest thread");
+    // A panic there is a finding: hand it on to libFuzzer.
+    if let Err(p) = run.join() {
+        std::panic::resume_unwind(p);
+    }
+});
+
+fn load_and_call(data: &[u8]) {
     let Ok(c) = Component::new(engine(), "fuzz.wasm", data) else { return };
     let mut linker: Linker<WasiCtx> = Linker::new();
     twig_wasi::add_to_linker(&mut linker);
@@ -38,4 +59,4 @@ fuzz_target!(|data: &[u8]| {
             let _ = inst.call(&name, &[]);
         }
     }
-});
+}
