@@ -607,7 +607,7 @@ impl Bus {
             Some(u) => (msg.clone(), Some((u, msg))),
             None => (msg, None),
         };
-        let mut report = self.fan_out(local);
+        let (mut report, _) = self.fan_out(local);
 
         if let Some((uplink, msg)) = for_uplink {
             // Outside the state lock: the uplink may publish into the bus.
@@ -634,8 +634,9 @@ impl Bus {
     }
 
     /// Matches and enqueues under the state lock. Nothing here blocks:
-    /// `try_send` only.
-    fn fan_out(&self, msg: Message) -> PublishReport {
+    /// `try_send` only. The message comes back if no subscription matched
+    /// it (a request then goes to the uplink without a copy).
+    fn fan_out(&self, msg: Message) -> (PublishReport, Option<Message>) {
         let mut report = PublishReport::default();
         let mut state = lock(&self.state);
         let state = &mut *state;
@@ -657,6 +658,9 @@ impl Bus {
             }
         }
         let mut remaining = plain.len() + groups.len();
+        if remaining == 0 {
+            return (report, Some(msg));
+        }
         let mut msg = Some(msg);
         let mut next_copy = || -> Message {
             // The last target gets the original, the others a clone.
@@ -711,7 +715,7 @@ impl Bus {
                 }
             }
         }
-        report
+        (report, None)
     }
 
     /// Tries to queue `msg` for `sub`; gives it back if the queue is full
@@ -820,12 +824,11 @@ impl Bus {
             None
         };
         self.counters.published.fetch_add(1, Ordering::Relaxed);
-        let body_for_uplink = uplink.as_ref().map(|_| msg.body.clone());
-        let report = self.fan_out(msg);
-        if report.delivered_to == 0 && report.dropped == 0 && !self.is_closed() {
-            if let (Some(u), Some(body)) = (uplink, body_for_uplink) {
+        let (report, unmatched) = self.fan_out(msg);
+        if !self.is_closed() {
+            if let (Some(u), Some(msg)) = (uplink, unmatched) {
                 let answer =
-                    twig_component::blocking::section(|| u.request(subject, &body, timeout));
+                    twig_component::blocking::section(|| u.request(subject, &msg.body, timeout));
                 if let Some(answer) = answer {
                     self.counters.exported.fetch_add(1, Ordering::Relaxed);
                     return answer.map_err(|e| {
